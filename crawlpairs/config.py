@@ -1,0 +1,268 @@
+"""One typed configuration object per run.
+
+A run's configuration comes from three layers, later ones winning: the defaults
+below, a TOML file (`--config`), and command-line flags. Every field of a stage's
+section is also a flag of that stage (`extract.min_text_length` is
+`--min-text-length`), so adding a field here is all it takes to make it
+configurable. The object is plain data (picklable), so jobs hand it to executors
+as is; udfs receive only their own section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names it."""
+
+
+@dataclass
+class SparkConfig:
+    """How the SparkSession is built when the CLI (not spark-submit) starts it."""
+
+    master: str | None = None  # None: spark-submit's, else local[*]
+    app_name: str = "crawlpairs"
+    conf: dict[str, str] = field(default_factory=dict)  # extra spark.* settings
+    jars: list[str] = field(default_factory=list)  # e.g. hadoop-aws for s3a://
+    shuffle_partitions: int | None = None
+    local_dir: str | None = None
+
+
+@dataclass
+class StorageConfig:
+    """Object-store access for executors and the driver (credentials from env)."""
+
+    s3_endpoint: str | None = None  # e.g. http://127.0.0.1:8333 (SeaweedFS); None: AWS
+    s3_region: str | None = None
+    s3_anon: bool = False  # anonymous reads (public buckets such as commoncrawl)
+    spark_s3_scheme: str = "s3a"  # scheme Spark itself uses for s3:// (EMR: "s3")
+
+
+@dataclass
+class ExtractConfig:
+    """Stage 1: crawl files -> candidates."""
+
+    input_format: str = "auto"  # auto | wat | warc (auto sniffs the content)
+    prefix: str = "https://data.commoncrawl.org/"  # for relative paths in @lists
+    crawl: str | None = None  # override the crawl id found in paths / warcinfo
+    crawl_index_url: str = "https://data.commoncrawl.org/crawl-data/{crawl}/wat.paths.gz"
+    allowed_schemes: list[str] = field(default_factory=lambda: ["http", "https"])
+    max_url_length: int = 2000
+    max_domain_length: int = 60
+    drop_extensions: list[str] = field(default_factory=lambda: ["svg", "gif"])
+    min_text_length: int = 5
+    max_text_length: int = 4000  # longer alt text is junk (or an attack): dropped
+    text_fallbacks: list[str] = field(default_factory=lambda: ["title", "figcaption"])
+    lid_model: str = "https://dl.fbaipublicfiles.com/fasttext/supervised-models/lid.176.bin"
+    lid_min_score: float = 0.0  # rows below are dropped (0: keep all)
+    max_record_bytes: int = 10_000_000  # larger HTML payloads are skipped, counted
+    files_per_batch: int = 0  # 0: the whole run is one commit batch
+    exact_dedup: bool = True  # drop repeated (url, text) within a batch
+
+
+@dataclass
+class DedupConfig:
+    """Stage 2: candidates -> deduped, against a persistent seen-set."""
+
+    seen: str | None = None  # URI of the seen-set dataset
+    seen_by_url: bool = False  # also drop rows whose url alone was seen
+    dedup_url: bool = True  # keep one row per url
+    url_keep: str = "earliest"  # earliest | longest_text
+    near_dup: bool = True
+    near_dup_scope: str = "global"  # global | image_domain
+    shingle_size: int = 5
+    num_perm: int = 128
+    bands: int = 16
+    rows_per_band: int = 8
+    seen_prefix_chars: int = 2  # seen-set partitioned by the first N hex chars of uid
+
+
+@dataclass
+class DownloadConfig:
+    """Stage 3: deduped -> images (webdataset shards + Parquet)."""
+
+    user_agent: str = "crawlpairs/0.1 (+https://github.com/crawlpairs/crawlpairs)"
+    contact_url: str = "https://github.com/crawlpairs/crawlpairs"
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0
+    max_redirects: int = 5
+    max_body_bytes: int = 30_000_000
+    per_host_rps: float = 2.0
+    in_flight_per_task: int = 64
+    retries: int = 1
+    respect_robots: bool = True
+    respect_noindex: bool = False
+    do_not_train: str | None = None  # file of domains / url hashes
+    url_blocklist: str | None = None
+    hash_blocklist: str | None = None
+    ssrf_guard: bool = True
+    allow_network: list[str] = field(default_factory=list)  # host:port allowed past the guard
+    image_size: int = 256
+    resize_mode: str = "border"  # no | keep_ratio | center_crop | border
+    output_format: str = "jpg"
+    quality: int = 95
+    min_image_bytes: int = 5000
+    min_side: int = 0
+    max_pixels: int = 89_478_485  # Pillow's default bomb limit
+    shard_size: int = 10_000
+    retry_failed: bool = False
+
+
+@dataclass
+class ScoreConfig:
+    """Stage 4: images -> scored + embeddings."""
+
+    model: str = "ViT-B-32"
+    pretrained: str | None = "openai"  # tag, local path or URI; None: random weights
+    model_config_dir: str | None = None  # extra open_clip configs (tiny test models)
+    multilingual_model: str | None = None
+    multilingual_pretrained: str | None = None
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (fp16 on GPU) | fp32 | fp16 | bf16
+    batch_size: int = 256
+    decode_threads: int = 0  # 0: executor cores
+    similarity_threshold: float = 0.28
+    language_thresholds: dict[str, float] = field(default_factory=lambda: {"en": 0.28})
+    non_english_threshold: float = 0.26
+    nsfw_model: str | None = None
+    aesthetic_model: str | None = None
+    watermark_model: str | None = None
+    punsafe_max: float = 0.5
+    pwatermark_max: float = 0.8
+    semantic_dup_threshold: float = 0.0  # 0: off
+
+
+@dataclass
+class IndexConfig:
+    """Stage 5: embeddings -> kNN indices."""
+
+    max_index_memory_usage: str = "4G"
+    current_memory_available: str = "8G"
+    max_index_query_time_ms: float = 10.0
+    nb_indices_to_keep: int = 1
+    metric_type: str = "ip"
+    distributed: bool = False
+    index_key: str | None = None  # force a faiss index key
+    embedding_kind: str = "img_emb"  # img_emb | text_emb
+
+
+@dataclass
+class Config:
+    """Everything one run needs; `input`/`output` are the stage's own."""
+
+    input: list[str] = field(default_factory=list)
+    output: str = ""
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+
+SECTIONS = ("spark", "storage", "extract", "dedup", "download", "score", "index")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    """`int | None` -> (int, True)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def coerce(name: str, tp: Any, value: Any) -> Any:
+    """Convert a TOML or command-line value to the field's type, or say which field is wrong."""
+    base, optional = _strip_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{name}: a value is required")
+    if isinstance(value, str) and optional and value.lower() in ("none", "null"):
+        return None
+    origin = typing.get_origin(base)
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if base in (int, float, str):
+            if base is not str and isinstance(value, bool):
+                raise ValueError(value)
+            return base(value)
+        if origin is list:
+            (item,) = typing.get_args(base)
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v != ""]
+            return [coerce(name, item, v) for v in value]
+        if origin is dict:
+            _, vt = typing.get_args(base)
+            if isinstance(value, str):
+                pairs = [p.split("=", 1) for p in value.split(",") if p]
+                value = {k.strip(): v.strip() for k, v in pairs}
+            return {str(k): coerce(f"{name}.{k}", vt, v) for k, v in dict(value).items()}
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}: cannot use {value!r} ({exc.__class__.__name__})") from None
+    return value
+
+
+def apply(cfg: Config, section: str | None, values: dict[str, Any]) -> None:
+    """Set fields of one section (or of the top level) from a mapping, checking names and types."""
+    target = cfg if section is None else getattr(cfg, section)
+    types_ = _field_types(type(target))
+    for key, value in values.items():
+        if section is None and key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{key}] must be a table")
+            apply(cfg, key, value)
+            continue
+        if key not in types_:
+            where = f"[{section}]" if section else "top level"
+            raise ConfigError(f"unknown setting {key!r} in {where}")
+        name = f"{section}.{key}" if section else key
+        setattr(target, key, coerce(name, types_[key], value))
+
+
+def load(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    """Defaults, then the TOML file, then overrides keyed by section (None: top level)."""
+    cfg = Config()
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"--config {path}: no such file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"--config {path}: {exc}") from None
+        apply(cfg, None, data)
+    for section, values in (overrides or {}).items():
+        apply(cfg, section, values)
+    return cfg
+
+
+def section_fields(section: str) -> dict[str, Any]:
+    """Field name -> type for one section; the CLI makes flags from this."""
+    return _field_types(type(getattr(Config(), section)))
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain dict, for `_stats.json` (so a run records the settings it used)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,1 @@
+"""Spark jobs, one module per stage; each is also a spark-submit entry point."""
