@@ -60,7 +60,7 @@ class ExtractConfig:
     min_text_length: int = 5
     max_text_length: int = 4000  # longer alt text is junk (or an attack): dropped
     text_fallbacks: list[str] = field(default_factory=lambda: ["title", "figcaption"])
-    lid_model: str = "https://dl.fbaipublicfiles.com/fasttext/supervised-models/lid.176.bin"
+    lid_model: str | None = "https://dl.fbaipublicfiles.com/fasttext/supervised-models/lid.176.bin"  # None: no language ID
     lid_min_score: float = 0.0  # rows below are dropped (0: keep all)
     max_record_bytes: int = 10_000_000  # larger HTML payloads are skipped, counted
     files_per_batch: int = 0  # 0: the whole run is one commit batch
@@ -69,88 +69,120 @@ class ExtractConfig:
 
 @dataclass
 class DedupConfig:
-    """Stage 2: candidates -> deduped, against a persistent seen-set."""
+    """Stage 2: candidates -> deduped, against a persistent seen-set (docs/dedup.md)."""
 
-    seen: str | None = None  # URI of the seen-set dataset
-    seen_by_url: bool = False  # also drop rows whose url alone was seen
+    seen: str | None = None  # URI of the seen-set dataset (local path or s3://)
+    seen_by_url: bool = False  # also drop rows whose url alone was already published
+    dedup_uid: bool = True  # keep one row per uid (url + text)
     dedup_url: bool = True  # keep one row per url
-    url_keep: str = "earliest"  # earliest | longest_text
+    url_keep: str = "earliest"  # which row survives: earliest (fetch_time) | longest_text
     near_dup: bool = True
-    near_dup_scope: str = "global"  # global | image_domain
-    shingle_size: int = 5
-    num_perm: int = 128
-    bands: int = 16
-    rows_per_band: int = 8
-    seen_prefix_chars: int = 2  # seen-set partitioned by the first N hex chars of uid
+    near_dup_scope: str = "image_domain"  # image_domain | global
+    shingle_size: int = 3  # character k-grams of the normalised caption (captions are short)
+    num_perm: int = 50  # MinHash permutations (>= bands * rows_per_band)
+    bands: int = 10  # LSH S-curve midpoint (1/10)^(1/5) = 0.63, just above `threshold`
+    rows_per_band: int = 5
+    threshold: float = 0.6  # exact shingle Jaccard an LSH pair must reach (0: trust LSH)
+    seed: int = 1  # MinHash permutation seed (keep fixed across runs)
+    max_cc_iterations: int = 40  # connected-components rounds before giving up (counted)
+    seen_prefix_chars: int = 2  # seen-set partitioned by the first N hex chars of sha1(key)
 
 
 @dataclass
 class DownloadConfig:
-    """Stage 3: deduped -> images (webdataset shards + Parquet)."""
+    """Stage 3: deduped -> images (webdataset shards + Parquet). See docs/download.md."""
 
-    user_agent: str = "crawlpairs/0.1 (+https://github.com/crawlpairs/crawlpairs)"
+    user_agent: str = "crawlpairs/0.1 (+{contact_url})"  # `{contact_url}` is filled in
     contact_url: str = "https://github.com/crawlpairs/crawlpairs"
     connect_timeout: float = 10.0
-    read_timeout: float = 20.0
+    read_timeout: float = 20.0  # between two reads of the socket
+    total_timeout: float = 60.0  # whole request incl. body (stops slow drips)
     max_redirects: int = 5
     max_body_bytes: int = 30_000_000
-    per_host_rps: float = 2.0
-    in_flight_per_task: int = 64
-    retries: int = 1
+    per_host_rps: float = 2.0  # request starts per second per host (0: no rate limit)
+    per_host_concurrency: int = 2  # requests in flight per host
+    in_flight_per_task: int = 64  # requests in flight per Spark task
+    retries: int = 1  # re-tries of a URL answered 429/503 (after Retry-After / backoff)
+    max_retry_after: float = 60.0  # longer Retry-After: give up (transient, --retry-failed)
+    backoff_base: float = 1.0  # seconds; doubled per try when no Retry-After
     respect_robots: bool = True
-    respect_noindex: bool = False
+    respect_noindex: bool = False  # also treat noindex / noimageindex / none as opt-out
     do_not_train: str | None = None  # file of domains / url hashes
-    url_blocklist: str | None = None
-    hash_blocklist: str | None = None
+    url_blocklist: str | None = None  # file of url md5/sha1/sha256 hashes
+    hash_blocklist: str | None = None  # file of image md5/sha1/sha256 hashes
     ssrf_guard: bool = True
-    allow_network: list[str] = field(default_factory=list)  # host:port allowed past the guard
+    allow_network: list[str] = field(default_factory=list)  # IP[/len][:port] allowed past the guard
+    resolve_overrides: dict[str, str] = field(default_factory=dict)  # host=IP[:port] (tests, benchmarks)
     image_size: int = 256
     resize_mode: str = "border"  # no | keep_ratio | center_crop | border
-    output_format: str = "jpg"
+    resize_only_if_bigger: bool = False
+    output_format: str = "jpg"  # jpg | png | webp
     quality: int = 95
     min_image_bytes: int = 5000
     min_side: int = 0
     max_pixels: int = 89_478_485  # Pillow's default bomb limit
     shard_size: int = 10_000
-    retry_failed: bool = False
+    partitions: int = 0  # fetch tasks; 0: 4 x default parallelism
+    max_pending: int = 2000  # URLs queued ahead per task
+    retry_failed: bool = False  # re-fetch transient failures of finished shards
 
 
 @dataclass
 class ScoreConfig:
-    """Stage 4: images -> scored + embeddings."""
+    """Stage 4: images -> scored + embeddings (see docs/score.md)."""
 
-    model: str = "ViT-B-32"
-    pretrained: str | None = "openai"  # tag, local path or URI; None: random weights
-    model_config_dir: str | None = None  # extra open_clip configs (tiny test models)
-    multilingual_model: str | None = None
-    multilingual_pretrained: str | None = None
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (fp16 on GPU) | fp32 | fp16 | bf16
+    model: str = "ViT-B-32"  # any open_clip architecture (or a config from model_config_dir)
+    pretrained: str | None = "openai"  # tag, local path or s3:// / https:// URI; None: random weights
+    model_config_dir: str | None = None  # extra open_clip configs; crawlpairs/models (tiny-clip) is built in
+    multilingual_model: str | None = None  # e.g. xlm-roberta-base-ViT-B-32 for rows not in main_model_languages
+    multilingual_pretrained: str | None = None  # e.g. laion5b_s13b_b90k
+    main_model_languages: list[str] = field(default_factory=lambda: ["en"])
+    device: str = "auto"  # auto (GPU Spark assigned the task, else CPU) | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (fp16 autocast on GPU, fp32 on CPU) | fp32 | fp16 | bf16
     batch_size: int = 256
-    decode_threads: int = 0  # 0: executor cores
-    similarity_threshold: float = 0.28
+    decode_threads: int = 0  # 0: task cores on CPU, executor cores on GPU
+    max_text_chars: int = 4096  # cut before tokenising; the tokenizer truncates to its context length
+    min_image_side: int = 1  # smaller images are dropped (image_too_small)
     language_thresholds: dict[str, float] = field(default_factory=lambda: {"en": 0.28})
-    non_english_threshold: float = 0.26
-    nsfw_model: str | None = None
-    aesthetic_model: str | None = None
-    watermark_model: str | None = None
-    punsafe_max: float = 0.5
+    default_threshold: float = 0.26  # languages not in language_thresholds (LAION-400M: 0.3 everywhere)
+    nsfw_model: str | None = None  # LAION CLIP-based NSFW detector as .npz (path or URI)
+    aesthetic_model: str | None = None  # LAION linear head or improved-aesthetic MLP (.pth)
+    watermark_model: str | None = None  # a head on the image embedding (.pth / .npz), sigmoid output
+    punsafe_max: float = 0.5  # rows with punsafe >= this are dropped (Re-LAION research-safe: 0.45; 1.01: keep all)
     pwatermark_max: float = 0.8
-    semantic_dup_threshold: float = 0.0  # 0: off
+    nsfw_tag_thresholds: list[float] = field(default_factory=lambda: [0.3, 0.5])  # UNSURE from, NSFW from
+    similarity_band_width: float = 0.05
+    embedding_dtype: str = "float32"  # float32 | float16 (clip-retrieval's choice; half the disk)
+    semantic_dup_threshold: float = 0.0  # cosine of image embeddings; 0: off
+    semantic_dup_bits: int = 12  # LSH neighbourhood: random hyperplanes per table
+    semantic_dup_tables: int = 2
+    force: bool = False  # rescore shards already done
 
 
 @dataclass
 class IndexConfig:
-    """Stage 5: embeddings -> kNN indices."""
+    """Stage 5: embeddings -> kNN indices (autofaiss) + row-aligned metadata."""
 
-    max_index_memory_usage: str = "4G"
-    current_memory_available: str = "8G"
-    max_index_query_time_ms: float = 10.0
-    nb_indices_to_keep: int = 1
-    metric_type: str = "ip"
-    distributed: bool = False
-    index_key: str | None = None  # force a faiss index key
-    embedding_kind: str = "img_emb"  # img_emb | text_emb
+    kinds: list[str] = field(default_factory=lambda: ["img_emb"])  # img_emb and/or text_emb
+    max_index_memory_usage: str = "4G"  # hard cap on each index's size (autofaiss picks the type)
+    current_memory_available: str = "8G"  # RAM the build may use
+    max_index_query_time_ms: float = 10.0  # latency target autofaiss tunes nprobe/efSearch for
+    min_nearest_neighbors_to_retrieve: int = 20
+    metric_type: str = "ip"  # ip (cosine on normalised vectors) | l2
+    index_key: str | None = None  # force a faiss index key (e.g. "IVF1024,PQ64")
+    index_param: str | None = None  # force search parameters (e.g. "nprobe=16")
+    shard_by: str = "none"  # none: one index (or nb_indices_to_keep) | partition: one per .npy part
+    nb_indices_to_keep: int = 1  # >1 needs distributed: the index is split into this many files
+    distributed: bool = False  # build with Spark (autofaiss pyspark mode / one task per partition)
+    tmp_dir: str | None = None  # autofaiss scratch for distributed builds; a shared URI on clusters
+    nb_cores: int | None = None  # faiss threads; None: all cores
+    should_be_memory_mappable: bool = False  # only index types query can mmap from disk
+    metadata_columns: list[str] = field(
+        default_factory=lambda: ["uid", "url", "text", "similarity", "language", "width", "height"]
+    )
+    clip_model: str | None = None  # text/image encoder for queries; None: what score used
+    clip_pretrained: str | None = None
+    clip_model_config_dir: str | None = None
 
 
 @dataclass

@@ -1,0 +1,215 @@
+"""Download benchmark: crawlpairs vs img2dataset, same URL list, same settings, one run.
+
+    nice .venv/bin/python bench/download/run.py [--urls 3000 --hosts 100 --threads 64]
+
+A loopback server process (bench/download/server.py, pinned to the last core) serves
+a realistic JPEG size mix with 50-200 ms injected latency per response from many
+loopback addresses (one per host). Each arm runs as its own process tree pinned to
+core 0 (`taskset`), so images/s is images/s per core:
+  img2dataset       1 process, N threads, border 256, jpg q95, webdataset, sha256
+  crawlpairs-engine the download udfs without Spark (fetch + decode/resize + shards)
+  crawlpairs-spark  `crawlpairs download --master local[1]` (JVM and all)
+crawlpairs keeps its politeness on: robots.txt per host, per-host rate limit and
+per-host concurrency, SSRF guard (loopback opened by --allow-network only).
+Writes bench/download/results.json and RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+VENV = REPO / "bench" / ".venvs" / "img2dataset"
+SHARED = Path(os.environ.get("CRAWLPAIRS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def ensure_img2dataset() -> str:
+    py = VENV / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "img2dataset"], check=True)
+    out = subprocess.run([str(py), "-c", "import importlib.metadata as m; print(m.version('img2dataset'))"],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def pin(cores: str) -> list[str]:
+    return ["taskset", "-c", cores] if shutil.which("taskset") else []
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> dict[str, float]:
+    """Run a process tree; wall seconds and CPU seconds of everything it waited for."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    with open(log or os.devnull, "w") as fh:
+        rc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"rc": rc, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
+
+
+IMG2DATASET = """
+import sys, img2dataset
+img2dataset.download(url_list=sys.argv[1], input_format="parquet", url_col="url", caption_col="text",
+    output_format="webdataset", output_folder=sys.argv[2], processes_count=1, thread_count=int(sys.argv[3]),
+    image_size=256, resize_mode="border", encode_quality=95, encode_format="jpg", timeout=10, retries=0,
+    number_sample_per_shard=10000, distributor="multiprocessing", compute_hash="sha256",
+    user_agent_token="crawlpairs-bench")
+"""
+
+ENGINE = """
+import sys, pandas as pd
+from crawlpairs.config import DownloadConfig
+from crawlpairs.udfs.dl_task import download_frames
+from crawlpairs.udfs.dl_shards import plan, write_shard
+cfg = DownloadConfig(**__import__("json").loads(sys.argv[3]))
+df = pd.read_parquet(sys.argv[1])
+frames = list(download_frames(iter([df[i:i + 1000] for i in range(0, len(df), 1000)]), cfg))
+res = pd.concat(frames, ignore_index=True)
+p = plan(len(res), cfg.shard_size)
+write_shard(res, 0, sys.argv[2], p, None)
+"""
+
+
+WDS_READ = """
+import glob, sys, webdataset as wds
+tars = sorted(glob.glob(sys.argv[1] + "/*.tar"))
+print(sum(1 for _ in wds.WebDataset(tars, shardshuffle=False).decode("pil").to_tuple("jpg", "txt", "json")))
+"""
+
+
+def read_with_webdataset(folder: Path) -> int | None:
+    """Samples that img2dataset's own webdataset package reads back from our shards."""
+    out = subprocess.run([str(VENV / "bin" / "python"), "-c", WDS_READ, str(folder)], capture_output=True, text=True)
+    try:
+        return int(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+
+
+def successes(folder: Path) -> int:
+    n = 0
+    for f in folder.glob("*_stats.json"):
+        if f.name[0].isdigit():
+            d = json.loads(f.read_text())
+            n += int(d.get("successes", d.get("count", 0) if "status" not in d else 0))
+    return n
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--urls", type=int, default=3000)
+    ap.add_argument("--hosts", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=64, help="img2dataset threads = crawlpairs in-flight")
+    ap.add_argument("--per-host-rps", type=float, default=5.0)
+    ap.add_argument("--per-host-concurrency", type=int, default=2)
+    ap.add_argument("--latency-min", type=float, default=0.05)
+    ap.add_argument("--latency-max", type=float, default=0.2)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--arms", default="img2dataset,crawlpairs-engine,crawlpairs-spark")
+    a = ap.parse_args()
+
+    import pandas as pd
+
+    version = ensure_img2dataset()
+    work = HERE / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    ncpu = os.cpu_count() or 1
+    server_core, arm_core = str(ncpu - 1), "0"
+    srv = subprocess.Popen(
+        [*pin(server_core), sys.executable, str(HERE / "server.py"), "--hosts", str(a.hosts),
+         "--latency-min", str(a.latency_min), "--latency-max", str(a.latency_max), "--images", str(SHARED / "images")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        line = srv.stdout.readline().split()
+        if not line or line[0] != "READY":
+            raise SystemExit("benchmark server did not start")
+        port = int(line[1])
+        server_info = " ".join(line[2:])
+        urls = [f"http://127.0.0.{2 + i % a.hosts}:{port}/img/{i}.jpg" for i in range(a.urls)]
+        df = pd.DataFrame({"uid": [f"{i:032x}" for i in range(a.urls)], "url": urls,
+                           "text": [f"caption {i}" for i in range(a.urls)]})
+        (work / "in").mkdir()
+        inp = work / "in" / "urls.parquet"
+        df.to_parquet(inp)
+        dl = {"per_host_rps": a.per_host_rps, "per_host_concurrency": a.per_host_concurrency,
+              "in_flight_per_task": a.threads, "allow_network": [f"127.0.0.0/8:{port}"], "min_image_bytes": 0,
+              "shard_size": a.urls + 1, "connect_timeout": 10.0, "read_timeout": 10.0, "total_timeout": 30.0,
+              "image_size": 256, "resize_mode": "border", "output_format": "jpg", "quality": 95}
+        env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable,
+                   NO_ALBUMENTATIONS_UPDATE="1")
+        arms = a.arms.split(",")
+        runs = []
+        for r in range(a.rounds):
+            for arm in arms:
+                out = work / f"{arm}-{r}"
+                log = work / f"{arm}-{r}.log"
+                if arm == "img2dataset":
+                    cmd = [*pin(arm_core), str(VENV / "bin" / "python"), "-c", IMG2DATASET, str(inp), str(out),
+                           str(a.threads)]
+                    folder = out
+                elif arm == "crawlpairs-engine":
+                    cmd = [*pin(arm_core), sys.executable, "-c", ENGINE, str(inp), str(out), json.dumps(dl)]
+                    folder = out
+                else:
+                    cmd = [*pin(arm_core), str(REPO / ".venv" / "bin" / "crawlpairs"), "download",
+                           "--input", str(work / "in"), "--output", str(out), "--master", "local[1]",
+                           "--shuffle-partitions", "1", "--partitions", "1",
+                           "--conf", "spark.ui.enabled=false"]
+                    for k, v in dl.items():
+                        cmd += [f"--{k.replace('_', '-')}", ",".join(v) if isinstance(v, list) else str(v)]
+                    folder = out / "images"
+                m = timed(cmd, env, log)
+                ok = successes(folder) if folder.exists() else 0
+                m.update(arm=arm, round=r, images=ok, images_per_s=round(ok / m["wall_s"], 1),
+                         images_per_cpu_s=round(ok / m["cpu_s"], 1) if m["cpu_s"] else None)
+                if arm.startswith("crawlpairs") and folder.exists():
+                    m["webdataset_reads"] = read_with_webdataset(folder)
+                print(json.dumps(m), flush=True)
+                runs.append(m)
+    finally:
+        srv.terminate()
+        srv.wait(10)
+
+    result = {
+        "machine": f"{platform.machine()}, {ncpu} cores (arms pinned to core {arm_core}, server to core "
+                   f"{server_core}), load avg {os.getloadavg()[0]:.1f}, Python {platform.python_version()}",
+        "command": " ".join(sys.argv),
+        "img2dataset_version": version,
+        "urls": a.urls, "hosts": a.hosts, "threads_or_in_flight": a.threads,
+        "latency_s": [a.latency_min, a.latency_max], "server": server_info,
+        "crawlpairs_politeness": {"per_host_rps": a.per_host_rps, "per_host_concurrency": a.per_host_concurrency,
+                                  "robots": True, "ssrf_guard": True},
+        "runs": runs,
+    }
+    (HERE / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["# Download benchmark (generated by bench/download/run.py)", "",
+             f"- machine: {result['machine']}", f"- command: `{result['command']}`",
+             f"- {a.urls} URLs over {a.hosts} loopback hosts, {a.latency_min * 1000:.0f}-{a.latency_max * 1000:.0f} ms "
+             f"latency per response, JPEG size mix ({server_info}); resize border 256, jpg q95, webdataset",
+             f"- img2dataset {version}: 1 process, {a.threads} threads; crawlpairs: {a.threads} in flight, "
+             f"{a.per_host_rps} req/s and {a.per_host_concurrency} in flight per host, robots.txt, SSRF guard",
+             "", "| arm | round | images | wall s | CPU s | images/s (1 core) | images per CPU-s | read back by webdataset |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for m in runs:
+        lines.append(f"| {m['arm']} | {m['round']} | {m['images']} | {m['wall_s']} | {m['cpu_s']} | "
+                     f"{m['images_per_s']} | {m['images_per_cpu_s']} | {m.get('webdataset_reads', '')} |")
+    (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    print((HERE / "RESULTS.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""One benchmark arm over a list of files, in its own process on one core; prints JSON.
+
+Run by bench/extract/run.py, with the project venv for our arms and the floor, and with
+bench/.venvs/cc2dataset's python for cc2dataset (so this file imports nothing at top level
+that only one of them has).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+
+# A tiny real WAT run once before timing by the extractor arms: one-time costs (imports,
+# Arrow's compute/timezone init, model load) are per executor process, not per file.
+WARMUP = os.environ.get("BENCH_WARMUP_FILE", "")
+
+
+def arm_ours(files: list[str], lid: bool) -> dict:
+    from crawlpairs.config import ExtractConfig
+    from crawlpairs.stats import Stats
+    from crawlpairs.udfs import langid
+    from crawlpairs.udfs.extract import extract_stream
+
+    model = os.environ["BENCH_LID_MODEL"] if lid else None
+    cfg = ExtractConfig(lid_model=model)
+    if model:
+        langid.load_model(model)  # once per executor process: not part of the per-file rate
+    for _ in extract_stream(open(WARMUP, "rb"), WARMUP, cfg, Stats()):  # one-time imports/inits
+        pass
+    stats = Stats()
+    pairs = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    for f in files:
+        with open(f, "rb") as fh:
+            for batch in extract_stream(fh, f, cfg, stats):
+                pairs += batch.num_rows
+    return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, "pairs": pairs,
+            "pairs_found": stats.counts["pairs_found"], "errors": sum(stats.errors.values())}
+
+
+def arm_cc2dataset(files: list[str]) -> dict:
+    import logging
+
+    from loguru import logger
+
+    logger.remove()  # its per-file INFO line is not part of the work
+    logging.disable(logging.CRITICAL)
+    from cc2dataset.main import process_wat
+
+    for _ in process_wat(WARMUP, "image"):  # one-time imports/inits, as for ours
+        pass
+    pairs = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    for f in files:
+        for _ in process_wat(f, "image"):
+            pairs += 1
+    return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, "pairs": pairs}
+
+
+def arm_floor_parse(files: list[str]) -> dict:
+    """FastWARC iterate + read + orjson-parse EVERY record: what any WAT extractor must pay
+    if it parses all JSON (ours skips 2/3 of it, so it can beat this)."""
+    import orjson
+    from fastwarc.warc import ArchiveIterator
+
+    n = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    for f in files:
+        with open(f, "rb") as fh:
+            for rec in ArchiveIterator(fh, parse_http=False):
+                payload = rec.reader.read()
+                if rec.headers.get("Content-Type") == "application/json":
+                    orjson.loads(payload)
+                    n += 1
+    return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, "records_parsed": n}
+
+
+def arm_floor_read(files: list[str]) -> dict:
+    """FastWARC iterate + read every record payload (inflate + WARC framing), no JSON."""
+    from fastwarc.warc import ArchiveIterator
+
+    n = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    for f in files:
+        with open(f, "rb") as fh:
+            for rec in ArchiveIterator(fh, parse_http=False):
+                n += len(rec.reader.read())
+    return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, "bytes_out": n}
+
+
+def _inflate_members(files: list[str], mod) -> dict:
+    n = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    for f in files:
+        with open(f, "rb") as fh:
+            d = mod.decompressobj(31)
+            while chunk := fh.read(1 << 20):
+                while chunk:
+                    n += len(d.decompress(chunk))
+                    if d.eof:  # next gzip member
+                        chunk = d.unused_data
+                        d = mod.decompressobj(31)
+                    else:
+                        chunk = b""
+    return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, "bytes_out": n}
+
+
+def arm_inflate_isal(files: list[str]) -> dict:
+    from isal import isal_zlib
+
+    return _inflate_members(files, isal_zlib)
+
+
+def arm_inflate_zlibng(files: list[str]) -> dict:
+    from zlib_ng import zlib_ng
+
+    return _inflate_members(files, zlib_ng)
+
+
+def arm_inflate_zlib(files: list[str]) -> dict:
+    import zlib
+
+    return _inflate_members(files, zlib)
+
+
+ARMS = {
+    "ours": lambda fs: arm_ours(fs, lid=True),
+    "ours_nolid": lambda fs: arm_ours(fs, lid=False),
+    "cc2dataset": arm_cc2dataset,
+    "floor_parse": arm_floor_parse,
+    "floor_read": arm_floor_read,
+    "inflate_isal": arm_inflate_isal,
+    "inflate_zlibng": arm_inflate_zlibng,
+    "inflate_zlib": arm_inflate_zlib,
+}
+
+
+def main() -> None:
+    arm, files = sys.argv[1], sys.argv[2:]
+    if hasattr(os, "sched_setaffinity"):  # one core, whichever the scheduler gave us first
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    for f in files:  # page cache warm for every arm alike
+        with open(f, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+    out = ARMS[arm](files)
+    out["arm"] = arm
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

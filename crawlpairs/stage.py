@@ -1,0 +1,202 @@
+"""What every stage shares: flags, config, session, timing, `_stats.json`.
+
+A job module is a short subclass of `Stage` (cc-pyspark style) whose `run` does the
+DataFrame wiring. The same class runs from the CLI (`crawlpairs extract ...`), from
+spark-submit (`spark-submit jobs/extract.py ...`, the module's `__main__`), and from
+other stages or tests (`run_stage`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+import time
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from crawlpairs import __version__, storage
+from crawlpairs import config as config_mod
+from crawlpairs.config import Config, ConfigError
+from crawlpairs.stats import Stats
+
+log = logging.getLogger("crawlpairs")
+
+
+class UsageError(Exception):
+    """A mistake the user can fix; printed as one line naming the flag or path."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus the error; a bad flag should cost one line."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+@dataclass
+class Context:
+    cfg: Config
+    spark: Any = None
+    stats: Stats = field(default_factory=Stats)
+    args: argparse.Namespace = field(default_factory=argparse.Namespace)
+    out: str = ""
+
+    def spark_uri(self, uri: str) -> str:
+        return storage.spark_uri(uri, self.cfg.storage)
+
+
+class Stage:
+    name: str = ""
+    section: str | None = None
+    output_dir: str = ""
+    uses_spark: bool = True
+    input_required: bool = True
+    write_stats: bool = True
+    help: str = ""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Flags that are not config fields (rare: prefer a config field)."""
+
+    def run(self, ctx: Context) -> None:
+        raise NotImplementedError
+
+    def summary(self, ctx: Context) -> str:
+        c = ctx.stats.counts
+        rows = c.get("rows_out", c.get("pairs_out"))
+        what = f"{rows} rows" if rows is not None else "done"
+        return f"{self.name}: {what} -> {ctx.out or ctx.cfg.output}"
+
+
+# -- flags -------------------------------------------------------------------------
+
+COMMON_SECTIONS = ("spark", "storage")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_section_flags(parser: argparse.ArgumentParser, section: str, taken: set[str]) -> None:
+    group = parser.add_argument_group(f"[{section}] settings")
+    for name, tp in config_mod.section_fields(section).items():
+        flag = _flag(name)
+        if flag in taken:
+            continue
+        taken.add(flag)
+        base, _ = config_mod._strip_optional(tp)
+        dest = f"cfg__{section}__{name}"
+        if base is bool:
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+        else:
+            metavar = name.upper()
+            group.add_argument(flag, dest=dest, default=argparse.SUPPRESS, metavar=metavar)
+
+
+def build_parser(stage: Stage, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or OneLineParser(prog=f"crawlpairs {stage.name}", description=stage.help)
+    parser.add_argument(
+        "--input", "-i", nargs="+", action="extend", default=None, metavar="IN",
+        help="files, globs, folders, s3:// or https:// URIs, @listfile, or a crawl id",
+    )
+    parser.add_argument("--output", "-o", default=None, metavar="OUT", help="output root (local path or s3://)")
+    parser.add_argument("--config", default=None, metavar="FILE.toml", help="settings file; flags win over it")
+    parser.add_argument(
+        "--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark setting (repeatable)"
+    )
+    taken = {"--input", "--output", "--config", "--conf", "--help"}
+    stage.add_arguments(parser)
+    for action in parser._actions:
+        taken.update(action.option_strings)
+    if stage.section:
+        _add_section_flags(parser, stage.section, taken)
+    for section in COMMON_SECTIONS:
+        _add_section_flags(parser, section, taken)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, stage: Stage) -> Config:
+    overrides: dict[str | None, dict[str, Any]] = {}
+    for key, value in vars(args).items():
+        if key.startswith("cfg__"):
+            _, section, name = key.split("__", 2)
+            overrides.setdefault(section, {})[name] = value
+    cfg = config_mod.load(args.config, {s: v for s, v in overrides.items() if s})
+    if args.input:
+        cfg.input = list(args.input)
+    if args.output:
+        cfg.output = args.output
+    for item in args.conf:
+        if "=" not in item:
+            raise ConfigError(f"--conf {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        cfg.spark.conf[key.strip()] = value.strip()
+    if stage.input_required and not cfg.input:
+        raise ConfigError("--input: required")
+    if stage.output_dir is not None and stage.write_stats and not cfg.output:
+        raise ConfigError("--output: required")
+    return cfg
+
+
+# -- running -----------------------------------------------------------------------
+
+
+def run_stage(stage_cls: type[Stage] | Stage, cfg: Config, spark: Any = None,
+              args: argparse.Namespace | None = None) -> Stats:
+    """Run one stage with a given config (and session); write its `_stats.json`."""
+    stage = stage_cls() if isinstance(stage_cls, type) else stage_cls
+    out = storage.join(cfg.output, stage.output_dir) if cfg.output else ""
+    ctx = Context(cfg=cfg, spark=spark, args=args or argparse.Namespace(), out=out)
+    if stage.uses_spark and ctx.spark is None:
+        from crawlpairs.spark import get_spark
+
+        ctx.spark = get_spark(cfg)
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    stage.run(ctx)
+    seconds = time.perf_counter() - t0
+    if stage.write_stats and ctx.out:
+        doc = {
+            "stage": stage.name,
+            "version": __version__,
+            "started_at": started.isoformat(),
+            "seconds": round(seconds, 3),
+            "inputs": cfg.input,
+            "output": ctx.out,
+            **ctx.stats.to_dict(),
+            "config": config_mod.to_dict(cfg),
+        }
+        storage.write_json(storage.join(ctx.out, "_stats.json"), doc, cfg.storage)
+    ctx.stats.extra.setdefault("seconds", round(seconds, 3))
+    log.info(stage.summary(ctx))
+    print(stage.summary(ctx) + f" ({seconds:.1f} s)", file=sys.stderr)
+    return ctx.stats
+
+
+def main(stage_cls: type[Stage], argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Entry point for the CLI and for spark-submit: parse, check, run, report."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stage = stage_cls()
+    parser = build_parser(stage)
+    if prog:
+        parser.prog = prog
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = config_from_args(args, stage)
+        if stage.write_stats and cfg.output:
+            try:
+                storage.check_writable(cfg.output, cfg.storage)
+            except Exception as exc:  # noqa: BLE001 - any failure means "cannot write there"
+                raise UsageError(f"--output {cfg.output}: not writable ({_short(exc)})") from None
+        run_stage(stage, cfg, args=args)
+    except (ConfigError, UsageError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0] if text else ''}"[:300]

@@ -1,0 +1,265 @@
+"""Stage 2: candidates/ -> deduped/ (exact, near-duplicate, and across runs).
+
+Every input row ends with a `reason` (null = kept), decided in this order:
+  seen_uid / seen_url  its uid (or url) was published by an earlier run (--seen)
+  exact_uid            another row has the same uid (url + text)
+  exact_url            another row has the same url (dedup_url)
+  near_dup             its caption is a near-duplicate (MinHash LSH + exact Jaccard
+                       check + connected components) of a better-ranked row's,
+                       within the same image domain or globally (near_dup_scope)
+Which row of a group survives is the best by `url_keep`: `earliest` = earliest
+fetch_time, then longest text; `longest_text` = longest text, then earliest fetch;
+then uid, source_file, source_offset as the final tie-break, so the choice never
+depends on partitioning. Everything is Spark shuffles/joins; the driver only sees
+counts and the seen-set manifests. See docs/dedup.md.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from crawlpairs.udfs import dedup_seen
+from crawlpairs.udfs.dedup_seen import SeenSet
+
+from crawlpairs import storage
+from crawlpairs.stage import Context, Stage, UsageError, main
+
+REASONS = ("seen_uid", "seen_url", "exact_uid", "exact_url", "near_dup")
+INTERNAL = "batch"  # extract's commit-batch partition column: not part of the dataset
+
+
+def rank_columns(url_keep: str):
+    """Sort order of "better" rows; the first row of a group survives."""
+    from pyspark.sql import functions as F
+
+    if url_keep not in ("earliest", "longest_text"):
+        raise UsageError(f"--url-keep {url_keep}: expected earliest or longest_text")
+    early = F.col("fetch_time").asc_nulls_last()
+    longer = F.length("text").desc_nulls_last()
+    first = [early, longer] if url_keep == "earliest" else [longer, early]
+    return [*first, F.col("uid").asc(), F.col("source_file").asc_nulls_last(),
+            F.col("source_offset").asc_nulls_last(), F.col("page_url").asc_nulls_last()]
+
+
+def url_key(col):
+    """32 hex chars of sha256(url): the seen-set key for a url, same width as a uid."""
+    from pyspark.sql import functions as F
+
+    return F.substring(F.sha2(col, 256), 1, 32)
+
+
+class DedupStage(Stage):
+    name = "dedup"
+    section = "dedup"
+    output_dir = "deduped"
+    help = "candidates/ -> deduped/: exact (uid, url), near-duplicate captions, and a seen-set across runs"
+
+    def run(self, ctx: Context) -> None:
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        cfg, spark, d = ctx.cfg, ctx.spark, ctx.cfg.dedup
+        self.check(ctx)
+        try:
+            rows = spark.read.parquet(*[ctx.spark_uri(u) for u in cfg.input])
+        except Exception as exc:  # noqa: BLE001 - missing/empty input is a usage error, in one line
+            raise UsageError(f"--input {','.join(cfg.input)}: cannot read Parquet ({str(exc).splitlines()[0][:200]})"
+                             ) from None
+        if INTERNAL in rows.columns:
+            rows = rows.drop(INTERNAL)
+        columns = rows.columns
+        rows = rows.withColumn("_ukey", url_key(F.col("url")))
+        reason = F.lit(None).cast("string")
+
+        # -- across runs: the seen-set ------------------------------------------------
+        seen = SeenSet(d.seen, cfg.storage) if d.seen else None
+        own = dedup_seen.run_key(ctx.out)
+        commits = seen.commits(exclude_run=own) if seen else []
+        n = d.seen_prefix_chars
+        prefixes_read: dict[str, int] = {}
+        if commits:
+            needed = {r[0] for r in rows.select(F.substring("uid", 1, n)).distinct().collect()}
+            seen_uid = self.read_seen(ctx, seen, "uid", commits, needed, prefixes_read)
+            if seen_uid is not None:
+                rows = rows.join(seen_uid.select(F.col("key").alias("uid"), F.lit(True).alias("_seen_uid")),
+                                 "uid", "left")
+                reason = F.when(F.col("_seen_uid"), "seen_uid")
+            if d.seen_by_url:
+                needed_u = {r[0] for r in rows.select(F.substring("_ukey", 1, n)).distinct().collect()}
+                seen_url = self.read_seen(ctx, seen, "url", commits, needed_u, prefixes_read)
+                if seen_url is not None:
+                    rows = rows.join(seen_url.select(F.col("key").alias("_ukey"), F.lit(True).alias("_seen_url")),
+                                     "_ukey", "left")
+                    reason = F.when(reason.isNotNull(), reason).when(F.col("_seen_url"), "seen_url")
+        rows = rows.withColumn("_reason", reason)
+
+        # -- exact: one row per uid, then one row per url -------------------------------
+        from pyspark.sql import Window
+
+        order = rank_columns(d.url_keep)
+        live = rows.where(F.col("_reason").isNull())
+        dead = rows.where(F.col("_reason").isNotNull())
+        if d.dedup_uid:
+            w = Window.partitionBy("uid").orderBy(*order)
+            live = live.withColumn("_reason", F.when(F.row_number().over(w) > 1, "exact_uid"))
+            dead = dead.unionByName(live.where(F.col("_reason").isNotNull()))
+            live = live.where(F.col("_reason").isNull())
+        if d.dedup_url:
+            w = Window.partitionBy("url").orderBy(*order)
+            live = live.withColumn("_reason", F.when(F.row_number().over(w) > 1, "exact_url"))
+            dead = dead.unionByName(live.where(F.col("_reason").isNotNull()))
+            live = live.where(F.col("_reason").isNull())
+
+        # -- near-duplicate captions -------------------------------------------------------
+        live = live.withColumn("_id", F.xxhash64("uid")).persist(StorageLevel.MEMORY_AND_DISK)
+        if d.near_dup:
+            drops = self.near_dup_drops(ctx, live, order)
+            live = (live.join(drops.select("_id", F.lit("near_dup").alias("_nd")), "_id", "left")
+                    .withColumn("_reason", F.col("_nd")).drop("_nd"))
+        ann = dead.unionByName(live.drop("_id"), allowMissingColumns=True)
+        ann = ann.select(*columns, "_ukey", "_reason").persist(StorageLevel.MEMORY_AND_DISK)
+
+        # -- outputs: deduped rows, counts, then the seen-set -------------------------------
+        (ann.where(F.col("_reason").isNull()).select(*columns)
+         .write.mode("overwrite").option("partitionOverwriteMode", "static")
+         .parquet(ctx.spark_uri(ctx.out)))
+        counts = {r["_reason"]: r["count"] for r in ann.groupBy("_reason").count().collect()}
+        ctx.stats.incr("rows_in", sum(counts.values()))
+        ctx.stats.incr("rows_out", counts.get(None, 0))
+        for why in REASONS:
+            ctx.stats.drop(why, counts.get(why, 0))
+        if seen:
+            self.append_seen(ctx, seen, own, ann, commits, prefixes_read)
+        live.unpersist()
+        ann.unpersist()
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def check(self, ctx: Context) -> None:
+        d = ctx.cfg.dedup
+        if d.near_dup_scope not in ("image_domain", "global"):
+            raise UsageError(f"--near-dup-scope {d.near_dup_scope}: expected image_domain or global")
+        if d.bands * d.rows_per_band > d.num_perm:
+            raise UsageError(f"--bands {d.bands} x --rows-per-band {d.rows_per_band} > --num-perm {d.num_perm}")
+        if d.shingle_size < 1 or d.bands < 1 or d.rows_per_band < 1:
+            raise UsageError("--shingle-size, --bands, --rows-per-band: must be >= 1")
+        if not 1 <= d.seen_prefix_chars <= 4:
+            raise UsageError(f"--seen-prefix-chars {d.seen_prefix_chars}: expected 1..4")
+
+    # -- seen-set -------------------------------------------------------------------------
+
+    def read_seen(self, ctx: Context, seen: SeenSet, kind: str, commits, needed: set[str],
+                  prefixes_read: dict[str, int]):
+        """Keys of committed attempts, only in the hash-prefix partitions this input touches."""
+        paths = seen.paths(kind, commits, needed)
+        prefixes_read[kind] = len(paths)
+        if not paths:
+            return None
+        base = ctx.spark_uri(seen.kind_root(kind))
+        df = ctx.spark.read.option("basePath", base).parquet(*[ctx.spark_uri(p) for p in paths])
+        return df.select("key").distinct()
+
+    def append_seen(self, ctx: Context, seen: SeenSet, own: str, ann, commits, prefixes_read) -> None:
+        """Write this run's keys under a new attempt, then commit it with one manifest write."""
+        from pyspark.sql import functions as F
+
+        d, st = ctx.cfg.dedup, ctx.cfg.storage
+        n = d.seen_prefix_chars
+        attempt = dedup_seen.new_attempt(own)
+        fresh = ann.where(~F.coalesce(F.col("_reason").isin("seen_uid", "seen_url"), F.lit(False)))
+        keys = {"uid": fresh.select(F.col("uid").alias("key")).distinct()}
+        url_keys = fresh.select(F.col("_ukey").alias("key")).distinct()
+        needed = {r[0] for r in url_keys.select(F.substring("key", 1, n)).distinct().collect()}
+        known = self.read_seen(ctx, seen, "url", commits, needed, {}) if commits else None
+        keys["url"] = url_keys.join(known, "key", "left_anti") if known is not None else url_keys
+        kinds = {}
+        for kind, df in keys.items():
+            target = seen.attempt_dir(kind, attempt)
+            (df.withColumn("p", F.substring("key", 1, n)).repartition("p").sortWithinPartitions("key")
+             .write.mode("overwrite").partitionBy("p").parquet(ctx.spark_uri(target)))
+            written = ctx.spark.read.parquet(ctx.spark_uri(target)).count() if storage.exists(target, st) else 0
+            kinds[kind] = {"prefixes": seen.written_prefixes(kind, attempt), "rows": written}
+        seen.commit(own, attempt, kinds, {"output": ctx.out, "inputs": ctx.cfg.input,
+                                          "prefix_chars": n})
+        removed = seen.collect_garbage(own, attempt)
+        ctx.stats.extra["seen"] = {"root": d.seen, "run_key": own, "attempt": attempt,
+                                   "runs_read": len(commits), "partitions_read": prefixes_read,
+                                   "appended": {k: v["rows"] for k, v in kinds.items()},
+                                   "old_attempts_removed": len(removed)}
+
+    # -- near-duplicates -------------------------------------------------------------------
+
+    def near_dup_drops(self, ctx: Context, live, order):
+        """Ids (`_id`) of rows whose caption near-duplicates a better-ranked row's."""
+        from crawlpairs.udfs import minhash
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        d = ctx.cfg.dedup
+        k, perm, b, r, seed = d.shingle_size, d.num_perm, d.bands, d.rows_per_band, d.seed
+        scope = F.xxhash64("image_domain") if d.near_dup_scope == "image_domain" else F.lit(None).cast("long")
+        src = live.select(F.col("_id").alias("id"), "text", scope.alias("scope"))
+
+        def bands(batches):
+            return minhash.band_batches(batches, k, perm, b, r, seed)
+
+        buckets = src.mapInArrow(bands, "id long, bucket long")
+        # one shuffle on the bucket key: every text of a multi-member bucket links to the smallest id
+        w = Window.partitionBy("bucket")
+        edges = (buckets.withColumn("rep", F.min("id").over(w)).where(F.col("id") != F.col("rep"))
+                 .select(F.col("rep").alias("a"), F.col("id").alias("b")).distinct())
+        if d.threshold > 0:
+            texts = live.select(F.col("_id").alias("id"), "text")
+            pairs = (edges.join(texts.withColumnRenamed("id", "a").withColumnRenamed("text", "text_a"), "a")
+                     .join(texts.withColumnRenamed("id", "b").withColumnRenamed("text", "text_b"), "b"))
+
+            def verify(batches):
+                return minhash.verify_batches(batches, k)
+
+            scored = pairs.select("a", "b", "text_a", "text_b").mapInArrow(verify, "a long, b long, jaccard float")
+            edges = scored.where(F.col("jaccard") >= d.threshold).select("a", "b")
+        edges = edges.persist()
+        ctx.stats.extra["near_dup_edges"] = edges.count()
+        comp = self.components(ctx, edges)
+        ranked = comp.join(live.select(F.col("_id").alias("id"), "uid", "text", "fetch_time", "source_file",
+                                       "source_offset", "page_url"), "id")
+        w = Window.partitionBy("comp").orderBy(*order)
+        drops = ranked.withColumn("_rn", F.row_number().over(w)).where("_rn > 1").select(F.col("id").alias("_id"))
+        edges.unpersist()
+        return drops
+
+    def components(self, ctx: Context, edges):
+        """Connected components by min-label propagation with pointer jumping, all in Spark.
+
+        Each round: a node takes the smallest label among itself and its neighbours,
+        then the label of its label. Rounds ~ log(diameter); the driver only counts
+        the nodes that changed.
+        """
+        from pyspark.sql import functions as F
+
+        both = edges.select(F.col("a").alias("src"), F.col("b").alias("dst")).unionByName(
+            edges.select(F.col("b").alias("src"), F.col("a").alias("dst"))).persist()
+        labels = both.groupBy(F.col("src").alias("id")).agg(F.least(F.min("dst"), F.first("src")).alias("comp"))
+        labels = labels.localCheckpoint()
+        rounds = 0
+        for rounds in range(1, ctx.cfg.dedup.max_cc_iterations + 1):  # noqa: B007 - reported below
+            nbr = (both.join(labels.withColumnRenamed("id", "src"), "src")
+                   .groupBy(F.col("dst").alias("id")).agg(F.min("comp").alias("m")))
+            step = (labels.join(nbr, "id", "left")
+                    .select("id", F.least("comp", F.coalesce("m", "comp")).alias("comp")))
+            jump = step.alias("s").join(step.alias("t"), F.col("s.comp") == F.col("t.id"), "left").select(
+                F.col("s.id").alias("id"), F.least("s.comp", F.coalesce("t.comp", "s.comp")).alias("comp"))
+            new = jump.localCheckpoint()
+            changed = new.join(labels.withColumnRenamed("comp", "old"), "id").where("comp != old").count()
+            labels = new
+            if changed == 0:
+                break
+        else:
+            ctx.stats.error("near_dup_not_converged", message=f"{rounds} rounds; some clusters split")
+        ctx.stats.extra["cc_rounds"] = rounds
+        both.unpersist()
+        return labels
+
+
+if __name__ == "__main__":
+    sys.exit(main(DedupStage))

@@ -1,0 +1,75 @@
+"""End-to-end fetch tests (no Spark) against the real loopback server and the canary."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+import pytest
+from crawlpairs.udfs.dl_fetch import error_kind, is_transient
+from crawlpairs.udfs.dl_task import download_frames, user_agent
+from dl_server import HOSTILE, ImageServer, canary_urls
+
+pytestmark = pytest.mark.integration
+
+
+def _run(urls: list[str], cfg) -> pd.DataFrame:
+    df = pd.DataFrame({"uid": [f"u{i}" for i in range(len(urls))], "url": urls, "text": ["t"] * len(urls)})
+    out = pd.concat(list(download_frames(iter([df[:7], df[7:]]), cfg)), ignore_index=True)
+    assert len(out) == len(urls) and set(out.uid) == set(df.uid)
+    return out.set_index("url")
+
+
+def test_warc_images_photos_and_hostile_endpoints(image_server: ImageServer, dl_cfg) -> None:
+    expected = dict(HOSTILE) | canary_urls(image_server.canary.port)
+    warc = sorted(image_server.warc)
+    photos = [f"http://photos.test{p}" for p in image_server.photos]
+    before = set(image_server.requests)
+    out = _run(warc + photos + list(expected), dl_cfg)
+
+    for url in warc + photos:
+        assert out.loc[url, "status"] == "success", (url, out.loc[url, "error_message"])
+        assert out.loc[url, "width"] == 256 and out.loc[url, "original_width"] > 0
+    for url, (status, kind) in expected.items():
+        row = out.loc[url]
+        assert (row.status, error_kind(row.error_message)) == (status, kind), (url, row.error_message)
+
+    # Nothing refused is stored, and nothing opted-out or listed was even requested.
+    bad = out[out.status != "success"]
+    assert bad.image.isna().all()
+    secret = hashlib.sha256(image_server.secret).hexdigest()
+    listed = hashlib.sha256(image_server.listed).hexdigest()
+    assert not {secret, listed} & set(out.sha256.dropna())
+    requested = set(image_server.requests) - before
+    assert ("hostile.test", "/url-listed.jpg") not in requested
+    assert not any(h.endswith("dnt.test") for h, _ in requested)
+    assert ("norobots.test", "/private/a.jpg") not in requested
+    assert image_server.hits["hostile.test/retry-once.jpg"] == 2
+    assert image_server.user_agents == {user_agent(dl_cfg)}
+    assert image_server.canary.connections == 0
+
+    transient = {u for u in expected if is_transient(out.loc[u, "status"], out.loc[u, "error_message"])}
+    assert transient == {"http://hostile.test/always-429.jpg", "http://hostile.test/slow.jpg",
+                         "http://hostile.test/500.jpg", "http://robots503.test/a.jpg"}
+
+
+def test_guard_off_only_by_allow_list(image_server: ImageServer, dl_cfg) -> None:
+    """Without the allow-list entry even the test server itself is refused."""
+    dl_cfg.allow_network = []
+    out = _run(["http://photos.test/sklearn/china.jpg", f"http://127.0.0.1:{image_server.port}/x"], dl_cfg)
+    assert (out.status == "blocked").all()
+    assert out.error_message.str.startswith("ssrf").all()
+    assert image_server.canary.connections == 0
+
+
+def test_per_host_rate_limit_spaces_requests(image_server: ImageServer, dl_cfg) -> None:
+    """3 requests/s on one host: 4 image requests + robots.txt need at least 4 gaps of 1/3 s."""
+    import time
+
+    dl_cfg.per_host_rps = 3.0
+    dl_cfg.per_host_concurrency = 8
+    urls = [f"http://photos.test{p}" for p in list(image_server.photos)[:4]]
+    t0 = time.monotonic()
+    out = _run(urls, dl_cfg)
+    assert (out.status == "success").all()
+    assert time.monotonic() - t0 >= 4 / 3 - 0.05

@@ -1,0 +1,102 @@
+"""The download stage on real local Spark against the loopback server: layout, resume, retry."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dl_server import HOSTILE, ImageServer, canary_urls
+
+from crawlpairs.config import Config
+from crawlpairs.jobs.download import DownloadStage
+from crawlpairs.stage import run_stage
+from crawlpairs.udfs.dl_fetch import error_kind
+
+pytestmark = pytest.mark.integration
+
+
+def _input(tmp: Path, server: ImageServer) -> tuple[str, pd.DataFrame]:
+    urls = sorted(server.warc) + [f"http://photos.test{p}" for p in server.photos]
+    urls += list(HOSTILE) + list(canary_urls(server.canary.port))
+    df = pd.DataFrame({
+        "uid": [f"{i:032x}" for i in range(len(urls))], "url": urls, "text": [f"alt text {i}" for i in range(len(urls))],
+        "page_url": "http://www.archive.org/", "language": "en", "license": None,
+    })
+    d = tmp / "deduped"
+    d.mkdir()
+    df.to_parquet(d / "part-0.parquet")
+    return str(d), df
+
+
+def _config(inp: str, out: Path, dl_cfg) -> Config:
+    cfg = Config(input=[inp], output=str(out))
+    cfg.download = dl_cfg
+    cfg.download.shard_size = 40
+    cfg.download.partitions = 4
+    return cfg
+
+
+def test_download_stage_layout_resume_and_retry(spark, tmp_path: Path, image_server: ImageServer, dl_cfg) -> None:
+    inp, df = _input(tmp_path, image_server)
+    out = tmp_path / "out"
+    cfg = _config(inp, out, dl_cfg)
+    stats = run_stage(DownloadStage, cfg, spark=spark)
+    images = out / "images"
+    plan = json.loads((images / "_plan.json").read_text())
+    assert plan["shards"] == -(-len(df) // 40)
+    tars = sorted(images.glob("*.tar"))
+    assert len(tars) == plan["shards"] == len(list(images.glob("*.parquet"))) == len(list(images.glob("0*_stats.json")))
+
+    meta = pd.concat([pd.read_parquet(p) for p in sorted(images.glob("*.parquet"))], ignore_index=True)
+    assert sorted(meta.uid) == sorted(df.uid)  # every input row, once
+    assert {"page_url", "language", "license", "status", "error_message", "width", "height",
+            "original_width", "original_height", "sha256", "phash", "key"} <= set(meta.columns)
+    by_url = meta.set_index("url")
+    for url, (status, kind) in (HOSTILE | canary_urls(image_server.canary.port)).items():
+        assert (by_url.loc[url, "status"], error_kind(by_url.loc[url, "error_message"])) == (status, kind), url
+    assert image_server.canary.connections == 0
+
+    # webdataset layout: key.jpg / key.txt / key.json for exactly the success rows
+    members = {}
+    for t in tars:
+        with tarfile.open(t) as tar:
+            for m in tar.getmembers():
+                members[m.name] = tar.extractfile(m).read()
+    ok = meta[meta.status == "success"]
+    assert {n.rsplit(".", 1)[0] for n in members} == set(ok.key)
+    for key, text in zip(ok.key, ok.text, strict=True):
+        assert members[f"{key}.txt"].decode() == text
+        j = json.loads(members[f"{key}.json"])
+        assert j["key"] == key and j["status"] == "success" and j["width"] == 256
+        from PIL import Image
+
+        assert Image.open(io.BytesIO(members[f"{key}.jpg"])).size == (256, 256)
+    assert stats.counts["rows_in"] == len(df) and stats.counts["rows_out"] == len(ok)
+    assert stats.counts["rows_in"] == stats.counts["rows_out"] + sum(stats.dropped.values())
+    stage_stats = json.loads((images / "_stats.json").read_text())
+    assert stage_stats["dropped"]["ssrf"] >= 8 and stage_stats["errors"]["timeout"] == 1
+
+    # resume: a second run skips every finished shard and makes no request
+    n_requests = len(image_server.requests)
+    keys_before = dict(zip(meta.uid, meta.key, strict=True))
+    run_stage(DownloadStage, cfg, spark=spark)
+    assert len(image_server.requests) == n_requests
+
+    # --retry-failed: only transient failures are fetched again; keys stay; successes stay
+    cfg.download.retry_failed = True
+    hits = dict(image_server.hits)
+    run_stage(DownloadStage, cfg, spark=spark)
+    again = {k for k, v in image_server.hits.items() if v > hits.get(k, 0)}
+    assert again <= {"hostile.test/always-429.jpg", "hostile.test/slow.jpg", "hostile.test/500.jpg",
+                     "robots503.test/robots.txt", "hostile.test/robots.txt", "photos.test/robots.txt"}
+    assert "hostile.test/always-429.jpg" in again
+    meta2 = pd.concat([pd.read_parquet(p) for p in sorted(images.glob("*.parquet"))], ignore_index=True)
+    assert dict(zip(meta2.uid, meta2.key, strict=True)) == keys_before
+    assert (meta2.status == "success").sum() == len(ok)
+    n_members = sum(len(tarfile.open(t).getnames()) for t in sorted(images.glob("*.tar")))
+    assert n_members == 3 * len(ok)
+    assert image_server.canary.connections == 0

@@ -1,0 +1,47 @@
+"""Shard writer: img2dataset layout, stable keys, and object-store output (real SeaweedFS)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pandas as pd
+import pytest
+
+from crawlpairs import storage
+from crawlpairs.udfs.dl_shards import plan, write_shard
+
+
+def _rows(n: int) -> pd.DataFrame:
+    return pd.DataFrame({
+        "uid": [f"{i:04x}" for i in range(n)][::-1], "url": [f"http://h/{i}.jpg" for i in range(n)][::-1],
+        "text": [f"caption {i}" for i in range(n)][::-1],
+        "status": ["success" if i % 2 == 0 else "error" for i in range(n)][::-1],
+        "error_message": [None if i % 2 == 0 else "timeout: x" for i in range(n)][::-1],
+        "width": [256] * n, "height": [256] * n, "original_width": [500] * n, "original_height": [400] * n,
+        "sha256": ["0" * 64] * n, "phash": ["0" * 16] * n, "http_status": [200] * n, "final_url": [None] * n,
+        "image": [b"\xff\xd8jpegbytes" if i % 2 == 0 else None for i in range(n)][::-1],
+    })
+
+
+def _check(base: str, st) -> None:
+    p = plan(6, 4)
+    s = write_shard(_rows(6), 1, base, p, st)
+    assert s["count"] == 6 and s["successes"] == 3 and s["errors"] == {"timeout": 3}
+    tar = tarfile.open(fileobj=io.BytesIO(storage.read_bytes(storage.join(base, "00001.tar"), st)))
+    names = tar.getnames()
+    assert names[:3] == ["000010000.jpg", "000010000.txt", "000010000.json"]  # key = shard + rank by uid
+    assert json.loads(tar.extractfile("000010000.json").read())["url"] == "http://h/0.jpg"
+    meta = pd.read_parquet(io.BytesIO(storage.read_bytes(storage.join(base, "00001.parquet"), st)))
+    assert list(meta.key) == [f"00001{i:04d}" for i in range(6)] and "image" not in meta.columns
+    assert storage.read_json(storage.join(base, "00001_stats.json"), st)["counts"]["rows_in"] == 6
+
+
+def test_shard_layout_local(tmp_path) -> None:
+    _check(str(tmp_path / "images"), None)
+
+
+@pytest.mark.integration
+def test_shard_layout_on_s3(s3_server) -> None:
+    _check(s3_server.uri("download-test", "images"), s3_server.storage)

@@ -1,0 +1,200 @@
+"""The extract job on a real embedded Spark engine, over the real crawl files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from crawlpairs import storage
+from crawlpairs.config import Config
+from crawlpairs.jobs.extract import ExtractStage
+from crawlpairs.stage import run_stage
+from crawlpairs.stats import Stats
+from crawlpairs.udfs.extract import extract_stream
+
+REPO = Path(__file__).resolve().parents[2]
+CC2014_WAT = "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.wat"
+
+
+def read_table(path: str | Path):
+    dataset = ds.dataset(str(path), format="parquet", partitioning="hive")
+    return dataset.to_table().to_pandas()
+
+
+def make_cfg(inputs: list[str], out: Path, lid_model: str) -> Config:
+    cfg = Config()
+    cfg.input = inputs
+    cfg.output = str(out)
+    cfg.extract.lid_model = lid_model
+    return cfg
+
+
+def reference_uids(files: list[Path], cfg: Config) -> set[str]:
+    """What the udf alone yields per file, united: the job must neither lose nor duplicate."""
+    uids: set[str] = set()
+    for f in files:
+        with open(f, "rb") as fh:
+            for rb in extract_stream(fh, str(f), cfg.extract, Stats()):
+                uids.update(rb.column("uid").to_pylist())
+    return uids
+
+
+@pytest.fixture(scope="module")
+def real_run(spark, shared_data, lid_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("extract-real")
+    cfg = make_cfg([str(shared_data / "wat"), str(shared_data / "warc")], out, lid_model)
+    stats = run_stage(ExtractStage, cfg, spark)
+    return cfg, out, stats
+
+
+def test_real_files_rows_match_udf_and_are_unique(real_run, shared_data):
+    cfg, out, stats = real_run
+    df = read_table(out / "candidates")
+    files = [p for d in ("wat", "warc") for p in sorted((shared_data / d).iterdir())]
+    assert set(df.uid) == reference_uids(files, cfg)
+    assert df.uid.is_unique
+    assert len(df) == stats.counts["rows_out"]
+    for col in ("uid", "url", "text", "page_url", "page_domain", "image_domain", "language", "language_score",
+                "license", "license_url", "crawl", "source_file", "source_offset", "fetch_time", "batch"):
+        assert col in df.columns, col
+    assert df.url.str.match(r"^https?://").all()
+    assert (df.text.str.len() >= 5).all()
+
+
+def test_real_files_known_values(real_run):
+    _, out, _ = real_run
+    df = read_table(out / "candidates")
+    # The CC-MAIN-2014-35 WAT holds 4 IMG@/src links with alt text; two alts are shorter than
+    # LAION's 5 characters. Its WARC twin holds the same pages, so exact dedup keeps one copy.
+    urls = set(df.url)
+    assert "http://0pointer.de/photos/galleries/Australia/thumbs/img-495.jpg" in urls
+    assert "http://creativecommons.org/images/public/somerights20.png" in urls
+    assert set(df.crawl) >= {"CC-MAIN-2014-35", "CC-MAIN-2020-34"}
+    assert df.language.notna().all()
+
+
+def test_stats_account_for_every_pair_and_error(real_run):
+    _, out, stats = real_run
+    doc = json.loads((out / "candidates" / "_stats.json").read_text())
+    c = doc["counts"]
+    assert c["pairs_found"] == c["rows_out"] + doc["dropped_total"]
+    assert doc["errors"].get("wat_json", 0) >= 1  # the truncated CC-MAIN-2023-14 WAT
+    truncated = [s for s in doc["error_samples"] if "truncated" in (s["input"] or "")]
+    assert truncated, "the truncated file's error names that file"
+    assert doc["seconds"] > 0 and doc["stage"] == "extract"
+
+
+def test_rerun_skips_committed_files_and_changes_nothing(real_run, spark):
+    cfg, out, stats = real_run
+    before = read_table(out / "candidates").sort_values("uid").reset_index(drop=True)
+    again = run_stage(ExtractStage, cfg, spark)
+    assert again.extra["this_run"]["counts"]["files_skipped_committed"] == again.counts["files_read"]
+    after = read_table(out / "candidates").sort_values("uid").reset_index(drop=True)
+    assert before.equals(after)
+
+
+def test_lost_manifest_rewrites_batch_without_duplicates(spark, shared_data, lid_model, tmp_path):
+    """A crash after Spark committed a batch but before its manifest: the re-run overwrites it."""
+    cfg = make_cfg([str(shared_data / "wat")], tmp_path, lid_model)
+    run_stage(ExtractStage, cfg, spark)
+    first = read_table(tmp_path / "candidates")
+    shutil.rmtree(tmp_path / "candidates" / "_committed")
+    run_stage(ExtractStage, cfg, spark)
+    second = read_table(tmp_path / "candidates")
+    assert len(second) == len(first) and second.uid.is_unique
+
+
+def test_bad_inputs_are_counted_and_the_rest_succeeds(spark, shared_data, lid_model, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.warc.gz").write_bytes(b"")
+    (bad / "random.bin").write_bytes(os.urandom(4096))
+    whole = (shared_data / "wat" / (CC2014_WAT + ".gz")).read_bytes()
+    (bad / "cut.warc.wat.gz").write_bytes(whole[: len(whole) * 2 // 3])  # truncated gzip member
+    shutil.copy(shared_data / "warc" / "dolma-sample-0000.warc.gz", bad / "good.warc.gz")
+    listing_dir = tmp_path / "crawl-index"
+    cfg = make_cfg([str(bad), str(tmp_path / "missing.wat.gz"), "CC-MAIN-1999-01"], tmp_path / "out", lid_model)
+    cfg.extract.crawl_index_url = str(listing_dir / "{crawl}" / "wat.paths.gz")
+    stats = run_stage(ExtractStage, cfg, spark)
+    assert stats.errors["missing_input"] == 1
+    assert stats.errors["unknown_crawl"] == 1
+    assert sum(stats.errors.values()) >= 4  # + empty, random bytes, truncated member
+    df = read_table(tmp_path / "out" / "candidates")
+    good = reference_uids([bad / "good.warc.gz"], cfg)
+    assert good <= set(df.uid)
+    per_file = list((tmp_path / "out" / "candidates" / "_files").rglob("*.json"))
+    assert len(per_file) == 4  # one record per input file, errors included
+
+
+def test_crawl_id_and_listing_resolve_through_prefix(spark, shared_data, lid_model, tmp_path):
+    """A crawl id is read from its listing; relative lines are joined to --prefix."""
+    crawl_dir = tmp_path / "mirror" / "crawl-data" / "CC-MAIN-2014-35" / "segments" / "s1" / "wat"
+    crawl_dir.mkdir(parents=True)
+    shutil.copy(shared_data / "wat" / (CC2014_WAT + ".gz"), crawl_dir / (CC2014_WAT + ".gz"))
+    rel = f"crawl-data/CC-MAIN-2014-35/segments/s1/wat/{CC2014_WAT}.gz"
+    listing = tmp_path / "mirror" / "crawl-data" / "CC-MAIN-2014-35" / "wat.paths.gz"
+    listing.write_bytes(gzip.compress((rel + "\n").encode()))
+    cfg = make_cfg(["CC-MAIN-2014-35"], tmp_path / "out", lid_model)
+    cfg.extract.prefix = str(tmp_path / "mirror")
+    cfg.extract.crawl_index_url = str(tmp_path / "mirror" / "crawl-data" / "{crawl}" / "wat.paths.gz")
+    cfg.extract.min_text_length = 1
+    stats = run_stage(ExtractStage, cfg, spark)
+    assert stats.counts["rows_out"] == 4  # all 4 alt-text images once the length filter is off
+    assert set(read_table(tmp_path / "out" / "candidates").crawl) == {"CC-MAIN-2014-35"}
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "crawlpairs.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["extract", "--input", "x", "--output", "y", "--no-such-flag"], "--no-such-flag"),
+    (["extract", "--input", "x", "--output", "y", "--min-text-length", "five"], "min_text_length"),
+    (["extract", "--output", "y"], "--input"),
+    (["extract", "--input", "x", "--output", "/proc/forbidden/out"], "--output /proc/forbidden/out"),
+    (["extract", "--input", "x", "--output", "y", "--config", "/nonexistent.toml"], "--config"),
+    (["frobnicate"], "frobnicate"),
+])
+def test_user_errors_are_one_line_naming_the_flag(args, needle, tmp_path):
+    res = cli(*args, cwd=tmp_path)
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert needle in lines[0]
+
+
+def test_unknown_setting_in_toml_is_named(tmp_path):
+    (tmp_path / "c.toml").write_text("[extract]\nmin_text_lenght = 3\n")
+    res = cli("extract", "--input", "x", "--output", "y", "--config", str(tmp_path / "c.toml"), cwd=tmp_path)
+    assert res.returncode == 2 and "min_text_lenght" in res.stderr
+
+
+@pytest.mark.integration
+def test_s3_input_and_output(s3_spark, s3_server, shared_data, lid_model, tmp_path):
+    """Inputs read from and candidates written to a real S3-compatible server (SeaweedFS)."""
+    st = s3_server.storage
+    for name in (CC2014_WAT + ".gz", "truncated-CC-MAIN-2023-14.warc.wat.gz"):
+        storage.write_bytes(s3_server.uri("in", name), (shared_data / "wat" / name).read_bytes(), st)
+    storage.write_bytes(s3_server.uri("in", "dolma.warc.gz"),
+                        (shared_data / "warc" / "dolma-sample-0000.warc.gz").read_bytes(), st)
+    cfg = make_cfg([s3_server.uri("in/")], Path("unused"), lid_model)
+    cfg.output = s3_server.uri("out")
+    cfg.storage = st
+    stats = run_stage(ExtractStage, cfg, s3_spark)
+    fs, path = storage.filesystem(s3_server.uri("out", "candidates"), st)
+    table = ds.dataset(path, filesystem=fs, format="parquet", partitioning="hive").to_table().to_pandas()
+    local_ref = reference_uids([shared_data / "wat" / (CC2014_WAT + ".gz"),
+                                shared_data / "warc" / "dolma-sample-0000.warc.gz"], cfg)
+    assert set(table.uid) == local_ref
+    assert stats.errors["wat_json"] >= 1
+    assert storage.exists(s3_server.uri("out", "candidates", "_stats.json"), st)
+    assert table.source_file.str.startswith("s3://").all()

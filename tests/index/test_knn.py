@@ -1,0 +1,191 @@
+"""udfs/knn.py without Spark: real autofaiss builds on small generated embedding folders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from crawlpairs.udfs import knn
+
+from crawlpairs.config import IndexConfig
+from crawlpairs.stats import Stats
+
+# HNSW with a fixed efSearch: autofaiss's own parameter search costs seconds per index.
+FAST = {"index_key": "HNSW16", "index_param": "efSearch=128"}
+
+
+def _cfg(**kw) -> IndexConfig:
+    return IndexConfig(**{**FAST, **kw})
+
+
+def test_every_row_is_its_own_nearest_neighbour(tmp_path, make_embeddings):
+    vecs = make_embeddings(tmp_path / "emb", [300, 0, 250], dim=16)
+    stats = Stats()
+    info = knn.build(str(tmp_path / "emb"), str(tmp_path / "index"), _cfg(kinds=["img_emb", "text_emb"]),
+                     stats=stats)
+    assert info["count"] == 550 and info["dim"] == 16
+    assert stats.counts["parts_used"] == 2 and stats.counts["parts_empty"] == 1
+    for kind in ("img_emb", "text_emb"):
+        idx = knn.KnnIndex(str(tmp_path / "index"), kind=kind)
+        scores, ids = idx.search(vecs[kind], k=5)
+        assert (ids[:, 0] == np.arange(550)).all()
+        assert np.allclose(scores[:, 0], 1.0, atol=1e-4)
+    # hits map back to the row's own metadata, and only the configured columns were copied
+    hits = knn.query(str(tmp_path / "index"), vector=vecs["img_emb"][400], k=3)
+    assert hits[0]["id"] == 400 and hits[0]["text"] == "caption 400"
+    assert hits[0]["url"] == "https://img.example/400.jpg" and hits[0]["uid"] == "uid400"
+    assert "sha256" not in hits[0] and [h["rank"] for h in hits] == [1, 2, 3]
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    on_disk = json.loads((tmp_path / "index" / knn.INFO_NAME).read_text())
+    assert on_disk["kinds"]["img_emb"]["shards"][0]["index_key"] == "HNSW16"
+    assert on_disk["metadata"]["rows"] == [300, 250]
+
+
+def test_autofaiss_chooses_the_index_within_the_budget(tmp_path, make_embeddings):
+    vecs = make_embeddings(tmp_path / "emb", [400], dim=8, kinds=("img_emb",))
+    info = knn.build(str(tmp_path / "emb"), str(tmp_path / "index"),
+                     IndexConfig(max_index_memory_usage="100M", max_index_query_time_ms=5))
+    shard = info["kinds"]["img_emb"]["shards"][0]
+    assert shard["index_key"] and shard["autofaiss"]["nb vectors"] == 400
+    _, ids = knn.KnnIndex(str(tmp_path / "index")).search(vecs["img_emb"], 1)
+    assert (ids[:, 0] == np.arange(400)).all()
+
+
+def test_bad_parts_are_skipped_counted_and_ids_stay_aligned(tmp_path, make_embeddings):
+    root = tmp_path / "emb"
+    vecs = make_embeddings(root, [100, 120, 80, 60], dim=16, kinds=("img_emb",))
+    x = vecs["img_emb"]
+    # part 1: one metadata row missing -> misaligned; part 2: float64 vectors; part 3: no metadata
+    pd.read_parquet(root / "metadata" / "metadata_0001.parquet").iloc[:-1].to_parquet(
+        root / "metadata" / "metadata_0001.parquet", index=False)
+    np.save(root / "img_emb" / "img_emb_0002.npy", x[220:300].astype(np.float64))
+    (root / "metadata" / "metadata_0003.parquet").unlink()
+    # part 4: metadata without embeddings; part 5: a truncated .npy
+    pd.DataFrame({"uid": ["a"], "url": ["u"], "text": ["t"]}).to_parquet(root / "metadata" / "metadata_0004.parquet")
+    (root / "img_emb" / "img_emb_0005.npy").write_bytes(b"\x93NUMPY")
+    pd.DataFrame({"uid": ["b"], "url": ["u"], "text": ["t"]}).to_parquet(root / "metadata" / "metadata_0005.parquet")
+    stats = Stats()
+    info = knn.build(str(root), str(tmp_path / "index"), _cfg(), stats=stats)
+    assert info["count"] == 100
+    assert stats.errors == {"misaligned_part": 1, "bad_dtype": 1, "missing_metadata": 1,
+                            "missing_embeddings": 1, "unreadable_embeddings": 1}
+    inputs = {s["kind"]: s["input"] for s in stats.error_samples}
+    assert inputs["misaligned_part"].endswith("img_emb_0001.npy")
+    assert inputs["missing_metadata"].endswith("img_emb_0003.npy")
+    hits = knn.query(str(tmp_path / "index"), vector=x[42], k=1)
+    assert hits[0]["id"] == 42 and hits[0]["text"] == "caption 42"
+
+
+def test_no_usable_part_and_too_small_budget_are_one_line_errors(tmp_path, make_embeddings):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(knn.IndexBuildError, match="no usable embedding part"):
+        knn.build(str(tmp_path / "empty"), str(tmp_path / "i1"), _cfg())
+    make_embeddings(tmp_path / "emb", [50], dim=16, kinds=("img_emb",))
+    with pytest.raises(knn.IndexBuildError, match="--max-index-memory-usage"):
+        knn.build(str(tmp_path / "emb"), str(tmp_path / "i2"),
+                  IndexConfig(max_index_memory_usage="1K", current_memory_available="2K"))
+    with pytest.raises(knn.IndexBuildError, match="--nb-indices-to-keep"):
+        knn.build(str(tmp_path / "emb"), str(tmp_path / "i3"), _cfg(nb_indices_to_keep=2))
+
+
+def test_rerun_is_skipped_when_unchanged_and_replaces_when_changed(tmp_path, make_embeddings):
+    root = tmp_path / "emb"
+    make_embeddings(root, [60, 40], dim=16, kinds=("img_emb",))
+    out = tmp_path / "index"
+    first = knn.build(str(root), str(out), _cfg(shard_by="partition"))
+    assert sorted(p.name for p in (out / "img_emb").iterdir()) == [
+        "knn_00000.index", "knn_00000.index.json", "knn_00001.index", "knn_00001.index.json"]
+    stats = Stats()
+    again = knn.build(str(root), str(out), _cfg(shard_by="partition"), stats=stats)
+    assert stats.counts["skipped_up_to_date"] == 1 and again["created"] == first["created"]
+    # new settings: the old shard files are gone, not mixed with the new single index
+    knn.build(str(root), str(out), _cfg())
+    assert sorted(p.name for p in (out / "img_emb").iterdir()) == ["knn.index", "knn.index.json"]
+
+
+def test_partition_shards_merge_to_global_ids(tmp_path, make_embeddings):
+    vecs = make_embeddings(tmp_path / "emb", [70, 90, 40], dim=16, kinds=("img_emb",))
+    info = knn.build(str(tmp_path / "emb"), str(tmp_path / "index"), _cfg(shard_by="partition"))
+    shards = info["kinds"]["img_emb"]["shards"]
+    assert [s["id_offset"] for s in shards] == [0, 70, 160] and [s["count"] for s in shards] == [70, 90, 40]
+    idx = knn.KnnIndex(str(tmp_path / "index"))
+    scores, ids = idx.search(vecs["img_emb"], k=10)
+    assert (ids[:, 0] == np.arange(200)).all()
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # merged over shards, best first
+    # the merged top-10 equals exact search over all rows (HNSW on tiny shards is exact here)
+    exact = np.argsort(-vecs["img_emb"] @ vecs["img_emb"][5])[:10]
+    assert set(ids[5]) == set(exact)
+
+
+def test_query_needs_exactly_one_input_and_the_right_dimension(tmp_path, make_embeddings):
+    make_embeddings(tmp_path / "emb", [30], dim=16, kinds=("img_emb",))
+    knn.build(str(tmp_path / "emb"), str(tmp_path / "index"), _cfg())
+    with pytest.raises(ValueError, match="exactly one"):
+        knn.query(str(tmp_path / "index"), k=3)
+    with pytest.raises(ValueError, match="dimension 8"):
+        knn.query(str(tmp_path / "index"), vector=np.ones(8), k=3)
+    with pytest.raises(ValueError, match="no CLIP model"):
+        knn.query(str(tmp_path / "index"), text="a cat", k=3)
+    with pytest.raises(ValueError, match="no 'text_emb' index"):
+        knn.KnnIndex(str(tmp_path / "index"), kind="text_emb")
+    assert len(knn.query(str(tmp_path / "index"), vector=np.ones(16), k=50)) == 30  # k > rows
+
+
+def _clip_folder(root, img, txt, captions, names, score_cfg):
+    for kind, x in (("img_emb", img), ("text_emb", txt)):
+        (root / kind).mkdir(parents=True)
+        np.save(root / kind / f"{kind}_00000.npy", x)
+    (root / "metadata").mkdir()
+    pd.DataFrame({"uid": list("abcd"), "url": names, "text": captions}).to_parquet(
+        root / "metadata" / "metadata_00000.parquet")
+    # score writes OUT/scored/_stats.json with its config: index records the model from it
+    (root.parent / "scored").mkdir()
+    (root.parent / "scored" / "_stats.json").write_text(json.dumps({"config": {"score": score_cfg}}))
+
+
+CAPTIONS = ["a red rocket on the launch pad", "an astronaut portrait", "a cup of coffee", "a cat"]
+IMAGES = ("rocket.jpg", "astronaut.png", "coffee.png", "chelsea.png")
+
+
+def test_queries_reproduce_score_embeddings(tmp_path, shared_data):
+    """Embeddings made by score's own encoder (tiny-clip, seeded random weights); query re-encodes
+    text and images from what index recorded, and finds the same rows."""
+    from crawlpairs.udfs import clip
+
+    images = [shared_data / "images" / "skimage" / f for f in IMAGES]
+    enc = clip.get_encoder("tiny-clip", None, "cpu", "fp32")
+    pixels = np.stack([clip.load_image(p.read_bytes(), enc.spec)[0] for p in images])
+    root = tmp_path / "out" / "embeddings"
+    _clip_folder(root, enc.encode_images(pixels), enc.encode_texts(CAPTIONS), CAPTIONS, [p.name for p in images],
+                 {"model": "tiny-clip", "pretrained": None, "model_config_dir": None})
+    out = str(tmp_path / "out" / "index")
+    info = knn.build(str(root), out, IndexConfig(kinds=["img_emb", "text_emb"], index_key="Flat"))
+    assert info["clip"]["model"] == "tiny-clip" and info["clip"]["source"].endswith("scored/_stats.json")
+    for i, caption in enumerate(CAPTIONS):
+        hit = knn.query(out, text=caption, kind="text_emb", k=1)[0]
+        assert hit["uid"] == "abcd"[i] and hit["score"] == pytest.approx(1.0, abs=1e-4)
+    for i, img in enumerate(images):
+        hit = knn.query(out, image=str(img), k=1)[0]
+        assert hit["text"] == CAPTIONS[i] and hit["score"] == pytest.approx(1.0, abs=1e-4)
+    text_to_image = knn.query_df(out, text="a cat", k=4)
+    assert list(text_to_image["rank"]) == [1, 2, 3, 4] and set(text_to_image["uid"]) == set("abcd")
+
+
+def test_clip_model_from_index_flags_with_a_checkpoint_file(tmp_path, tiny_clip, shared_data):
+    """--clip-model/--clip-pretrained (a weights file) win over what score recorded."""
+    model, ckpt, config_dir = tiny_clip
+    enc = knn.ClipEncoder(model, ckpt, config_dir)
+    images = [shared_data / "images" / "skimage" / f for f in IMAGES]
+    root = tmp_path / "out" / "embeddings"
+    _clip_folder(root, enc.encode_images([str(p) for p in images]), enc.encode_text(CAPTIONS), CAPTIONS,
+                 [p.name for p in images], {"model": "ViT-B-32", "pretrained": "openai"})
+    out = str(tmp_path / "out" / "index")
+    cfg = IndexConfig(kinds=["img_emb", "text_emb"], index_key="Flat", clip_model=model, clip_pretrained=ckpt,
+                      clip_model_config_dir=config_dir)
+    info = knn.build(str(root), out, cfg)
+    assert info["clip"] == {"model": model, "pretrained": ckpt, "model_config_dir": config_dir,
+                            "source": "index config"}
+    assert knn.query(out, text=CAPTIONS[1], kind="text_emb", k=1)[0]["uid"] == "b"
+    assert knn.query(out, image=str(images[3]), k=1)[0]["uid"] == "d"

@@ -1,0 +1,108 @@
+"""Every notebook executes (nbclient, a real kernel) against real pipeline output roots.
+
+Roots: candidates written with pyarrow in the documented schema (plus one broken file);
+every stage's layout with real photos in a webdataset tar and a real kNN index built by
+the index stage's own code; a missing root; and the real `crawlpairs extract` +
+`crawlpairs dedup` CLI run on the shared WAT and WARC files.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from nbhelpers import NOTEBOOKS, execute, images_in, text_of
+
+REPO = Path(__file__).resolve().parents[2]
+ALL = ["01_candidates.ipynb", "02_images.ipynb", "03_scores.ipynb", "04_knn.ipynb"]
+
+
+def test_committed_notebooks_are_what_build_py_writes(tmp_path):
+    sys.path.insert(0, str(NOTEBOOKS))
+    try:
+        import build
+    finally:
+        sys.path.remove(str(NOTEBOOKS))
+    for path in build.build(tmp_path):
+        assert path.read_text() == (NOTEBOOKS / path.name).read_text(), f"run python notebooks/build.py ({path.name})"
+        assert '"outputs": []' in path.read_text() and '"execution_count": null' in path.read_text()
+
+
+def test_candidates_only_root_every_later_stage_reported_not_run(candidates_only, tmp_path):
+    out = execute("01_candidates.ipynb", candidates_only, tmp_path)
+    text = text_of(out)
+    assert "candidates: 300 rows from 2 files, 1 unreadable" in text
+    assert "skipped unreadable" in text and "broken.parquet" in text
+    assert "CC-MAIN-2024-33" in text and "CC-MAIN-2024-38" in text  # counts by crawl from partitions
+    assert "stage deduped not run" in text
+    assert images_in(out) >= 3  # languages bar, language_score and caption-length histograms
+    for name, stage in (("02_images.ipynb", "images"), ("03_scores.ipynb", "scored"), ("04_knn.ipynb", "index")):
+        assert f"stage {stage} not run" in text_of(execute(name, candidates_only, tmp_path))
+
+
+def test_missing_root_does_not_fail(tmp_path):
+    text = text_of(execute("01_candidates.ipynb", tmp_path / "nowhere", tmp_path))
+    assert "(does not exist)" in text and "stage candidates not run" in text
+
+
+def test_every_stage_present(every_stage, tmp_path):
+    pytest.importorskip("faiss")
+    from crawlpairs.udfs import knn
+
+    from crawlpairs.config import IndexConfig
+
+    cfg = IndexConfig(kinds=["img_emb"], metadata_columns=["uid", "url", "text", "similarity", "language"],
+                      current_memory_available="1G", max_index_memory_usage="100M", nb_cores=1)
+    knn.build(str(every_stage / "embeddings"), str(every_stage / "index"), cfg)
+
+    text = text_of(execute("01_candidates.ipynb", every_stage, tmp_path))
+    assert "kept 200 of 300 candidates (66.7%)" in text and "not run" not in text
+
+    out = execute("02_images.ipynb", every_stage, tmp_path)
+    text = text_of(out)
+    assert "success" in text and "failed_to_download" in text and "http_404" in text
+    assert "1 shards, showing 8 samples" in text
+    assert images_in(out) >= 2  # status bar + the thumbnail grid
+
+    out = execute("03_scores.ipynb", every_stage, tmp_path)
+    text = text_of(out)
+    assert "not scored" not in text and "img_emb/img_emb_0000.npy" in text
+    assert images_in(out) == 4  # similarity, punsafe, pwatermark, aesthetic
+
+    text = text_of(execute("04_knn.ipynb", every_stage, tmp_path))
+    assert "querying with the first image embedding" in text
+    assert "kNN query failed" not in text
+    first_url = __import__("pyarrow.parquet").parquet.read_table(
+        every_stage / "embeddings" / "metadata" / "metadata_0000.parquet").column("url")[0].as_py()
+    assert first_url[:40] in text  # the self-hit comes back with its metadata
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_real_extract_and_dedup_via_cli(tmp_path, shared_data):
+    out = tmp_path / "out"
+    cli = str(Path(sys.executable).parent / "crawlpairs")
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
+    wat = shared_data / "wat"
+    warc = shared_data / "warc"
+    inputs = [wat / "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.wat.gz",
+              wat / "truncated-CC-MAIN-2023-14.warc.wat.gz",
+              warc / "dolma-sample-0000.warc.gz", warc / "resiliparse-CC-MAIN-2020-34.warc.gz"]
+    subprocess.run([cli, "extract", "--input", *map(str, inputs), "--output", str(out),
+                    "--lid-model", str(shared_data / "models" / "lid.176.ftz"), "--master", "local[2]",
+                    "--conf", "spark.ui.enabled=false"],
+                   check=True, env=env, capture_output=True, timeout=600)
+    dedup = subprocess.run([cli, "dedup", "--input", str(out / "candidates"), "--output", str(out),
+                            "--seen", str(tmp_path / "seen"), "--master", "local[2]",
+                            "--conf", "spark.ui.enabled=false"],
+                           env=env, capture_output=True, text=True, timeout=600)
+    text = text_of(execute("01_candidates.ipynb", out, tmp_path))
+    assert "CC-MAIN-2020-34" in text  # the crawl id of the real WARC, from the partition
+    assert "stage candidates not run" not in text and "skipped unreadable" not in text
+    if dedup.returncode == 0:
+        assert "kept " in text and "stage deduped not run" not in text
+    else:
+        assert "stage deduped not run" in text

@@ -1,0 +1,102 @@
+"""The score stage on local Spark: three shards (two good, one of bad input), tiny CLIP, random weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from crawlpairs.jobs.score import ScoreStage, list_shards
+from score_helpers import TINY
+
+from crawlpairs.config import Config, ScoreConfig
+from crawlpairs.stage import UsageError, run_stage
+
+
+def config(images_dir: Path, out: Path, **kw) -> Config:
+    cfg = Config()
+    cfg.input = [str(images_dir)]
+    cfg.output = str(out)
+    base = {"model": TINY, "pretrained": None, "batch_size": 16,
+            "language_thresholds": {"en": -1.0, "de": -1.0}, "default_threshold": 2.0,  # fr, es: dropped
+            "semantic_dup_threshold": 0.999995}  # random tiny CLIP: distinct images reach 0.9999
+    base.update(kw)
+    cfg.score = ScoreConfig(**base)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def job(spark, images_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("score-job")
+    stats = run_stage(ScoreStage, config(images_dir, out), spark=spark)
+    return out, stats
+
+
+def test_job_writes_scored_partitions_and_counts_every_row(job, spark):
+    out, stats = job
+    doc = json.loads((out / "scored" / "_stats.json").read_text())
+    c, d = doc["counts"], doc["dropped"]
+    assert c["shards_in"] == 3 and c["shards_scored"] == 3
+    assert c["rows_in"] == c["rows_out"] + doc["dropped_total"]
+    assert d["similarity_below_threshold"] > 0 and d["corrupt_image"] == 2 and d["empty_image"] == 1
+    assert d["missing_text"] == 1 and doc["errors"]["missing_txt"] == 1
+    parts = sorted(p.name for p in (out / "scored").iterdir() if p.is_dir())
+    assert parts == ["language=de", "language=en"]
+    df = spark.read.parquet(str(out / "scored"))
+    assert df.count() == c["rows_out"]
+    assert "drop_reason" not in df.columns and "img_emb" not in df.columns
+    de = spark.read.parquet(str(out / "scored" / "language=de")).toPandas()
+    assert len(de) > 0 and "language" not in de.columns  # one partition read alone
+    rows = df.select("similarity", "similarity_band").toPandas()
+    band = rows.similarity_band.astype(float)
+    assert ((rows.similarity >= band - 1e-6) & (rows.similarity < band + 0.05 + 1e-6)).all()
+
+
+def test_embeddings_one_aligned_triple_per_shard(job):
+    out, stats = job
+    emb = out / "embeddings"
+    total = 0
+    for sid in ("00000", "00001", "00002"):
+        img = np.load(emb / "img_emb" / f"img_emb_{sid}.npy")
+        txt = np.load(emb / "text_emb" / f"text_emb_{sid}.npy")
+        meta = pq.read_table(emb / "metadata" / f"metadata_{sid}.parquet").to_pandas()
+        assert img.shape[0] == txt.shape[0] == len(meta) > 0
+        np.testing.assert_allclose(np.sum(img * txt, axis=1), meta.similarity, atol=1e-5)
+        assert set(meta.language) <= {"en", "de"}
+        total += len(meta)
+    assert total == stats.counts["rows_out"]
+
+
+def test_semantic_duplicates_flagged_across_shards(job, spark):
+    out, _ = job
+    df = spark.read.parquet(str(out / "scored")).select("key", "semantic_dup", "semantic_dup_of").toPandas()
+    flagged = df[df.semantic_dup].set_index("key").semantic_dup_of
+    # shards 00000 ("a…") and 00001 ("b…") hold the same photos: the later key points at the earlier;
+    # in the bad-input shard c00003 and c00006 are the same image with different captions
+    assert flagged.pop("c00006") == "c00003"
+    assert len(flagged) > 20 and flagged.index.str.startswith("b").all()
+    assert flagged.str.startswith("a").all()
+    assert not df[df.key.str.startswith("a")].semantic_dup.any()
+
+
+def test_rerun_skips_done_shards_and_rewrites_the_same_output(job, spark, images_dir):
+    out, first = job
+    again = run_stage(ScoreStage, config(images_dir, out), spark=spark)
+    assert again.counts["shards_skipped_done"] == 3 and "shards_scored" not in again.counts
+    assert again.counts["rows_out"] == first.counts["rows_out"]
+    assert spark.read.parquet(str(out / "scored")).count() == first.counts["rows_out"]
+
+
+def test_bad_model_name_is_a_one_line_usage_error(spark, images_dir, tmp_path):
+    with pytest.raises(UsageError, match="--model nope"):
+        run_stage(ScoreStage, config(images_dir, tmp_path, model="nope"), spark=spark)
+    with pytest.raises(UsageError, match="--nsfw-model"):
+        run_stage(ScoreStage, config(images_dir, tmp_path, nsfw_model=str(tmp_path / "missing.npz")), spark=spark)
+
+
+def test_list_shards_forms(images_dir):
+    assert [Path(p).name for p in list_shards([str(images_dir)], None)] == ["00000.tar", "00001.tar", "00002.tar"]
+    assert len(list_shards([str(images_dir / "0000[01].tar")], None)) == 2
+    assert len(list_shards([str(images_dir / "00002.tar")], None)) == 1

@@ -1,0 +1,392 @@
+"""Polite, guarded, concurrent image fetching for one Spark task (no Spark imports).
+
+One `FetchPool` per task runs an asyncio loop (aiohttp) in a background thread with
+many requests in flight, while the calling thread decodes and resizes the bodies
+that come back (Pillow releases the GIL), so network and CPU overlap. The job
+partitions rows by host key, so a host is fetched by one task at a time, and here:
+  - per host: at most `per_host_concurrency` requests at once and one request start
+    every 1/`per_host_rps` seconds; a 429/503 pushes the whole host back by its
+    Retry-After (or exponential backoff) before the URL is retried;
+  - per URL, before any request: URL blocklist, Do-Not-Train list, IP-literal SSRF
+    check, robots.txt of the host (fetched once per task, through the same guard and
+    limiter); after the headers and before the body: X-Robots-Tag / TDMRep opt-outs
+    and the declared length; then the body is streamed with a hard cap;
+  - redirects are followed by hand (bounded), every hop re-checked from the top;
+  - every connection is made by a connector whose resolver vets each DNS answer
+    (dl_ssrf.GuardedResolver), without a DNS cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, header_optout
+from crawlpairs.udfs.dl_robots import Robots, robots_url
+from crawlpairs.udfs.dl_ssrf import GuardedResolver, NetPolicy, SSRFBlocked, ssrf_cause
+
+SUCCESS, OPT_OUT, BLOCKED, ERROR = "success", "opt-out", "blocked", "error"
+REDIRECTS = (301, 302, 303, 307, 308)
+# Error kinds worth another try later (--retry-failed); opt-outs and guard refusals never are.
+TRANSIENT_KINDS = frozenset({"timeout", "connect", "io", "http_5xx", "http_429", "http_408",
+                             "robots_unavailable", "internal"})
+
+
+def error_kind(error_message: str | None) -> str | None:
+    if not error_message:
+        return None
+    return error_message.split(":", 1)[0].strip()
+
+
+def is_transient(status: str | None, error_message: str | None) -> bool:
+    return status == ERROR and error_kind(error_message) in TRANSIENT_KINDS
+
+
+def host_key(url: str) -> str:
+    """`host:port` (lower-case, default port filled in): the unit of politeness."""
+    try:
+        p = urlsplit(url)
+        host = (p.hostname or "").rstrip(".")
+        port = p.port or (443 if p.scheme == "https" else 80)
+    except ValueError:
+        return ""
+    return f"{host}:{port}"
+
+
+@dataclass
+class FetchOptions:
+    user_agent: str = "crawlpairs/0.1 (+https://github.com/crawlpairs/crawlpairs)"
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0
+    total_timeout: float = 60.0
+    max_redirects: int = 5
+    max_body_bytes: int = 30_000_000
+    per_host_rps: float = 2.0
+    per_host_concurrency: int = 2
+    in_flight: int = 64
+    retries: int = 1
+    max_retry_after: float = 60.0
+    backoff_base: float = 1.0
+    respect_robots: bool = True
+    respect_noindex: bool = False
+    robots_max_bytes: int = 500_000
+    ssrf_guard: bool = True
+    allow_network: list[str] = field(default_factory=list)
+    resolve_overrides: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Fetched:
+    status: str
+    error_message: str | None = None
+    body: bytes | None = None
+    final_url: str | None = None
+    http_status: int | None = None
+    content_type: str | None = None
+
+
+class _Outcome(Exception):
+    """Ends one URL early with a final status (raised from deep inside a hop)."""
+
+    def __init__(self, status: str, message: str, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.http_status = status, message, http_status
+
+
+@dataclass
+class _Host:
+    sem: asyncio.Semaphore
+    next_time: float = 0.0
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    v = value.strip()
+    if v.isdigit():
+        return float(v)
+    try:
+        dt = email.utils.parsedate_to_datetime(v)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, dt.timestamp() - time.time())
+
+
+class Fetcher:
+    """All requests of one task; use inside a running event loop (see FetchPool)."""
+
+    def __init__(self, opts: FetchOptions, url_blocklist: HashList | None = None,
+                 do_not_train: DoNotTrain | None = None, base_resolver: Any = None) -> None:
+        self.o = opts
+        self.url_blocklist = url_blocklist or HashList()
+        self.dnt = do_not_train or DoNotTrain()
+        self.resolver = GuardedResolver(NetPolicy(opts.ssrf_guard, opts.allow_network),
+                                        opts.resolve_overrides, base_resolver)
+        self.hosts: dict[str, _Host] = {}
+        self.robots: dict[str, asyncio.Future[Robots | _Outcome]] = {}
+        self.session: aiohttp.ClientSession | None = None
+        self.global_sem: asyncio.Semaphore | None = None
+        self.timeout = aiohttp.ClientTimeout(total=opts.total_timeout, sock_connect=opts.connect_timeout,
+                                             sock_read=opts.read_timeout)
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(resolver=self.resolver, use_dns_cache=False,  # type: ignore[arg-type]
+                                         limit=self.o.in_flight, limit_per_host=0,
+                                         enable_cleanup_closed=True)
+        self.session = aiohttp.ClientSession(
+            connector=connector, headers={"User-Agent": self.o.user_agent, "Accept": "image/*,*/*;q=0.5"},
+            cookie_jar=aiohttp.DummyCookieJar(), trust_env=False, auto_decompress=True)
+        self.global_sem = asyncio.Semaphore(self.o.in_flight)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    # -- politeness ----------------------------------------------------------------------
+    def _host(self, url: str) -> _Host:
+        k = host_key(url)
+        h = self.hosts.get(k)
+        if h is None:
+            h = self.hosts[k] = _Host(asyncio.Semaphore(max(1, self.o.per_host_concurrency)))
+        return h
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, url: str) -> AsyncIterator[_Host]:
+        """Hold one of the host's slots, start no sooner than its rate allows, then count in-flight."""
+        h = self._host(url)
+        async with h.sem:
+            loop = asyncio.get_running_loop()
+            while True:  # next_time may move forward (Retry-After) while we sleep
+                wait = h.next_time - loop.time()
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
+            if self.o.per_host_rps > 0:
+                h.next_time = loop.time() + 1.0 / self.o.per_host_rps
+            assert self.global_sem is not None
+            async with self.global_sem:
+                yield h
+
+    def _push_back(self, url: str, delay: float) -> None:
+        h = self._host(url)
+        h.next_time = max(h.next_time, asyncio.get_running_loop().time() + delay)
+
+    # -- checks -------------------------------------------------------------------------
+    def _precheck(self, url: str) -> None:
+        try:
+            p = urlsplit(url)
+            port = p.port or (443 if p.scheme == "https" else 80)
+        except ValueError as exc:
+            raise _Outcome(ERROR, f"bad_url: {exc}") from None
+        if p.scheme not in ("http", "https") or not p.hostname:
+            raise _Outcome(ERROR, f"bad_url: scheme or host missing in {url[:200]!r}")
+        alg = self.url_blocklist.match_url(url)
+        if alg:
+            raise _Outcome(BLOCKED, f"blocklist_url: {alg} of url listed")
+        why = self.dnt.match(url)
+        if why:
+            raise _Outcome(OPT_OUT, f"do_not_train: {why}")
+        try:
+            self.resolver.check_literal(p.hostname, port)
+        except SSRFBlocked as exc:
+            raise _Outcome(BLOCKED, f"ssrf: {exc}") from None
+
+    def _net_error(self, exc: BaseException, what: str = "") -> _Outcome:
+        s = ssrf_cause(exc)
+        if s is not None:
+            return _Outcome(BLOCKED, f"ssrf: {s}")
+        if isinstance(exc, (asyncio.TimeoutError, TimeoutError, aiohttp.ServerTimeoutError)):
+            return _Outcome(ERROR, f"timeout: {what}{exc.__class__.__name__}")
+        if isinstance(exc, aiohttp.InvalidURL):
+            return _Outcome(ERROR, f"bad_url: {what}{exc}")
+        if isinstance(exc, aiohttp.ClientConnectorDNSError):
+            return _Outcome(ERROR, f"dns: {what}{str(exc)[:160]}")
+        if isinstance(exc, (aiohttp.ClientConnectorError, ConnectionError)):
+            return _Outcome(ERROR, f"connect: {what}{str(exc)[:160]}")
+        if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
+                            aiohttp.ClientOSError)):
+            return _Outcome(ERROR, f"io: {what}{exc.__class__.__name__}: {str(exc)[:120]}")
+        if isinstance(exc, aiohttp.ClientResponseError):
+            return _Outcome(ERROR, f"http_protocol: {what}{str(exc)[:160]}")
+        return _Outcome(ERROR, f"internal: {what}{exc.__class__.__name__}: {str(exc)[:160]}")
+
+    async def _robots_for(self, url: str) -> Robots:
+        key = robots_url(url)
+        fut = self.robots.get(key)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self.robots[key] = fut
+            try:
+                fut.set_result(await self._fetch_robots(key))
+            except _Outcome as out:
+                fut.set_result(out)
+            except Exception as exc:  # never leave waiters hanging
+                fut.set_result(self._net_error(exc, "robots.txt "))
+        res = await asyncio.shield(fut)
+        if isinstance(res, _Outcome):
+            raise res
+        return res
+
+    async def _fetch_robots(self, url: str) -> Robots:
+        """RFC 9309: 2xx -> rules, 4xx -> allow all, 5xx / unreachable -> fetch nothing."""
+        assert self.session is not None
+        for _ in range(5):
+            self._precheck_robots(url)
+            try:
+                async with self._slot(url), self.session.get(url, allow_redirects=False,
+                                                             timeout=self.timeout) as resp:
+                    if resp.status in REDIRECTS and resp.headers.get("Location"):
+                        url = urljoin(url, resp.headers["Location"])
+                        continue
+                    if 200 <= resp.status < 300:
+                        data = await resp.content.read(self.o.robots_max_bytes)
+                        return Robots(data.decode("utf-8", "replace"), self.o.user_agent)
+                    if 400 <= resp.status < 500 and resp.status != 429:
+                        return Robots.allow_all()
+                    raise _Outcome(ERROR, f"robots_unavailable: robots.txt answered {resp.status}",
+                                   resp.status)
+            except _Outcome:
+                raise
+            except Exception as exc:
+                out = self._net_error(exc, "robots.txt ")
+                if out.status == BLOCKED:
+                    raise out from None
+                raise _Outcome(ERROR, f"robots_unavailable: {out.message}") from None
+        return Robots.allow_all()  # a redirect chain longer than 5 hops: RFC says treat as 404
+
+    def _precheck_robots(self, url: str) -> None:
+        p = urlsplit(url)
+        if p.scheme not in ("http", "https") or not p.hostname:
+            raise _Outcome(ERROR, "robots_unavailable: bad robots.txt redirect")
+        try:
+            self.resolver.check_literal(p.hostname, p.port or (443 if p.scheme == "https" else 80))
+        except SSRFBlocked as exc:
+            raise _Outcome(BLOCKED, f"ssrf: {exc}") from None
+
+    # -- one URL ------------------------------------------------------------------------
+    async def fetch(self, url: str) -> Fetched:
+        try:
+            return await self._fetch(url)
+        except _Outcome as out:
+            return Fetched(out.status, out.message, http_status=out.http_status)
+        except Exception as exc:  # a broken record never fails the task
+            out = self._net_error(exc)
+            return Fetched(out.status, out.message)
+
+    async def _fetch(self, url: str) -> Fetched:
+        assert self.session is not None
+        hops = 0
+        attempt = 0
+        while True:
+            self._precheck(url)
+            if self.o.respect_robots:
+                robots = await self._robots_for(url)
+                if not robots.allowed(url):
+                    raise _Outcome(OPT_OUT, f"robots: disallowed by {robots_url(url)}")
+            try:
+                async with self._slot(url), self.session.get(url, allow_redirects=False,
+                                                             timeout=self.timeout) as resp:
+                    st = resp.status
+                    if st in REDIRECTS:
+                        loc = resp.headers.get("Location")
+                        if not loc:
+                            raise _Outcome(ERROR, f"http_{st}: redirect without Location", st)
+                        hops += 1
+                        if hops > self.o.max_redirects:
+                            raise _Outcome(ERROR, f"redirects: more than {self.o.max_redirects}", st)
+                        url = urljoin(url, loc)
+                        continue
+                    if st in (429, 503):
+                        delay = _retry_after(resp.headers.get("Retry-After"))
+                        kind = "http_429" if st == 429 else "http_5xx"
+                        if delay is None:
+                            delay = self.o.backoff_base * (2 ** attempt)
+                        if delay > self.o.max_retry_after:
+                            self._push_back(url, self.o.max_retry_after)
+                            raise _Outcome(ERROR, f"{kind}: {st}, Retry-After {delay:.0f}s over the cap", st)
+                        self._push_back(url, delay)
+                        if attempt >= self.o.retries:
+                            raise _Outcome(ERROR, f"{kind}: {st} after {attempt + 1} tries", st)
+                        attempt += 1
+                        continue
+                    if st != 200:
+                        kind = "http_5xx" if st >= 500 else f"http_{st}"
+                        raise _Outcome(ERROR, f"{kind}: {st}", st)
+                    why = header_optout(resp.headers.items(), self.o.user_agent, self.o.respect_noindex)
+                    if why:
+                        raise _Outcome(OPT_OUT, why, st)
+                    declared = resp.content_length
+                    if declared is not None and declared > self.o.max_body_bytes:
+                        raise _Outcome(ERROR, f"too_large: declared {declared} bytes > {self.o.max_body_bytes}",
+                                       st)
+                    chunks, size = [], 0
+                    async for chunk in resp.content.iter_chunked(1 << 16):
+                        size += len(chunk)
+                        if size > self.o.max_body_bytes:
+                            raise _Outcome(ERROR, f"too_large: body over {self.o.max_body_bytes} bytes", st)
+                        chunks.append(chunk)
+                    return Fetched(SUCCESS, None, b"".join(chunks), url, st,
+                                   resp.headers.get("Content-Type"))
+            except _Outcome:
+                raise
+            except Exception as exc:
+                raise self._net_error(exc) from None
+
+
+class FetchPool:
+    """Runs a Fetcher's event loop in a thread; submit URLs, take results as they finish."""
+
+    def __init__(self, opts: FetchOptions, url_blocklist: HashList | None = None,
+                 do_not_train: DoNotTrain | None = None, base_resolver: Any = None) -> None:
+        self.fetcher = Fetcher(opts, url_blocklist, do_not_train, base_resolver)
+        self.results: queue.Queue[tuple[Any, Fetched]] = queue.Queue()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="crawlpairs-fetch", daemon=True)
+        self.pending = 0
+
+    def __enter__(self) -> FetchPool:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.fetcher.start(), self.loop).result()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.fetcher.close(), self.loop).result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
+        self.loop.close()
+
+    async def _one(self, key: Any, url: str) -> None:
+        try:
+            res = await self.fetcher.fetch(url)
+        except BaseException as exc:  # noqa: BLE001 - a result must always come back
+            res = Fetched(ERROR, f"internal: {exc.__class__.__name__}: {exc}")
+        self.results.put((key, res))
+
+    def submit(self, key: Any, url: str) -> None:
+        self.pending += 1
+        asyncio.run_coroutine_threadsafe(self._one(key, url), self.loop)
+
+    def get(self) -> tuple[Any, Fetched]:
+        item = self.results.get()
+        self.pending -= 1
+        return item
+
+    def map(self, items: Iterable[tuple[Any, str]], max_pending: int = 5000) -> Iterator[tuple[Any, Fetched]]:
+        """Fetch (key, url) pairs, yielding (key, Fetched) in completion order."""
+        for key, url in items:
+            self.submit(key, url)
+            while self.pending >= max_pending:
+                yield self.get()
+            while not self.results.empty():
+                yield self.get()
+        while self.pending:
+            yield self.get()

@@ -1,0 +1,143 @@
+"""One download task: rows in, rows with status and image bytes out (pandas, no Spark).
+
+`download_frames` is what the job hands to `mapInPandas`: it streams the task's
+rows into a FetchPool (network in a background thread) and, in this thread, vets
+and transforms each body as it arrives: image hash blocklist first (a listed image
+is dropped before it is decoded or stored), then dl_images.process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+from crawlpairs.udfs.dl_fetch import BLOCKED, ERROR, SUCCESS, FetchOptions, FetchPool
+from crawlpairs.udfs.dl_images import ImageOptions, ImageReject, process
+from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, _read_lines
+
+from crawlpairs import storage
+from crawlpairs.config import DownloadConfig, StorageConfig
+
+# Columns the stage adds to every input row (the input's own columns pass through).
+RESULT_SCHEMA = pa.schema([
+    ("status", pa.string()),
+    ("error_message", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("original_width", pa.int32()),
+    ("original_height", pa.int32()),
+    ("sha256", pa.string()),
+    ("phash", pa.string()),
+    ("http_status", pa.int32()),
+    ("final_url", pa.string()),
+    ("image", pa.binary()),
+])
+RESULT_COLUMNS = [f.name for f in RESULT_SCHEMA]
+
+
+def user_agent(cfg: DownloadConfig) -> str:
+    return cfg.user_agent.replace("{contact_url}", cfg.contact_url)
+
+
+def fetch_options(cfg: DownloadConfig) -> FetchOptions:
+    return FetchOptions(
+        user_agent=user_agent(cfg), connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout,
+        total_timeout=cfg.total_timeout, max_redirects=cfg.max_redirects, max_body_bytes=cfg.max_body_bytes,
+        per_host_rps=cfg.per_host_rps, per_host_concurrency=cfg.per_host_concurrency,
+        in_flight=cfg.in_flight_per_task, retries=cfg.retries, max_retry_after=cfg.max_retry_after,
+        backoff_base=cfg.backoff_base, respect_robots=cfg.respect_robots,
+        respect_noindex=cfg.respect_noindex, ssrf_guard=cfg.ssrf_guard,
+        allow_network=list(cfg.allow_network), resolve_overrides=dict(cfg.resolve_overrides))
+
+
+def image_options(cfg: DownloadConfig) -> ImageOptions:
+    return ImageOptions(image_size=cfg.image_size, resize_mode=cfg.resize_mode,
+                        resize_only_if_bigger=cfg.resize_only_if_bigger, output_format=cfg.output_format,
+                        quality=cfg.quality, min_image_bytes=cfg.min_image_bytes, min_side=cfg.min_side,
+                        max_pixels=cfg.max_pixels)
+
+
+_LISTS: dict[tuple[str, str | None], Any] = {}
+_LISTS_LOCK = threading.Lock()
+
+
+def _lines(uri: str | None, st: StorageConfig | None) -> list[str]:
+    if not uri:
+        return []
+    return _read_lines(storage.read_bytes(uri, st).decode("utf-8", "replace").splitlines())
+
+
+def load_lists(cfg: DownloadConfig, st: StorageConfig | None = None) -> tuple[HashList, DoNotTrain, HashList]:
+    """URL blocklist, Do-Not-Train list, image hash blocklist; loaded once per executor process."""
+    with _LISTS_LOCK:
+        out = []
+        for kind, uri in (("url", cfg.url_blocklist), ("dnt", cfg.do_not_train), ("img", cfg.hash_blocklist)):
+            key = (kind, uri)
+            if key not in _LISTS:
+                lines = _lines(uri, st)
+                _LISTS[key] = DoNotTrain(lines) if kind == "dnt" else HashList(lines)
+            out.append(_LISTS[key])
+        return out[0], out[1], out[2]
+
+
+def _result(status: str, message: str | None = None, **kw: Any) -> dict[str, Any]:
+    r: dict[str, Any] = dict.fromkeys(RESULT_COLUMNS)
+    r.update(status=status, error_message=message, **kw)
+    return r
+
+
+def download_frames(batches: Iterator[pd.DataFrame], cfg: DownloadConfig, st: StorageConfig | None = None,
+                    out_rows: int = 256, base_resolver: Any = None) -> Iterator[pd.DataFrame]:
+    """Fetch and process the `url` of every row; yield the rows with RESULT_COLUMNS added."""
+    url_bl, dnt, img_bl = load_lists(cfg, st)
+    iopts = image_options(cfg)
+    rows: dict[int, dict[str, Any]] = {}
+    counter = iter(range(1 << 62))
+
+    def items() -> Iterator[tuple[int, str]]:
+        for df in batches:
+            for rec in df.to_dict("records"):
+                i = next(counter)
+                rows[i] = rec
+                yield i, str(rec.get("url") or "")
+
+    done: list[dict[str, Any]] = []
+    with FetchPool(fetch_options(cfg), url_bl, dnt, base_resolver) as pool:
+        for i, f in pool.map(items(), max_pending=max(cfg.max_pending, cfg.in_flight_per_task * 2)):
+            rec = rows.pop(i)
+            if f.status != SUCCESS or f.body is None:
+                res = _result(f.status, f.error_message, http_status=f.http_status)
+            else:
+                alg = img_bl.match_bytes(f.body)
+                if alg:
+                    res = _result(BLOCKED, f"blocklist_hash: {alg} of image listed", http_status=f.http_status)
+                else:
+                    try:
+                        p = process(f.body, iopts)
+                        res = _result(SUCCESS, None, width=p.width, height=p.height,
+                                      original_width=p.original_width, original_height=p.original_height,
+                                      sha256=p.sha256, phash=p.phash, http_status=f.http_status,
+                                      final_url=f.final_url, image=p.data)
+                    except ImageReject as exc:
+                        res = _result(ERROR, str(exc), http_status=f.http_status)
+                    except Exception as exc:  # a broken image never fails the task
+                        res = _result(ERROR, f"decode: {exc.__class__.__name__}: {str(exc)[:120]}",
+                                      http_status=f.http_status)
+            rec.update(res)
+            done.append(rec)
+            if len(done) >= out_rows:
+                yield _frame(done)
+                done = []
+    if done:
+        yield _frame(done)
+
+
+def _frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(records)
+    for f in RESULT_SCHEMA:  # ints with gaps must not turn into floats on the way to Arrow
+        if pa.types.is_int32(f.type):
+            df[f.name] = df[f.name].astype("Int32")
+    return df

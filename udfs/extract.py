@@ -1,0 +1,459 @@
+"""Stage 1 on an executor: one WAT or WARC file -> Arrow batches of image-text candidates.
+
+`extract_stream` is what the extract job calls per input file. It never raises for bad
+input: unreadable or truncated files, broken JSON, undecodable HTML, absurd alt text
+are counted in `Stats` (`errors` by kind with the file, `dropped` by reason) and the
+rows found before the damage are still returned.
+
+WAT or WARC is decided per record from its content, not the file name: a `metadata`
+record with a JSON payload is a WAT record; a `response`/`resource` record with an
+HTML payload is a WARC page. So a file may even mix both.
+
+Speed: WAT files are 2/3 request/metadata records that cannot hold `IMG@` links; those
+are skipped with a byte search before any JSON parse. The rest go through orjson, and
+rows are appended to plain column lists that become one Arrow batch every `batch_rows`
+rows (language ID runs once per batch).
+
+`uid` = first 16 bytes (32 hex chars) of sha256(url + "\\t" + text) over UTF-8; the same
+on every machine and run, so dedup can use it across files and crawls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import typing
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from crawlpairs.udfs import langid
+from crawlpairs.udfs.html import decode_body, decode_html, parse_html
+from crawlpairs.udfs.license import detect_license
+from crawlpairs.udfs.text import clean_text
+from crawlpairs.udfs.urls import base_prefixes, extension_of, host_of, resolve
+from crawlpairs.udfs.wat import WatLayoutError, decode_attr_url, parse_page
+
+from crawlpairs.config import ExtractConfig
+from crawlpairs.stats import Stats
+
+CANDIDATE_SCHEMA = pa.schema(
+    [
+        pa.field("uid", pa.string(), nullable=False),
+        pa.field("url", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("text_source", pa.string(), nullable=False),  # alt | title | figcaption
+        pa.field("page_url", pa.string()),
+        pa.field("page_domain", pa.string()),
+        pa.field("image_domain", pa.string(), nullable=False),
+        pa.field("language", pa.string()),
+        pa.field("language_score", pa.float32()),
+        pa.field("license", pa.string()),  # cc0 | pdm | cc-by | cc-by-sa | ... | null
+        pa.field("license_url", pa.string()),
+        pa.field("crawl", pa.string(), nullable=False),
+        pa.field("source_file", pa.string(), nullable=False),
+        pa.field("source_offset", pa.int64()),  # byte offset of the WARC record in the file as stored
+        pa.field("fetch_time", pa.timestamp("us", tz="UTC")),
+        pa.field("width", pa.int32()),  # <img width/height> attributes (WARC only)
+        pa.field("height", pa.int32()),
+    ]
+)
+
+_CRAWL_RE = re.compile(r"CC-MAIN-\d{4}-\d{2}(?!\d)")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+# FastWARC record type values (WarcRecordType IntFlag), as ints for fast comparisons.
+_WARCINFO, _RESPONSE, _RESOURCE, _METADATA = 2, 4, 8, 32
+_TYPE_NAMES = {2: "warcinfo", 4: "response", 8: "resource", 16: "request", 32: "metadata",
+               64: "revisit", 128: "conversion", 256: "continuation", 512: "unknown"}
+
+
+def make_uid(url: str, text: str) -> str:
+    """Stable row id: sha256(url + TAB + text), first 16 bytes as hex."""
+    return hashlib.sha256(f"{url}\t{text}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def crawl_from_path(path: str) -> str | None:
+    """`.../crawl-data/CC-MAIN-2024-33/...` -> `CC-MAIN-2024-33`."""
+    m = _CRAWL_RE.search(path)
+    return m.group(0) if m else None
+
+
+def _fatal(exc: BaseException) -> bool:
+    """Exceptions we must not swallow. FastWARC's Rust panics arrive as pyo3's
+    PanicException, a BaseException: those are input damage and are caught."""
+    return isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError))
+
+
+def _parse_warc_date(value: str | None) -> int | None:
+    """WARC-Date -> microseconds since the epoch (None if absent or malformed)."""
+    if not value:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return (dt - _EPOCH) // _US
+
+
+def _timestamps(dates: list[str | None]) -> pa.Array:
+    """WARC-Date strings -> timestamp[us, UTC]; vectorised, row by row only if one is odd."""
+    ts = pa.timestamp("us", tz="UTC")
+    try:
+        return pa.array(dates, pa.string()).cast(ts)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.array([_parse_warc_date(d) for d in dates], pa.int64()).cast(ts)
+
+
+_US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc) - _EPOCH
+
+
+class _Counting:
+    """Read-only wrapper that counts bytes read, to tell "empty" from "not a WARC"."""
+
+    def __init__(self, raw: typing.BinaryIO) -> None:
+        self.raw = raw
+        self.nbytes = 0
+        try:
+            self.start = raw.tell()
+        except Exception:  # noqa: BLE001 - unseekable streams start at 0
+            self.start = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.nbytes += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.start + self.nbytes
+
+    def close(self) -> None:  # the caller owns the file
+        pass
+
+
+class _Builder:
+    """Column lists for one batch, the per-page filters, and batch assembly."""
+
+    def __init__(self, cfg: ExtractConfig, stats: Stats, source_file: str) -> None:
+        self.cfg = cfg
+        self.stats = stats
+        self.source_file = source_file
+        self.schemes = frozenset(s.lower() for s in cfg.allowed_schemes)
+        self.drop_ext = frozenset(e.lower().lstrip(".") for e in cfg.drop_extensions)
+        self.max_raw_text = cfg.max_text_length * 4 + 64  # longer raw text cannot clean down to max
+        self.found = 0
+        self.drops: dict[str, int] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self.uid: list[str] = []
+        self.url: list[str] = []
+        self.text: list[str] = []
+        self.source: list[str] = []
+        self.page_url: list[str | None] = []
+        self.page_domain: list[str | None] = []
+        self.image_domain: list[str] = []
+        self.license: list[str | None] = []
+        self.license_url: list[str | None] = []
+        self.offset: list[int | None] = []
+        self.time: list[str | None] = []  # WARC-Date as written; parsed per batch by Arrow
+        self.width: list[int | None] = []
+        self.height: list[int | None] = []
+
+    def __len__(self) -> int:
+        return len(self.url)
+
+    def _drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+    def add_page(
+        self,
+        page_url: str | None,
+        base: str,
+        images: list,
+        lic: tuple[str | None, str | None],
+        offset: int | None,
+        fetch_time: str | None,
+        decode_urls: bool,
+    ) -> None:
+        """Filter one page's (raw url, [(raw text, text_source)...][, width, height]) and append survivors."""
+        cfg = self.cfg
+        seen: set[tuple[str, str]] = set()
+        page_domain = host_of(page_url) if page_url else None
+        prefixes = base_prefixes(base)
+        license_, license_url = lic
+        min_len, max_len = cfg.min_text_length, cfg.max_text_length
+        max_raw = self.max_raw_text
+        for img in images:
+            self.found += 1
+            href, cands = img[0], img[1]
+            if not cands:
+                self._drop("empty_text")
+                continue
+            if decode_urls:
+                href = decode_attr_url(href)
+            url = resolve(base, href, prefixes)
+            if not url:
+                self._drop("empty_url")
+                continue
+            colon = url.find(":")
+            scheme = url[:colon].lower() if colon > 0 else ""
+            if scheme not in self.schemes:
+                self._drop("data_uri" if scheme == "data" else "scheme")
+                continue
+            if len(url) > cfg.max_url_length:
+                self._drop("url_too_long")
+                continue
+            domain = host_of(url)
+            if not domain:
+                self._drop("no_domain")
+                continue
+            if len(domain) > cfg.max_domain_length:
+                self._drop("domain_too_long")
+                continue
+            if self.drop_ext and extension_of(url) in self.drop_ext:
+                self._drop("extension")
+                continue
+            # alt first: if it has text, it decides (LAION). Fallbacks (only reached when alt is
+            # missing or cleans to nothing) are tried in order until one passes the length limits.
+            text, reason, source = "", "empty_text", "alt"
+            for raw, src in cands:
+                if len(raw) > max_raw:  # cannot clean down to max_text_length: skip the cost
+                    reason = "text_too_long"
+                    if src == "alt":
+                        break
+                    continue
+                t = clean_text(raw)
+                if not t:
+                    continue
+                text, source = t, src
+                if src == "alt" or min_len <= len(t) <= max_len:
+                    break
+            if not text:
+                self._drop(reason)
+                continue
+            if len(text) < min_len:
+                self._drop("text_too_short")
+                continue
+            if len(text) > max_len:
+                self._drop("text_too_long")
+                continue
+            if cfg.exact_dedup:
+                key = (url, text)
+                if key in seen:
+                    self._drop("duplicate_in_page")
+                    continue
+                seen.add(key)
+            self.uid.append(make_uid(url, text))
+            self.url.append(url)
+            self.text.append(text)
+            self.source.append(source)
+            self.page_url.append(page_url)
+            self.page_domain.append(page_domain)
+            self.image_domain.append(domain)
+            self.license.append(license_)
+            self.license_url.append(license_url)
+            self.offset.append(offset)
+            self.time.append(fetch_time)
+            if len(img) > 2:
+                self.width.append(img[2])
+                self.height.append(img[3])
+            else:
+                self.width.append(None)
+                self.height.append(None)
+
+    def flush_counts(self) -> None:
+        for reason, n in self.drops.items():
+            self.stats.drop(reason, n)
+        self.drops = {}
+        self.stats.incr("pairs_found", self.found)
+        self.stats.incr("pairs_kept", 0)  # present even when nothing is kept
+        self.found = 0
+
+    def build(self, crawl: str) -> pa.RecordBatch | None:
+        """The batch of rows collected so far (language-filtered); None if no row survives."""
+        n = len(self.url)
+        if n == 0:
+            return None
+        cfg = self.cfg
+        if cfg.lid_model:
+            langs, scores = langid.predict(self.text, cfg.lid_model)
+            lang_arr = pa.array(langs, pa.string())
+            score_arr = pa.array(scores, pa.float32())
+        else:
+            lang_arr = pa.nulls(n, pa.string())
+            score_arr = pa.nulls(n, pa.float32())
+        batch = pa.RecordBatch.from_arrays(
+            [
+                pa.array(self.uid, pa.string()),
+                pa.array(self.url, pa.string()),
+                pa.array(self.text, pa.string()),
+                pa.array(self.source, pa.string()),
+                pa.array(self.page_url, pa.string()),
+                pa.array(self.page_domain, pa.string()),
+                pa.array(self.image_domain, pa.string()),
+                lang_arr,
+                score_arr,
+                pa.array(self.license, pa.string()),
+                pa.array(self.license_url, pa.string()),
+                pa.array([crawl] * n, pa.string()),
+                pa.array([self.source_file] * n, pa.string()),
+                pa.array(self.offset, pa.int64()),
+                _timestamps(self.time),
+                pa.array(self.width, pa.int32()),
+                pa.array(self.height, pa.int32()),
+            ],
+            schema=CANDIDATE_SCHEMA,
+        )
+        self._reset()
+        if cfg.lid_model and cfg.lid_min_score > 0:
+            keep = pc.greater_equal(score_arr, pa.scalar(cfg.lid_min_score, pa.float32()))
+            batch = batch.filter(keep)
+            self.stats.drop("low_language_score", n - batch.num_rows)
+        self.stats.incr("pairs_kept", batch.num_rows)
+        return batch if batch.num_rows else None
+
+
+def extract_stream(
+    fileobj: typing.BinaryIO,
+    source_file: str,
+    cfg: ExtractConfig,
+    stats: Stats,
+    crawl: str | None = None,
+    batch_rows: int = 20000,
+) -> Iterator[pa.RecordBatch]:
+    """Stream one WAT/WARC file (gzip or plain) and yield candidate batches (CANDIDATE_SCHEMA).
+
+    Counters: files_read, records.<type>, pairs_found, pairs_kept, skipped.<why>;
+    drops by reason; errors by kind with `source_file`.
+    """
+    from fastwarc.warc import ArchiveIterator
+
+    crawl_id = crawl or cfg.crawl or crawl_from_path(source_file)
+    fmt = (cfg.input_format or "auto").lower()
+    want_wat = fmt in ("auto", "wat")
+    want_warc = fmt in ("auto", "warc")
+    with_title = "title" in cfg.text_fallbacks
+    b = _Builder(cfg, stats, source_file)
+    stats.incr("files_read")
+    counting = _Counting(fileobj)
+    type_counts: dict[int, int] = {}
+    n_records = n_wat = n_html = 0
+    try:
+        it = iter(
+            ArchiveIterator(
+                counting,
+                parse_http=want_warc,
+                quirks_mode=True,
+                auto_decode="none",  # its content decoding aborts the stream on CC's pre-decoded bodies
+            )
+        )
+    except BaseException as exc:  # noqa: BLE001 - a bad file never fails the task
+        if _fatal(exc):
+            raise
+        stats.error("open", input=source_file, message=repr(exc))
+        return
+    while True:
+        try:
+            rec = next(it)
+        except StopIteration:
+            break
+        except BaseException as exc:  # noqa: BLE001 - truncated / corrupt stream: keep what we have
+            if _fatal(exc):
+                raise
+            stats.error("read", input=source_file, message=f"after {n_records} records: {exc!r}")
+            break
+        n_records += 1
+        rtype = int(rec.record_type)
+        type_counts[rtype] = type_counts.get(rtype, 0) + 1
+        try:
+            if rtype == _METADATA:
+                if not want_wat:
+                    continue
+                payload = rec.reader.read()
+                if len(payload) < rec.content_length:
+                    stats.error("truncated_record", input=source_file, message=f"offset {rec.stream_pos}")
+                    continue
+                if b"IMG@" not in payload:
+                    continue
+                try:
+                    page = parse_page(payload, with_title)
+                except WatLayoutError as exc:
+                    stats.error("wat_layout", input=source_file, message=f"offset {rec.stream_pos}: {exc}")
+                    continue
+                except ValueError as exc:  # orjson.JSONDecodeError
+                    stats.error("wat_json", input=source_file, message=f"offset {rec.stream_pos}: {exc}")
+                    continue
+                if page is None:
+                    continue
+                n_wat += 1
+                page_url = page.page_url or rec.headers.get("WARC-Target-URI")
+                base = page_url or ""
+                if page.base:
+                    try:
+                        rb = resolve(base, decode_attr_url(page.base))
+                    except Exception:  # noqa: BLE001
+                        rb = ""
+                    if rb[:4].lower() == "http":
+                        base = rb
+                lic = (None, None)
+                if page.license_links:
+                    lic = detect_license((resolve(base, decode_attr_url(u)), r) for u, r in page.license_links)
+                b.add_page(page_url, base, page.images, lic, rec.stream_pos,
+                           rec.headers.get("WARC-Date"), True)
+            elif rtype in (_RESPONSE, _RESOURCE):
+                if not want_warc:
+                    continue
+                ctype = (rec.http_content_type if rec.is_http else rec.headers.get("Content-Type")) or ""
+                if "html" not in ctype.lower():
+                    stats.incr("skipped.non_html")
+                    continue
+                if rec.content_length > cfg.max_record_bytes:
+                    stats.incr("skipped.too_large")
+                    continue
+                body = rec.reader.read()
+                if rec.is_http:
+                    hh = rec.http_headers
+                    te, ce = hh.get("Transfer-Encoding"), hh.get("Content-Encoding")
+                    if te or ce:
+                        body = decode_body(body, te, ce, cfg.max_record_bytes)
+                if not body:
+                    continue
+                n_html += 1
+                page_url = (rec.headers.get("WARC-Target-URI") or "").strip().strip("<>")
+                html = decode_html(body, rec.http_charset if rec.is_http else None)
+                page = parse_html(html, page_url, cfg.text_fallbacks)
+                lic = detect_license(page.license_links) if page.license_links else (None, None)
+                b.add_page(page_url or None, page.base, page.images, lic, rec.stream_pos,
+                           rec.headers.get("WARC-Date"), False)
+            elif rtype == _WARCINFO and crawl_id is None:
+                m = re.search(rb"isPartOf:\s*(\S+)", rec.reader.read())
+                if m:
+                    crawl_id = m.group(1).decode("utf-8", "replace")
+        except BaseException as exc:  # noqa: BLE001 - one bad record never fails the file
+            if _fatal(exc):
+                raise
+            stats.error("record", input=source_file, message=f"offset {rec.stream_pos}: {exc!r}")
+            continue
+        if len(b) >= batch_rows:
+            batch = b.build(crawl_id or "unknown")
+            if batch is not None:
+                yield batch
+    if n_records == 0 and counting.nbytes > 0:
+        stats.error("not_warc", input=source_file, message=f"{counting.nbytes} bytes, no WARC record")
+    for t, n in type_counts.items():
+        stats.incr(f"records.{_TYPE_NAMES.get(t, str(t))}", n)
+    if n_wat:
+        stats.incr("pages.wat", n_wat)
+    if n_html:
+        stats.incr("pages.html", n_html)
+    b.flush_counts()
+    batch = b.build(crawl_id or "unknown")
+    if batch is not None:
+        yield batch

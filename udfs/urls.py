@@ -1,0 +1,134 @@
+"""Image URL resolution and the URL-side filters (scheme, length, domain, extension).
+
+Resolution follows the WHATWG URL standard where it differs from RFC 3986 in ways
+that matter for `<img src>`: leading/trailing C0-control-or-space is stripped, tabs
+and newlines inside are removed, and for http(s) a backslash is a path separator.
+`urllib.parse.urljoin` does the rest (dot segments, scheme-relative `//host/x`).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urljoin
+
+_STRIP = "".join(chr(c) for c in range(0x21))  # C0 controls and space
+_TAB_NL = str.maketrans("", "", "\t\n\r")
+
+
+def clean_href(href: str) -> str:
+    """Strip what browsers strip from an attribute URL before parsing it."""
+    href = href.strip(_STRIP)
+    if "\t" in href or "\n" in href or "\r" in href:
+        href = href.translate(_TAB_NL)
+    return href
+
+
+def base_prefixes(base: str) -> tuple[str, str] | None:
+    """(origin, directory) of a plain http(s) base URL, for `resolve`'s fast path; None if
+    the base has anything (dot segments, backslashes, no path) that needs the full algorithm."""
+    i = base.find("://")
+    if i <= 0 or "\\" in base or "/." in base[i + 3 :]:
+        return None
+    end = len(base)
+    for sep in "?#":
+        j = base.find(sep, i + 3)
+        if 0 <= j < end:
+            end = j
+    slash = base.find("/", i + 3, end)
+    if slash < 0:
+        origin = base[:end]
+        return origin, origin + "/"
+    return base[:slash], base[: base.rfind("/", slash, end) + 1]
+
+
+def resolve(base: str, href: str, prefixes: tuple[str, str] | None = None) -> str:
+    """Absolute URL of `href` on a page whose base URL is `base` ("" if it cannot be resolved).
+
+    `prefixes` (from `base_prefixes(base)`, computed once per page) enables a fast path for
+    the common relative forms (`/a/b.jpg`, `b.jpg`) that gives exactly what urljoin gives.
+    """
+    href = clean_href(href)
+    if not href:
+        return ""
+    low = href[:8].lower()
+    if low.startswith("http://") or low.startswith("https://"):
+        absolute = href
+    elif ":" in href and _has_scheme(href):
+        return href  # data:, javascript:, mailto:, ftp: ... judged by the scheme filter
+    elif (
+        prefixes is not None
+        and "\\" not in href
+        and "/." not in href
+        and href[0] not in "?#."
+        and (href[0] != "/" or href[1:2] != "/")
+    ):
+        absolute = prefixes[0] + href if href[0] == "/" else prefixes[1] + href
+    else:
+        if "\\" in href:
+            href = href.replace("\\", "/")
+        try:
+            absolute = urljoin(base, href)
+        except ValueError:  # e.g. an invalid IPv6 literal in the base or href
+            return ""
+    if "\\" in absolute:
+        absolute = absolute.replace("\\", "/")
+    if "#" in absolute:  # the fragment never reaches the server: same image
+        absolute = absolute.split("#", 1)[0]
+    return absolute
+
+
+def _has_scheme(href: str) -> bool:
+    """True if `href` starts with `scheme:` (then it is absolute, whatever the base)."""
+    i = href.find(":")
+    if i <= 0:
+        return False
+    scheme = href[:i]
+    return bool(scheme) and scheme[0].isalpha() and all(c.isalnum() or c in "+-." for c in scheme)
+
+
+def scheme_of(url: str) -> str:
+    """Lower-case scheme, or "" for none."""
+    i = url.find(":")
+    if i <= 0:
+        return ""
+    scheme = url[:i]
+    return scheme.lower() if _has_scheme(url) else ""
+
+
+def host_of(url: str) -> str:
+    """Lower-case host of an absolute http(s) URL without userinfo or port ("" if none)."""
+    i = url.find("://")
+    if i < 0:
+        return ""
+    rest = url[i + 3 :]
+    end = len(rest)
+    for sep in "/?#":
+        j = rest.find(sep)
+        if 0 <= j < end:
+            end = j
+    netloc = rest[:end]
+    if "@" in netloc:
+        netloc = netloc.rsplit("@", 1)[1]
+    if netloc.startswith("["):  # IPv6 literal
+        j = netloc.find("]")
+        return netloc[: j + 1].lower() if j > 0 else ""
+    if ":" in netloc:
+        netloc = netloc.split(":", 1)[0]
+    return netloc.rstrip(".").lower()
+
+
+def extension_of(url: str) -> str:
+    """Lower-case extension of the last path segment ("" if none): `a/b.JPG?x=1` -> `jpg`."""
+    i = url.find("://")
+    path = url[i + 3 :] if i >= 0 else url
+    for sep in "?#":
+        j = path.find(sep)
+        if j >= 0:
+            path = path[:j]
+    slash = path.rfind("/")
+    if slash < 0:
+        return ""  # only a host
+    name = path[slash + 1 :]
+    dot = name.rfind(".")
+    if dot < 0:
+        return ""
+    return name[dot + 1 :].lower()

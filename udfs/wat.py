@@ -1,0 +1,95 @@
+"""WAT metadata records -> the page's `<img>` links, base URL and license links.
+
+Common Crawl's WAT JSON layout: `Envelope.Payload-Metadata.HTTP-Response-Metadata.
+HTML-Metadata` holds `Links` (each `{"path": "IMG@/src", "url": ..., "alt": ...}`)
+and `Head` (`Base`, `Link`, `Metas`). URLs in WAT are raw attribute text: HTML
+character references are still in them (`?a=1&amp;b=2`) and are decoded here.
+Two of three WAT records (requests, metadata) never hold `IMG@` links; callers skip
+them with a byte search before handing the payload to `parse_page`.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any, NamedTuple
+
+import orjson
+
+_CHARREF = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+
+
+def decode_attr_url(url: str) -> str:
+    """Decode character references the way an HTML parser does for a URL attribute.
+
+    Only references ending in `;` are decoded: in attribute values the spec leaves
+    `&copy=1` (legacy reference without `;` before `=`/alnum) alone, unlike `html.unescape`.
+    """
+    if "&" in url and ";" in url:
+        return _CHARREF.sub(lambda m: html.unescape(m.group(0)), url)
+    return url
+
+
+class WatLayoutError(ValueError):
+    """Valid JSON, but not in Common Crawl's WAT layout (e.g. a link that is not an object)."""
+
+
+class WatPage(NamedTuple):
+    page_url: str | None
+    base: str | None  # Head.Base as written (resolved by the caller)
+    images: list[tuple[str, list[tuple[str, str]]]]  # (raw url, [(raw text, text_source), ...])
+    license_links: list[tuple[str, str | None]]  # (raw url, rel) of creativecommons.org links
+
+
+def parse_page(payload: bytes, with_title: bool = False) -> WatPage | None:
+    """Images and license links of one WAT metadata record; None if it describes no HTML page.
+
+    Raises orjson.JSONDecodeError (a ValueError) or WatLayoutError for
+    broken records: the caller counts them. The hot loop trusts the layout and lets a
+    wrong shape surface as an exception instead of checking types on every link.
+    """
+    doc = orjson.loads(payload)
+    try:
+        env = doc["Envelope"]
+        meta = env["Payload-Metadata"]["HTTP-Response-Metadata"]["HTML-Metadata"]
+    except (KeyError, TypeError):
+        return None
+    try:
+        page_url = env.get("WARC-Header-Metadata", {}).get("WARC-Target-URI")
+        head = meta.get("Head") or {}
+        base = head.get("Base")
+        images: list[tuple[str, list[tuple[str, str]]]] = []
+        for link in meta.get("Links") or ():
+            if link.get("path") != "IMG@/src":
+                continue
+            url = link.get("url")
+            if url.__class__ is not str:
+                continue
+            alt = link.get("alt")
+            cands = [(alt, "alt")] if alt.__class__ is str and alt and not alt.isspace() else []
+            if with_title:
+                title = link.get("title")
+                if title.__class__ is str and title and not title.isspace():
+                    cands.append((title, "title"))
+            images.append((url, cands))
+        lic: list[tuple[str, str | None]] = []
+        if b"creativecommons.org" in payload:
+            _cc_links(head.get("Link") or (), lic)
+            _cc_links(meta.get("Links") or (), lic)
+    except (AttributeError, TypeError) as exc:
+        raise WatLayoutError(f"unexpected WAT layout: {exc}") from None
+    return WatPage(
+        page_url if page_url.__class__ is str else None,
+        base if base.__class__ is str and base.strip() else None,
+        images,
+        lic,
+    )
+
+
+def _cc_links(links: Any, out: list[tuple[str, str | None]]) -> None:
+    for link in links:
+        if isinstance(link, dict) and link.get("path") != "IMG@/src":
+            url = link.get("url")
+            if isinstance(url, str) and "creativecommons.org" in url:
+                rel = link.get("rel")
+                out.append((url, rel if isinstance(rel, str) else None))
