@@ -62,6 +62,18 @@ STAGES: dict[str, StageInfo] = {
 RECRAWL = StageInfo("dedup", None)  # `crawlpairs recrawl`: finds new snapshots itself
 
 
+def stage_info(stage: str) -> StageInfo:
+    """The pipeline table, or for `recrawl` the section its job module declares (dedup if unreadable)."""
+    if stage in STAGES:
+        return STAGES[stage]
+    try:
+        from crawlpairs.cli import load_stage
+
+        return StageInfo(getattr(load_stage(stage), "section", RECRAWL.section), None)
+    except Exception:  # noqa: BLE001 - the job module is not there yet, or needs what this machine lacks
+        return RECRAWL
+
+
 @dataclass
 class EmrSpec:
     """Where and on what an EMR cluster runs (not what the stages do: that is `Config`)."""
@@ -176,7 +188,7 @@ def section_flags(cfg: Config, section: str, skip: tuple[str, ...] = ()) -> list
 
 
 def stage_input(stage: str, cfg: Config) -> list[str]:
-    info = STAGES.get(stage, RECRAWL)
+    info = stage_info(stage)
     if info.input_dir is None:
         return list(cfg.input)
     return [cfg.output.rstrip("/") + "/" + info.input_dir]
@@ -184,7 +196,7 @@ def stage_input(stage: str, cfg: Config) -> list[str]:
 
 def stage_args(stage: str, cfg: Config) -> list[str]:
     """The job's own arguments (after the .py): input, output and non-default settings."""
-    info = STAGES.get(stage, RECRAWL)
+    info = stage_info(stage)
     args: list[str] = []
     inputs = stage_input(stage, cfg)
     if inputs:
@@ -203,7 +215,7 @@ def spark_conf(stage: str, cfg: Config, gpus_per_node: int, tasks_per_gpu: int, 
     conf = {"spark.app.name": f"crawlpairs-{stage}"}
     if cfg.spark.shuffle_partitions:
         conf["spark.sql.shuffle.partitions"] = str(cfg.spark.shuffle_partitions)
-    if STAGES.get(stage, RECRAWL).gpu and gpu_nodes > 0 and cfg.score.device != "cpu":
+    if stage_info(stage).gpu and gpu_nodes > 0 and cfg.score.device != "cpu":
         # One executor per GPU; YARN places it only on a node that has one.
         conf.update({
             "spark.executor.resource.gpu.amount": "1",

@@ -11,12 +11,13 @@ as is; udfs receive only their own section.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 
 class ConfigError(ValueError):
@@ -124,6 +125,7 @@ class DownloadConfig:
     shard_size: int = 10_000
     partitions: int = 0  # fetch tasks; 0: 4 x default parallelism
     max_pending: int = 2000  # URLs queued ahead per task
+    decode_threads: int = 2  # decode/resize threads per task (beside the network thread)
     retry_failed: bool = False  # re-fetch transient failures of finished shards
 
 

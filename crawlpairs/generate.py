@@ -38,6 +38,7 @@ import struct
 import time
 import zlib
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -45,7 +46,7 @@ from fractions import Fraction
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import orjson
 
@@ -730,6 +731,13 @@ _SERVERS = [
     "openresty",
 ]
 _POWERED = ["PHP/7.4.33", "PHP/8.1.27", "WP Engine", "Express", "ASP.NET", None, None, None]
+_SHARES = [
+    ("https://www.facebook.com/sharer/sharer.php?u={q}", "Facebook"),
+    ("https://twitter.com/intent/tweet?url={q}", "Twitter"),
+    ("https://pinterest.com/pin/create/button/?url={q}", "Pinterest"),
+    ("https://www.linkedin.com/shareArticle?mini=true&amp;url={q}", "LinkedIn"),
+    ("mailto:?subject=Look&amp;body={q}", "Email"),
+]
 _LAZY_PLACEHOLDERS = [
     "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7",
     "data:image/svg+xml,%3Csvg%20xmlns='http://www.w3.org/2000/svg'%20viewBox='0%200%201%201'%3E%3C/svg%3E",
@@ -884,6 +892,8 @@ class _Site:
         "template",
         "license",
         "head_license",
+        "text",
+        "slugs",
     )
 
     def __init__(self, domain: str, corpus: _Corpus) -> None:
@@ -908,13 +918,24 @@ class _Site:
         self.license = _LICENSES[int(rng.random() * len(_LICENSES))] if lic < 0.12 else None
         self.head_license = self.license is not None and rng.random() < 0.4
         base = f"{self.scheme}://{self.www}{domain}"
+        # a site talks about a few things: its own small vocabulary, used for link texts and slugs
+        vocab = corpus.words(rng, 300, 900).split(" ")
+        self.text = " ".join(rng.choices(vocab, k=300)) + " "
+        slug_of = corpus.ascii_slug
+        sl = [x for x in (slug_of.get(w, "") for w in vocab) if len(x) >= 2] or ["page"]
+        self.slugs = "-".join(rng.choices(sl, k=250)) + "-"
         # navigation
         nav_parts = ['<nav class="main-nav"><ul>']
         links: list[dict] = []
-        for _ in range(_ri(rng, 6, 24)):
-            w = corpus.words(rng, 4, 24) or "Home"
-            slug = f"/{corpus.slug(rng)}/"
-            url = slug if rng.random() < 0.7 else base + slug
+        section = _ch(rng, ["category", "collections", "topics", "c", "shop", "blog/category"])
+        r = rng.random()
+        n_nav = _ri(rng, 5, 15) if r < 0.15 else (_ri(rng, 15, 60) if r < 0.6 else _ri(rng, 60, 220))
+        parents = [self.slug(rng, 3, 16) for _ in range(_ri(rng, 4, 12))]
+        absolute = rng.random() < 0.3  # some CMSs write every link absolute
+        for _ in range(n_nav):
+            w = self.words(rng, 4, 24) or "Home"
+            slug = f"/{section}/{_ch(rng, parents)}/{self.slug(rng, 3, 24)}/"
+            url = base + slug if absolute else slug
             nav_parts.append(f'<li class="menu-item"><a href="{url}">{w}</a></li>')
             links.append({"path": "A@/href", "url": url, "text": w})
         nav_parts.append("</ul></nav>")
@@ -923,10 +944,10 @@ class _Site:
         # footer
         fparts = ['<footer class="site-footer"><div class="widgets">']
         flinks: list[dict] = []
-        for _ in range(_ri(rng, 5, 18)):
-            w = corpus.words(rng, 4, 40) or "About"
-            url = f"/{corpus.slug(rng)}.html" if rng.random() < 0.5 else f"https://{_ch(rng, _DOMAINS)}/"
-            title = corpus.words(rng, 4, 20) if rng.random() < 0.2 else None
+        for _ in range(_ri(rng, 8, 30)):
+            w = self.words(rng, 4, 40) or "About"
+            url = f"/{self.slug(rng, 3, 30)}.html" if rng.random() < 0.6 else f"https://{_ch(rng, _DOMAINS)}/"
+            title = self.words(rng, 4, 20) if rng.random() < 0.2 else None
             if title:
                 fparts.append(f'<a href="{url}" title="{title}">{w}</a> ')
                 flinks.append({"path": "A@/href", "url": url, "title": title, "text": w})
@@ -946,6 +967,12 @@ class _Site:
         ]
         self.css = f"/static/css/style.{rng.getrandbits(32):08x}.css"
 
+    def words(self, rng: random.Random, lo: int, hi: int) -> str:
+        return _Corpus._slice(self.text, " ", rng, lo, hi)
+
+    def slug(self, rng: random.Random, lo: int = 6, hi: int = 36) -> str:
+        return _Corpus._slice(self.slugs, "-", rng, lo, hi)
+
 
 def _ri(rng: random.Random, a: int, b: int) -> int:
     """randint without randint's overhead (it is on the hot path)."""
@@ -960,13 +987,25 @@ class _Corpus:
     """Words of the captions as one long string; random slices give text and slugs fast."""
 
     def __init__(self, captions: list[str]) -> None:
-        vocab = sorted({w for c in captions[:6000] for w in c.split(" ") if 2 <= len(w) <= 14})
-        rng = random.Random(12345)
-        self.text = " ".join(rng.choices([_escape(w) for w in vocab], k=400_000)) + " "
-        slugw = sorted(
-            {x for x in (re.sub(r"[^0-9a-z\u00c0-\u024f]+", "", w.lower()) for w in vocab) if len(x) >= 2}
-        )
-        self.slugs = "-".join(rng.choices(slugw or ["page"], k=150_000)) + "-"
+        # words drawn with their real frequency (Zipf-like), so text compresses like real text
+        import numpy as np
+
+        freq = Counter(w for c in captions for w in c.split(" ") if 1 <= len(w) <= 14)
+        words = sorted(freq)
+        p = np.array([freq[w] for w in words], dtype=float)
+        rs = np.random.RandomState(12345)
+        esc = [_escape(w) for w in words]
+        self.text = " ".join([esc[i] for i in rs.choice(len(words), size=400_000, p=p / p.sum())]) + " "
+        # ASCII slug of each escaped word, for URLs built from site vocabularies
+        self.ascii_slug = {e: re.sub(r"[^0-9a-z]+", "", w.lower()) for e, w in zip(esc, words, strict=True)}
+        sfreq: Counter = Counter()
+        for w, n in freq.items():
+            x = re.sub(r"[^0-9a-z\u00c0-\u024f]+", "", w.lower())
+            if len(x) >= 2:
+                sfreq[x] += n
+        swords = sorted(sfreq) or ["page"]
+        q = np.array([sfreq[w] or 1 for w in swords], dtype=float)
+        self.slugs = "-".join([swords[i] for i in rs.choice(len(swords), size=150_000, p=q / q.sum())]) + "-"
 
     @staticmethod
     def _slice(t: str, sep: str, rng: random.Random, lo: int, hi: int) -> str:
@@ -1004,6 +1043,8 @@ class _Img:
         "dup",
         "image_rel",
         "wrap_link",
+        "noise",
+        "caption",
     )
 
     def __init__(self) -> None:
@@ -1022,6 +1063,8 @@ class _Img:
         self.dup = False
         self.image_rel: str | None = None
         self.wrap_link: str | None = None
+        self.noise: str | None = None
+        self.caption: str | None = None
 
 
 class _FileGen:
@@ -1061,6 +1104,7 @@ class _FileGen:
         self.new_pairs = 0  # distinct surviving pairs issued by this file
         self.shared_used = 0
         self.issued: list[tuple[str, str]] = []  # (url, alt_raw) of surviving pairs, for duplicates
+        self.alt_info: dict[str, tuple[str | None, str | None]] = {}  # alt_raw -> (noise, caption)
         self.issued_set: set[tuple[str, str]] = set()
         self.week = crawl_week_start(crawl)
         self.bust = hashlib.sha1(f"{crawl}/{idx}".encode()).hexdigest()[:6]
@@ -1083,28 +1127,40 @@ class _FileGen:
         return a
 
     def alt_raw(self, text: str) -> str:
-        """The attribute source for a good caption, with realistic noise that cleanup removes."""
+        """The attribute source for a good caption, with realistic noise that cleanup removes.
+
+        Records (noise kind, caption) for the raw string in `alt_info`, for the truth table.
+        """
+        raw, noise, text = self._noisy(text)
+        self.alt_info[raw] = (noise, text)
+        return raw
+
+    def _noisy(self, text: str) -> tuple[str, str | None, str]:
         rng = self.rng
         r = rng.random()
         if r < 0.06:  # named / numeric entities
             esc = _escape(text)
-            return (
-                _ENTITY_RE.sub(lambda m: _ENTITY_MAP[m.group(0)], esc)
-                if _ENTITY_RE.search(esc)
-                else (esc.encode("ascii", "xmlcharrefreplace").decode("ascii"))
-            )
-        if r < 0.09:  # mojibake (UTF-8 read as cp1252), kept: ftfy may repair it
+            if _ENTITY_RE.search(esc):
+                return _ENTITY_RE.sub(lambda m: _ENTITY_MAP[m.group(0)], esc), "entities", text
+            out = esc.encode("ascii", "xmlcharrefreplace").decode("ascii")
+            return out, ("entities" if "&" in out else None), text
+        if r < 0.09:  # mojibake (UTF-8 read as cp1252), kept in `text`: ftfy may repair it
+            if text.isascii():  # typographic punctuation first, as CMSs do, so there is something to break
+                text = text.replace("'", "\u2019").replace(" - ", " \u2014 ")
+                if text.isascii():
+                    text += " \u2013 photo"
             try:
                 moj = text.encode("utf-8").decode("cp1252")
             except UnicodeDecodeError:
-                moj = text.replace("'", "\u00e2\u20ac\u2122")
-            return _escape(moj)
+                return _escape(text), None, text
+            return _escape(moj), "mojibake", text
         if r < 0.11:  # control characters / zero-width spaces inside
             pos = rng.randrange(1, len(text))
-            return _escape(text[:pos] + _ch(rng, ["\x07", "\x0b", "\u200b", "\x1b", "\x7f"]) + text[pos:])
+            ctrl = _ch(rng, ["\x07", "\x0b", "\u200b", "\x1b", "\x7f"])
+            return _escape(text[:pos] + ctrl + text[pos:]), "control", text
         if r < 0.15:  # stray whitespace and newlines
-            return _escape("\n  " + text.replace(" ", "  ", 1) + "  ")
-        return _escape(text)
+            return _escape("\n  " + text.replace(" ", "  ", 1) + "  "), "whitespace", text
+        return _escape(text), None, text
 
     # ---- URLs
 
@@ -1230,6 +1286,8 @@ class _FileGen:
         if img.title is not None:
             img.title_text = clean_text(img.title)
         self._serve(img)
+        if img.alt is not None and img.alt in self.alt_info:
+            img.noise, img.caption = self.alt_info[img.alt]
         if in_figure and (fault is None or fault in ("no_alt", "empty_alt")) and rng.random() < 0.6:
             img.fig_text = self.caption()
         return img
@@ -1260,7 +1318,8 @@ class _FileGen:
                         f"shared_pairs_from has too few pairs for shared_fraction={float(f)}: file {self.idx} "
                         f"needs more than its {len(self.shared_slice)} (generate a larger first crawl)"
                     )
-                url, _text, alt = self.shared_slice[self.shared_pos]
+                url, _text, alt, noise, cap = self.shared_slice[self.shared_pos]
+                self.alt_info[alt] = (noise, cap)
                 self.shared_pos += 1
                 self.shared_used += 1
                 img.src, img.url, img.alt, img.shared = _escape(url), url, alt, True
@@ -1373,7 +1432,7 @@ class _FileGen:
             if i == 0 or rng.random() < 0.5:
                 body.append("<p>" + self.corpus.words(rng, 120, 600) + "</p>\n")
             if rng.random() < 0.4:
-                w = self.corpus.words(rng, 4, 35)
+                w = site.words(rng, 4, 35)
                 u = (
                     f"/{self.corpus.slug(rng)}/"
                     if rng.random() < 0.6
@@ -1404,8 +1463,8 @@ class _FileGen:
                     body.append(f"<figcaption>{_escape(img.fig_text)}</figcaption>")
                 body.append("</figure>\n")
             elif wrap:
-                href = f"/{self.corpus.slug(rng)}-{rng.getrandbits(24)}.html"
-                name = self.corpus.words(rng, 8, 60)
+                href = f"/{site.slug(rng)}-{rng.getrandbits(24)}.html"
+                name = site.words(rng, 8, 60)
                 body.append(
                     f'<div class="item"><a href="{href}">{tag}<span class="name">{name}</span></a></div>\n'
                 )
@@ -1421,11 +1480,65 @@ class _FileGen:
         # related posts
         body.append('<aside class="related"><ul>')
         for _ in range(_ri(rng, 3, 25)):
-            w = self.corpus.words(rng, 10, 70)
-            u = f"/{self.corpus.slug(rng)}-{rng.getrandbits(20)}/"
+            w = site.words(rng, 10, 70)
+            u = f"/{site.slug(rng)}-{rng.getrandbits(20)}/"
             body.append(f'<li><a href="{u}">{w}</a></li>')
             links.append({"path": "A@/href", "url": u, "text": w})
-        body.append("</ul></aside></main>\n")
+        body.append("</ul></aside>\n")
+        # tags, share buttons, comments and pagination: the repetitive links real pages carry
+        if rng.random() < 0.6:
+            body.append('<div class="tags">')
+            for _ in range(_ri(rng, 2, 20)):
+                t = site.slug(rng, 3, 18)
+                body.append(f'<a href="/tag/{t}/" rel="tag">{t.replace("-", " ")}</a> ')
+                links.append(
+                    {"path": "A@/href", "url": f"/tag/{t}/", "rel": "tag", "text": t.replace("-", " ")}
+                )
+            body.append("</div>\n")
+        if rng.random() < 0.5:
+            q = quote(page_url, safe="")
+            body.append('<div class="share">')
+            for share, label in _SHARES:
+                u = share.format(q=q)
+                body.append(
+                    f'<a href="{u}" target="_blank" rel="nofollow noopener" title="{label}">{label}</a>'
+                )
+                links.append(
+                    {
+                        "path": "A@/href",
+                        "url": u,
+                        "target": "_blank",
+                        "title": label,
+                        "rel": "nofollow noopener",
+                        "text": label,
+                    }
+                )
+            body.append("</div>\n")
+        if tpl in ("blog", "news") and rng.random() < 0.5:
+            body.append('<ol class="comments">')
+            for _ in range(_ri(rng, 1, 15)):
+                cid = _ri(rng, 1000, 99999)
+                who = site.words(rng, 3, 16)
+                body.append(
+                    f'<li id="comment-{cid}"><cite>{who}</cite><p>{site.words(rng, 20, 200)}</p>'
+                    f'<a rel="nofollow" class="comment-reply-link" href="?replytocom={cid}#respond">Reply</a></li>'
+                )
+                links.append(
+                    {
+                        "path": "A@/href",
+                        "url": f"?replytocom={cid}#respond",
+                        "rel": "nofollow",
+                        "text": "Reply",
+                    }
+                )
+            body.append("</ol>\n")
+        if tpl in ("shop", "gallery") and rng.random() < 0.7:
+            body.append('<nav class="pagination">')
+            for k in range(1, _ri(rng, 3, 12)):
+                body.append(f'<a class="page-numbers" href="?page={k}">{k}</a>')
+                links.append({"path": "A@/href", "url": f"?page={k}", "text": str(k)})
+            body.append("</nav>\n")
+        body.append("</main>\n")
         if tpl == "news" and rng.random() < 0.3:
             vid = base64.urlsafe_b64encode(rng.randbytes(8)).decode()[:11]
             body.append(
@@ -1948,9 +2061,9 @@ def _corpus(captions: list[str]) -> _Corpus:
     return _CORPUS_CACHE[key]
 
 
-def _load_shared(src: Any) -> list[tuple[str, str, str]]:
-    """Unique surviving pairs of an earlier crawl as (url, text, alt_raw), in a stable order."""
-    rows: list[tuple[str, str, str]]
+def _load_shared(src: Any) -> list[tuple[str, str, str, str | None, str | None]]:
+    """Unique surviving pairs of an earlier crawl as (url, text, alt_raw, noise, caption), in a stable order."""
+    rows: list[tuple[str, str, str, str | None, str | None]]
     if src is None:
         return []
     if isinstance(src, GenerateResult):
@@ -1961,26 +2074,29 @@ def _load_shared(src: Any) -> list[tuple[str, str, str]]:
             p = p / "_truth.parquet"
         import pyarrow.parquet as pq
 
-        t = pq.read_table(p, columns=["url", "text", "alt", "fault"]).to_pydict()
+        t = pq.read_table(p).to_pydict()
+        n = len(t["url"])
+        noise = t.get("noise", [None] * n)
+        caps = t.get("caption", [None] * n)
         rows = [
-            (u, x, a)
-            for u, x, a, f in zip(t["url"], t["text"], t["alt"], t["fault"], strict=True)
-            if f is None
+            (t["url"][i], t["text"][i], t["alt"][i], noise[i], caps[i])
+            for i in range(n)
+            if t["fault"][i] is None
         ]
     else:
         rows = []
         for item in src:
             item = tuple(item)
             if len(item) == 2:
-                rows.append((item[0], clean_text(_escape(item[1])), _escape(item[1])))
+                rows.append((item[0], clean_text(_escape(item[1])), _escape(item[1]), None, item[1]))
             else:
-                rows.append((item[0], item[1], item[2]))
+                rows.append((item[0], item[1], item[2], None, None))
     seen: set[tuple[str, str]] = set()
     out = []
-    for u, x, a in rows:
-        if (u, x) not in seen:
-            seen.add((u, x))
-            out.append((u, x, a))
+    for row in rows:
+        if (row[0], row[1]) not in seen:
+            seen.add((row[0], row[1]))
+            out.append(row)
     return out
 
 
@@ -2000,6 +2116,8 @@ _TRUTH_COLUMNS = (
     "dup",
     "license",
     "image_file",
+    "noise",
+    "caption",
 )
 _COUNTS = (
     "pages",
@@ -2086,6 +2204,8 @@ def _make_file(job: dict[str, Any]) -> dict[str, Any]:
                 truth["dup"].append(img.dup)
                 truth["license"].append(lic)
                 truth["image_file"].append(img.image_rel)
+                truth["noise"].append(img.noise)
+                truth["caption"].append(img.caption)
             counts["img_tags"] += 1
             if img.text:
                 counts["imgs_with_alt"] += 1
@@ -2171,7 +2291,7 @@ def generate(
     out.mkdir(parents=True, exist_ok=True)
     captions_file = find_captions(captions_path)
     shared = _load_shared(shared_pairs_from) if shared_fraction > 0 or shared_pairs_from is not None else []
-    avoid = {(u, x) for u, x, _ in shared}
+    avoid = {(row[0], row[1]) for row in shared}
     if shared:
         random.Random(_seed_int("shared", seed, crawl)).shuffle(shared)
     frac = Fraction(shared_fraction).limit_denominator(1_000_000)

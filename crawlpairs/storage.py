@@ -8,6 +8,7 @@ Spark's own readers, and a local cache for models given as URIs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import posixpath
@@ -169,10 +170,8 @@ def size(uri: str, storage: StorageConfig | None = None) -> int:
 
 def rm(uri: str, storage: StorageConfig | None = None, recursive: bool = True) -> None:
     fs, path = filesystem(uri, storage)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         fs.rm(path, recursive=recursive)
-    except FileNotFoundError:
-        pass
 
 
 def makedirs(uri: str, storage: StorageConfig | None = None) -> None:

@@ -25,7 +25,8 @@ from crawlpairs import storage
 from crawlpairs.stage import Context, Stage, UsageError, main
 
 REASONS = ("seen_uid", "seen_url", "exact_uid", "exact_url", "near_dup")
-INTERNAL = "batch"  # extract's commit-batch partition column: not part of the dataset
+INTERNAL = "batch"
+BROADCAST_EDGES = 2_000_000  # up to this many near-dup pairs, join them by broadcast (~32 MB)  # extract's commit-batch partition column: not part of the dataset
 
 
 def rank_columns(url_keep: str):
@@ -39,6 +40,11 @@ def rank_columns(url_keep: str):
     first = [early, longer] if url_keep == "earliest" else [longer, early]
     return [*first, F.col("uid").asc(), F.col("source_file").asc_nulls_last(),
             F.col("source_offset").asc_nulls_last(), F.col("page_url").asc_nulls_last()]
+
+
+def phase(ctx: Context, name: str) -> None:
+    """Label the Spark jobs that follow (UI, event logs, job-count checks)."""
+    ctx.spark.sparkContext.setJobGroup(f"dedup:{name}", f"dedup: {name}", interruptOnCancel=False)
 
 
 def url_key(col):
@@ -60,6 +66,7 @@ class DedupStage(Stage):
 
         cfg, spark, d = ctx.cfg, ctx.spark, ctx.cfg.dedup
         self.check(ctx)
+        phase(ctx, "read")
         try:
             rows = spark.read.parquet(*[ctx.spark_uri(u) for u in cfg.input])
         except Exception as exc:  # noqa: BLE001 - missing/empty input is a usage error, in one line
@@ -78,6 +85,7 @@ class DedupStage(Stage):
         n = d.seen_prefix_chars
         prefixes_read: dict[str, int] = {}
         if commits:
+            phase(ctx, "seen_read")
             needed = {r[0] for r in rows.select(F.substring("uid", 1, n)).distinct().collect()}
             seen_uid = self.read_seen(ctx, seen, "uid", commits, needed, prefixes_read)
             if seen_uid is not None:
@@ -113,22 +121,27 @@ class DedupStage(Stage):
         # -- near-duplicate captions -------------------------------------------------------
         live = live.withColumn("_id", F.xxhash64("uid")).persist(StorageLevel.MEMORY_AND_DISK)
         if d.near_dup:
+            phase(ctx, "near_dup")
             drops = self.near_dup_drops(ctx, live, order)
-            live = (live.join(drops.select("_id", F.lit("near_dup").alias("_nd")), "_id", "left")
-                    .withColumn("_reason", F.col("_nd")).drop("_nd"))
+            if drops is not None:
+                live = (live.join(drops.select("_id", F.lit("near_dup").alias("_nd")), "_id", "left")
+                        .withColumn("_reason", F.col("_nd")).drop("_nd"))
         ann = dead.unionByName(live.drop("_id"), allowMissingColumns=True)
         ann = ann.select(*columns, "_ukey", "_reason").persist(StorageLevel.MEMORY_AND_DISK)
 
         # -- outputs: deduped rows, counts, then the seen-set -------------------------------
+        phase(ctx, "write")
         (ann.where(F.col("_reason").isNull()).select(*columns)
          .write.mode("overwrite").option("partitionOverwriteMode", "static")
          .parquet(ctx.spark_uri(ctx.out)))
+        phase(ctx, "count")
         counts = {r["_reason"]: r["count"] for r in ann.groupBy("_reason").count().collect()}
         ctx.stats.incr("rows_in", sum(counts.values()))
         ctx.stats.incr("rows_out", counts.get(None, 0))
         for why in REASONS:
             ctx.stats.drop(why, counts.get(why, 0))
         if seen:
+            phase(ctx, "seen_append")
             self.append_seen(ctx, seen, own, ann, commits, prefixes_read)
         live.unpersist()
         ann.unpersist()
@@ -207,59 +220,87 @@ class DedupStage(Stage):
         # one shuffle on the bucket key: every text of a multi-member bucket links to the smallest id
         w = Window.partitionBy("bucket")
         edges = (buckets.withColumn("rep", F.min("id").over(w)).where(F.col("id") != F.col("rep"))
-                 .select(F.col("rep").alias("a"), F.col("id").alias("b")).distinct())
+                 .select(F.col("rep").alias("a"), F.col("id").alias("b")).distinct()).persist()
+        n_cand = edges.count()
+        ctx.stats.extra["near_dup_candidate_pairs"] = n_cand
+        small = n_cand <= BROADCAST_EDGES  # small edge sets: broadcast joins, no shuffles of `live`
+        hint = F.broadcast if small else (lambda df: df)
+        if n_cand == 0:
+            edges.unpersist()
+            return None
+        raw = edges
         if d.threshold > 0:
             texts = live.select(F.col("_id").alias("id"), "text")
-            pairs = (edges.join(texts.withColumnRenamed("id", "a").withColumnRenamed("text", "text_a"), "a")
+            pairs = (texts.withColumnRenamed("id", "a").withColumnRenamed("text", "text_a").join(hint(edges), "a")
                      .join(texts.withColumnRenamed("id", "b").withColumnRenamed("text", "text_b"), "b"))
 
             def verify(batches):
                 return minhash.verify_batches(batches, k)
 
             scored = pairs.select("a", "b", "text_a", "text_b").mapInArrow(verify, "a long, b long, jaccard float")
-            edges = scored.where(F.col("jaccard") >= d.threshold).select("a", "b")
-        edges = edges.persist()
-        ctx.stats.extra["near_dup_edges"] = edges.count()
-        comp = self.components(ctx, edges)
-        ranked = comp.join(live.select(F.col("_id").alias("id"), "uid", "text", "fetch_time", "source_file",
-                                       "source_offset", "page_url"), "id")
+            phase(ctx, "near_dup_verify")
+            edges = scored.where(F.col("jaccard") >= d.threshold).select("a", "b").persist()
+        n_edges = edges.count()
+        ctx.stats.extra["near_dup_verified_pairs"] = n_edges
+        if n_edges == 0:
+            return None
+        phase(ctx, "components")
+        comp = self.components(ctx, edges, hint)
+        phase(ctx, "near_dup_rank")
+        ranked = live.select(F.col("_id").alias("id"), "uid", "text", "fetch_time", "source_file", "source_offset",
+                             "page_url").join(hint(comp), "id")
         w = Window.partitionBy("comp").orderBy(*order)
         drops = ranked.withColumn("_rn", F.row_number().over(w)).where("_rn > 1").select(F.col("id").alias("_id"))
+        drops = hint(drops.localCheckpoint())
+        ctx.stats.extra["near_dup_clusters"] = comp.select("comp").distinct().count()
+        raw.unpersist()
         edges.unpersist()
         return drops
 
-    def components(self, ctx: Context, edges):
+    def components(self, ctx: Context, edges, hint):
         """Connected components by min-label propagation with pointer jumping, all in Spark.
 
         Each round: a node takes the smallest label among itself and its neighbours,
         then the label of its label. Rounds ~ log(diameter); the driver only counts
-        the nodes that changed.
+        the nodes whose label changed. `hint` broadcasts the label table when small.
         """
         from pyspark.sql import functions as F
 
-        both = edges.select(F.col("a").alias("src"), F.col("b").alias("dst")).unionByName(
-            edges.select(F.col("b").alias("src"), F.col("a").alias("dst"))).persist()
-        labels = both.groupBy(F.col("src").alias("id")).agg(F.least(F.min("dst"), F.first("src")).alias("comp"))
-        labels = labels.localCheckpoint()
-        rounds = 0
-        for rounds in range(1, ctx.cfg.dedup.max_cc_iterations + 1):  # noqa: B007 - reported below
-            nbr = (both.join(labels.withColumnRenamed("id", "src"), "src")
-                   .groupBy(F.col("dst").alias("id")).agg(F.min("comp").alias("m")))
-            step = (labels.join(nbr, "id", "left")
-                    .select("id", F.least("comp", F.coalesce("m", "comp")).alias("comp")))
-            jump = step.alias("s").join(step.alias("t"), F.col("s.comp") == F.col("t.id"), "left").select(
-                F.col("s.id").alias("id"), F.least("s.comp", F.coalesce("t.comp", "s.comp")).alias("comp"))
-            new = jump.localCheckpoint()
-            changed = new.join(labels.withColumnRenamed("comp", "old"), "id").where("comp != old").count()
-            labels = new
-            if changed == 0:
-                break
-        else:
-            ctx.stats.error("near_dup_not_converged", message=f"{rounds} rounds; some clusters split")
+        spark = ctx.spark
+        aqe = spark.conf.get("spark.sql.adaptive.enabled", "true")
+        if hint is F.broadcast:  # broadcast joins need no adaptive planning; it only adds jobs per round
+            spark.conf.set("spark.sql.adaptive.enabled", "false")
+        try:
+            both = edges.select(F.col("a").alias("src"), F.col("b").alias("dst")).unionByName(
+                edges.select(F.col("b").alias("src"), F.col("a").alias("dst"))).persist()
+            labels = both.groupBy(F.col("src").alias("id")).agg(F.least(F.min("dst"), F.first("src")).alias("comp"))
+            keep = []
+            rounds = 0
+            for rounds in range(1, ctx.cfg.dedup.max_cc_iterations + 1):  # noqa: B007 - reported below
+                nbr = (both.join(hint(labels.withColumnRenamed("id", "src")), "src")
+                       .groupBy(F.col("dst").alias("id")).agg(F.min("comp").alias("m")))
+                step = (labels.withColumnRenamed("comp", "old").join(nbr, "id", "left")
+                        .select("id", "old", F.least("old", F.coalesce("m", "old")).alias("comp")))
+                look = step.select(F.col("id").alias("cid"), F.col("comp").alias("ccomp"))
+                jump = (step.join(hint(look), F.col("comp") == F.col("cid"), "left")
+                        .select("id", "old", F.least("comp", F.coalesce("ccomp", "comp")).alias("comp")))
+                # persist + count: one job per round; cut the lineage every few rounds
+                new = jump.localCheckpoint() if rounds % 4 == 0 else jump.persist()
+                changed = new.where("comp != old").count()
+                keep.append(new)
+                labels = new.select("id", "comp")
+                if changed == 0:
+                    break
+            else:
+                ctx.stats.error("near_dup_not_converged", message=f"{rounds} rounds; some clusters split")
+            labels = labels.localCheckpoint()
+            for df in keep:
+                df.unpersist()
+            both.unpersist()
+        finally:
+            spark.conf.set("spark.sql.adaptive.enabled", aqe)
         ctx.stats.extra["cc_rounds"] = rounds
-        both.unpersist()
         return labels
-
 
 if __name__ == "__main__":
     sys.exit(main(DedupStage))

@@ -45,10 +45,11 @@ def extract_partition(cfg: Config, out: str, bid: str):
 
     def run(batches: Iterator) -> Iterator:
         import pyarrow as pa
+
         from crawlpairs.udfs.extract import extract_stream
 
         for arrow_batch in batches:
-            for path, crawl in zip(arrow_batch.column("path").to_pylist(), arrow_batch.column("crawl").to_pylist()):
+            for path, crawl in zip(arrow_batch.column("path").to_pylist(), arrow_batch.column("crawl").to_pylist(), strict=True):
                 stats = Stats()
                 try:
                     with storage.open_uri(path, "rb", cfg.storage) as fh:
@@ -91,10 +92,11 @@ class ExtractStage(Stage):
     # -- one commit batch -----------------------------------------------------------
 
     def run_batch(self, ctx: Context, batch: list[inputs.InputFile]) -> Stats:
-        from crawlpairs.udfs.extract import CANDIDATE_SCHEMA
         from pyspark.sql import Window
         from pyspark.sql import functions as F
         from pyspark.sql.pandas.types import from_arrow_schema
+
+        from crawlpairs.udfs.extract import CANDIDATE_SCHEMA
 
         cfg, spark, out = ctx.cfg, ctx.spark, ctx.out
         bid = batch_id([f.uri for f in batch])

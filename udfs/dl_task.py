@@ -1,20 +1,22 @@
 """One download task: rows in, rows with status and image bytes out (pandas, no Spark).
 
 `download_frames` is what the job hands to `mapInPandas`: it streams the task's
-rows into a FetchPool (network in a background thread) and, in this thread, vets
-and transforms each body as it arrives: image hash blocklist first (a listed image
+rows into a FetchPool (network in a background thread) and, in `decode_threads`
+threads (Pillow releases the GIL), vets and transforms each body as it arrives: image hash blocklist first (a listed image
 is dropped before it is decoded or stored), then dl_images.process.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-from crawlpairs.udfs.dl_fetch import BLOCKED, ERROR, SUCCESS, FetchOptions, FetchPool
+from crawlpairs.udfs.dl_fetch import BLOCKED, ERROR, SUCCESS, Fetched, FetchOptions, FetchPool
 from crawlpairs.udfs.dl_images import ImageOptions, ImageReject, process
 from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, _read_lines
 
@@ -105,34 +107,45 @@ def download_frames(batches: Iterator[pd.DataFrame], cfg: DownloadConfig, st: St
                 yield i, str(rec.get("url") or "")
 
     done: list[dict[str, Any]] = []
-    with FetchPool(fetch_options(cfg), url_bl, dnt, base_resolver) as pool:
+    threads = max(1, cfg.decode_threads)
+    with FetchPool(fetch_options(cfg), url_bl, dnt, base_resolver) as pool, \
+            ThreadPoolExecutor(threads, thread_name_prefix="crawlpairs-decode") as ex:
+        queued: deque[Future[dict[str, Any]]] = deque()
         for i, f in pool.map(items(), max_pending=max(cfg.max_pending, cfg.in_flight_per_task * 2)):
-            rec = rows.pop(i)
-            if f.status != SUCCESS or f.body is None:
-                res = _result(f.status, f.error_message, http_status=f.http_status)
-            else:
-                alg = img_bl.match_bytes(f.body)
-                if alg:
-                    res = _result(BLOCKED, f"blocklist_hash: {alg} of image listed", http_status=f.http_status)
-                else:
-                    try:
-                        p = process(f.body, iopts)
-                        res = _result(SUCCESS, None, width=p.width, height=p.height,
-                                      original_width=p.original_width, original_height=p.original_height,
-                                      sha256=p.sha256, phash=p.phash, http_status=f.http_status,
-                                      final_url=f.final_url, image=p.data)
-                    except ImageReject as exc:
-                        res = _result(ERROR, str(exc), http_status=f.http_status)
-                    except Exception as exc:  # a broken image never fails the task
-                        res = _result(ERROR, f"decode: {exc.__class__.__name__}: {str(exc)[:120]}",
-                                      http_status=f.http_status)
-            rec.update(res)
-            done.append(rec)
+            queued.append(ex.submit(_finish, rows.pop(i), f, img_bl, iopts))
+            while queued and (queued[0].done() or len(queued) > 4 * threads):
+                done.append(queued.popleft().result())
             if len(done) >= out_rows:
                 yield _frame(done)
                 done = []
+        while queued:
+            done.append(queued.popleft().result())
     if done:
         yield _frame(done)
+
+
+def _finish(rec: dict[str, Any], f: Fetched, img_bl: HashList, iopts: ImageOptions) -> dict[str, Any]:
+    """Hash blocklist, then decode/vet/resize: the CPU half of one URL (runs in a decode thread)."""
+    if f.status != SUCCESS or f.body is None:
+        res = _result(f.status, f.error_message, http_status=f.http_status)
+    else:
+        alg = img_bl.match_bytes(f.body)
+        if alg:
+            res = _result(BLOCKED, f"blocklist_hash: {alg} of image listed", http_status=f.http_status)
+        else:
+            try:
+                p = process(f.body, iopts)
+                res = _result(SUCCESS, None, width=p.width, height=p.height,
+                              original_width=p.original_width, original_height=p.original_height,
+                              sha256=p.sha256, phash=p.phash, http_status=f.http_status,
+                              final_url=f.final_url, image=p.data)
+            except ImageReject as exc:
+                res = _result(ERROR, str(exc), http_status=f.http_status)
+            except Exception as exc:  # a broken image never fails the task
+                res = _result(ERROR, f"decode: {exc.__class__.__name__}: {str(exc)[:120]}",
+                              http_status=f.http_status)
+    rec.update(res)
+    return rec
 
 
 def _frame(records: list[dict[str, Any]]) -> pd.DataFrame:

@@ -26,6 +26,7 @@ import typing
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from crawlpairs.udfs import langid
@@ -33,7 +34,7 @@ from crawlpairs.udfs.html import decode_body, decode_html, parse_html
 from crawlpairs.udfs.license import detect_license
 from crawlpairs.udfs.text import clean_text
 from crawlpairs.udfs.urls import base_prefixes, extension_of, host_of, resolve
-from crawlpairs.udfs.wat import WatLayoutError, decode_attr_url, parse_page
+from crawlpairs.udfs.wat import WatLayoutError, decode_attr_url, parse_page, scan_page
 
 from crawlpairs.config import ExtractConfig
 from crawlpairs.stats import Stats
@@ -138,7 +139,11 @@ class _Counting:
 
 
 class _Builder:
-    """Column lists for one batch, the per-page filters, and batch assembly."""
+    """Column lists for one batch, the per-page filters, and batch assembly.
+
+    Per-row Python work is what bounds extraction, so page-level values (page_url, license,
+    offset, time, ...) are stored once per page and expanded with one Arrow `take` per batch.
+    """
 
     def __init__(self, cfg: ExtractConfig, stats: Stats, source_file: str) -> None:
         self.cfg = cfg
@@ -156,21 +161,19 @@ class _Builder:
         self.url: list[str] = []
         self.text: list[str] = []
         self.source: list[str] = []
-        self.page_url: list[str | None] = []
-        self.page_domain: list[str | None] = []
         self.image_domain: list[str] = []
-        self.license: list[str | None] = []
-        self.license_url: list[str | None] = []
-        self.offset: list[int | None] = []
-        self.time: list[str | None] = []  # WARC-Date as written; parsed per batch by Arrow
-        self.width: list[int | None] = []
+        self.row_page: list[int] = []  # index into the page lists below
+        self.width: list[int | None] = []  # filled only when some image has attributes (WARC)
         self.height: list[int | None] = []
+        self.p_url: list[str | None] = []
+        self.p_domain: list[str | None] = []
+        self.p_license: list[str | None] = []
+        self.p_license_url: list[str | None] = []
+        self.p_offset: list[int | None] = []
+        self.p_time: list[str | None] = []  # WARC-Date as written; parsed per batch by Arrow
 
     def __len__(self) -> int:
         return len(self.url)
-
-    def _drop(self, reason: str) -> None:
-        self.drops[reason] = self.drops.get(reason, 0) + 1
 
     def add_page(
         self,
@@ -184,41 +187,47 @@ class _Builder:
     ) -> None:
         """Filter one page's (raw url, [(raw text, text_source)...][, width, height]) and append survivors."""
         cfg = self.cfg
+        drops = self.drops
+        self.found += len(images)
         seen: set[tuple[str, str]] = set()
-        page_domain = host_of(page_url) if page_url else None
         prefixes = base_prefixes(base)
-        license_, license_url = lic
-        min_len, max_len = cfg.min_text_length, cfg.max_text_length
-        max_raw = self.max_raw_text
+        schemes, drop_ext, max_raw = self.schemes, self.drop_ext, self.max_raw_text
+        min_len, max_len, max_url, max_dom = (cfg.min_text_length, cfg.max_text_length,
+                                              cfg.max_url_length, cfg.max_domain_length)
+        dedup = cfg.exact_dedup
+        page_idx = len(self.p_url)
+        n0 = len(self.url)
+        uids, urls, texts, sources, domains = self.uid, self.url, self.text, self.source, self.image_domain
+        with_dims = images and len(images[0]) > 2
         for img in images:
-            self.found += 1
-            href, cands = img[0], img[1]
+            cands = img[1]
             if not cands:
-                self._drop("empty_text")
+                drops["empty_text"] = drops.get("empty_text", 0) + 1
                 continue
-            if decode_urls:
+            href = img[0]
+            if decode_urls and "&" in href:
                 href = decode_attr_url(href)
             url = resolve(base, href, prefixes)
+            reason = None
             if not url:
-                self._drop("empty_url")
-                continue
-            colon = url.find(":")
-            scheme = url[:colon].lower() if colon > 0 else ""
-            if scheme not in self.schemes:
-                self._drop("data_uri" if scheme == "data" else "scheme")
-                continue
-            if len(url) > cfg.max_url_length:
-                self._drop("url_too_long")
-                continue
-            domain = host_of(url)
-            if not domain:
-                self._drop("no_domain")
-                continue
-            if len(domain) > cfg.max_domain_length:
-                self._drop("domain_too_long")
-                continue
-            if self.drop_ext and extension_of(url) in self.drop_ext:
-                self._drop("extension")
+                reason = "empty_url"
+            else:
+                colon = url.find(":")
+                scheme = url[:colon].lower() if colon > 0 else ""
+                if scheme not in schemes:
+                    reason = "data_uri" if scheme == "data" else "scheme"
+                elif len(url) > max_url:
+                    reason = "url_too_long"
+                else:
+                    domain = host_of(url)
+                    if not domain:
+                        reason = "no_domain"
+                    elif len(domain) > max_dom:
+                        reason = "domain_too_long"
+                    elif drop_ext and extension_of(url) in drop_ext:
+                        reason = "extension"
+            if reason is not None:
+                drops[reason] = drops.get(reason, 0) + 1
                 continue
             # alt first: if it has text, it decides (LAION). Fallbacks (only reached when alt is
             # missing or cleans to nothing) are tried in order until one passes the length limits.
@@ -236,37 +245,47 @@ class _Builder:
                 if src == "alt" or min_len <= len(t) <= max_len:
                     break
             if not text:
-                self._drop(reason)
-                continue
-            if len(text) < min_len:
-                self._drop("text_too_short")
-                continue
-            if len(text) > max_len:
-                self._drop("text_too_long")
-                continue
-            if cfg.exact_dedup:
+                reason = reason
+            elif len(text) < min_len:
+                reason = "text_too_short"
+            elif len(text) > max_len:
+                reason = "text_too_long"
+            elif dedup:
                 key = (url, text)
                 if key in seen:
-                    self._drop("duplicate_in_page")
-                    continue
-                seen.add(key)
-            self.uid.append(make_uid(url, text))
-            self.url.append(url)
-            self.text.append(text)
-            self.source.append(source)
-            self.page_url.append(page_url)
-            self.page_domain.append(page_domain)
-            self.image_domain.append(domain)
-            self.license.append(license_)
-            self.license_url.append(license_url)
-            self.offset.append(offset)
-            self.time.append(fetch_time)
-            if len(img) > 2:
+                    reason = "duplicate_in_page"
+                else:
+                    seen.add(key)
+                    reason = None
+            else:
+                reason = None
+            if reason is not None:
+                drops[reason] = drops.get(reason, 0) + 1
+                continue
+            uids.append(make_uid(url, text))
+            urls.append(url)
+            texts.append(text)
+            sources.append(source)
+            domains.append(domain)
+            if with_dims:
                 self.width.append(img[2])
                 self.height.append(img[3])
-            else:
-                self.width.append(None)
-                self.height.append(None)
+        kept = len(urls) - n0
+        if kept:
+            self.row_page.extend([page_idx] * kept)
+            if not with_dims and self.width:
+                self.width.extend([None] * kept)
+                self.height.extend([None] * kept)
+            elif with_dims and len(self.width) < len(urls):  # earlier pages had no dimensions
+                missing = len(urls) - len(self.width)
+                self.width[:0] = [None] * missing
+                self.height[:0] = [None] * missing
+            self.p_url.append(page_url)
+            self.p_domain.append(host_of(page_url) if page_url else None)
+            self.p_license.append(lic[0])
+            self.p_license_url.append(lic[1])
+            self.p_offset.append(offset)
+            self.p_time.append(fetch_time)
 
     def flush_counts(self) -> None:
         for reason, n in self.drops.items():
@@ -289,25 +308,34 @@ class _Builder:
         else:
             lang_arr = pa.nulls(n, pa.string())
             score_arr = pa.nulls(n, pa.float32())
+        idx = pa.array(self.row_page, pa.int32())
+
+        def per_page(values: list, typ: pa.DataType) -> pa.Array:
+            return pa.array(values, typ).take(idx)
+
+        if self.width:
+            width, height = pa.array(self.width, pa.int32()), pa.array(self.height, pa.int32())
+        else:
+            width = height = pa.nulls(n, pa.int32())
         batch = pa.RecordBatch.from_arrays(
             [
                 pa.array(self.uid, pa.string()),
                 pa.array(self.url, pa.string()),
                 pa.array(self.text, pa.string()),
                 pa.array(self.source, pa.string()),
-                pa.array(self.page_url, pa.string()),
-                pa.array(self.page_domain, pa.string()),
+                per_page(self.p_url, pa.string()),
+                per_page(self.p_domain, pa.string()),
                 pa.array(self.image_domain, pa.string()),
                 lang_arr,
                 score_arr,
-                pa.array(self.license, pa.string()),
-                pa.array(self.license_url, pa.string()),
-                pa.array([crawl] * n, pa.string()),
-                pa.array([self.source_file] * n, pa.string()),
-                pa.array(self.offset, pa.int64()),
-                _timestamps(self.time),
-                pa.array(self.width, pa.int32()),
-                pa.array(self.height, pa.int32()),
+                per_page(self.p_license, pa.string()),
+                per_page(self.p_license_url, pa.string()),
+                pa.array([crawl], pa.string()).take(pa.array(np.zeros(n, dtype=np.int32))),
+                pa.array([self.source_file], pa.string()).take(pa.array(np.zeros(n, dtype=np.int32))),
+                per_page(self.p_offset, pa.int64()),
+                _timestamps(self.p_time).take(idx),
+                width,
+                height,
             ],
             schema=CANDIDATE_SCHEMA,
         )
@@ -383,7 +411,14 @@ def extract_stream(
                 if b"IMG@" not in payload:
                     continue
                 try:
-                    page = parse_page(payload, with_title)
+                    page = None
+                    if b"creativecommons.org" not in payload and payload[-8:].rstrip().endswith(b"}"):
+                        try:  # fast path: parse only the IMG link objects
+                            page = scan_page(payload, with_title)
+                        except ValueError:
+                            page = None
+                    if page is None:
+                        page = parse_page(payload, with_title)
                 except WatLayoutError as exc:
                     stats.error("wat_layout", input=source_file, message=f"offset {rec.stream_pos}: {exc}")
                     continue

@@ -59,6 +59,21 @@ class Part:
     embeddings: dict[str, str]
     rows: int = 0
     dim: int = 0
+    stamp: str = ""  # sizes + modification times/ETags: a rewritten file changes the fingerprint
+
+
+def _stamp(uris: Sequence[str], storage: StorageConfig | None) -> str:
+    out = []
+    for uri in uris:
+        try:
+            fs, path = st.filesystem(uri, storage)
+            info = fs.info(path)
+        except Exception:  # noqa: BLE001 - no stamp only means no skip
+            out.append(f"{uri}:?")
+            continue
+        when = info.get("mtime") or info.get("LastModified") or info.get("ETag") or info.get("etag") or ""
+        out.append(f"{uri}:{info.get('size')}:{when}")
+    return hashlib.sha256("\n".join(out).encode()).hexdigest()[:16]
 
 
 def read_npy_header(uri: str, storage: StorageConfig | None = None) -> tuple[int, int, str]:
@@ -110,40 +125,43 @@ def discover_parts(
         missing = [k for k in kinds if key not in emb[k]]
         if missing:
             stats.error("missing_embeddings", input=meta[key], message=f"no {','.join(missing)} file for part {key}")
+            with contextlib.suppress(Exception):
+                rows = _parquet_rows(meta[key], storage)
+                stats.incr("rows_in", rows)
+                stats.drop("missing_embeddings", rows)
             continue
         try:
             meta_rows = _parquet_rows(meta[key], storage)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is counted, not raised
             stats.error("unreadable_metadata", input=meta[key], message=repr(exc))
             continue
+        stats.incr("rows_in", meta_rows)
         part = Part(key=key, metadata=meta[key], embeddings={k: emb[k][key] for k in kinds}, rows=meta_rows)
-        ok = True
+        reason = None
         for kind in kinds:
             uri = part.embeddings[kind]
             try:
                 rows, dim, dtype = read_npy_header(uri, storage)
             except Exception as exc:  # noqa: BLE001
-                stats.error("unreadable_embeddings", input=uri, message=repr(exc))
-                ok = False
-                break
-            if dtype != "<f4":
-                stats.error("bad_dtype", input=uri, message=f"dtype {dtype}, expected float32")
-                ok = False
-                break
-            if rows != meta_rows:
-                stats.error("misaligned_part", input=uri, message=f"{rows} vectors vs {meta_rows} metadata rows")
-                ok = False
-                break
-            if dims.setdefault(kind, dim) != dim:
-                stats.error("dimension_mismatch", input=uri, message=f"dim {dim}, others {dims[kind]}")
-                ok = False
+                reason, message = "unreadable_embeddings", repr(exc)
+            else:
+                if dtype != "<f4":
+                    reason, message = "bad_dtype", f"dtype {dtype}, expected float32"
+                elif rows != meta_rows:
+                    reason, message = "misaligned_part", f"{rows} vectors vs {meta_rows} metadata rows"
+                elif dims.setdefault(kind, dim) != dim:
+                    reason, message = "dimension_mismatch", f"dim {dim}, others {dims[kind]}"
+            if reason:
+                stats.error(reason, input=uri, message=message)
+                stats.drop(reason, meta_rows)
                 break
             part.dim = dim
-        if not ok:
+        if reason:
             continue
         if part.rows == 0:
             stats.incr("parts_empty")
             continue
+        part.stamp = _stamp([part.metadata, *part.embeddings.values()], storage)
         parts.append(part)
     stats.incr("parts_used", len(parts))
     return parts
@@ -233,15 +251,22 @@ def fsspec_s3_defaults(storage: StorageConfig | None) -> Iterator[None]:
 def _run_autofaiss(embeddings: str, index_path: str, infos_path: str, cfg: IndexConfig, **extra: Any) -> Any:
     from autofaiss import build_index
 
-    index, infos = build_index(
-        embeddings=embeddings,
-        index_path=index_path,
-        index_infos_path=infos_path,
-        file_format="npy",
-        verbose=logging.WARNING,
-        **autofaiss_options(cfg),
-        **extra,
-    )
+    # autofaiss calls logging.config.dictConfig, which drops the handlers the CLI set up: put them back
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        index, infos = build_index(
+            embeddings=embeddings,
+            index_path=index_path,
+            index_infos_path=infos_path,
+            file_format="npy",
+            verbose=logging.WARNING,
+            **autofaiss_options(cfg),
+            **extra,
+        )
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
     if infos is None:
         raise IndexBuildError(
             "autofaiss built no index: the memory budget is too small for these vectors "
@@ -306,8 +331,10 @@ def build_single(
     elif cfg.nb_indices_to_keep > 1:
         raise IndexBuildError("--nb-indices-to-keep > 1 needs --distributed true (autofaiss's pyspark mode)")
     total = sum(p.rows for p in parts)
+    t = time.perf_counter()
     with fsspec_s3_defaults(storage):
         _, infos = _run_autofaiss(emb_input, index_path, infos_path, cfg, **extra)
+    inside = round(time.perf_counter() - t, 3)
     if distributed and cfg.nb_indices_to_keep > 1:
         # {"<dir>/knn.index0": infos, ...}: ids were added with add_with_ids, so they stay global
         shards = []
@@ -315,9 +342,12 @@ def build_single(
             name = path.rstrip("/").rpartition("/")[2]
             shard = _shard(kind, name, 0, None, _infos_clean(one))
             shard["infos"] = f"{kind}/knn.index.json{name[len('knn.index'):]}"
+            shard["autofaiss_seconds"] = inside  # the one call that built them all
             shards.append(shard)
         return shards
-    return [_shard(kind, "knn.index", 0, total, _infos_clean(infos))]
+    shard = _shard(kind, "knn.index", 0, total, _infos_clean(infos))
+    shard["autofaiss_seconds"] = inside
+    return [shard]
 
 
 def _shard(kind: str, name: str, offset: int, count: int | None, infos: dict[str, Any]) -> dict[str, Any]:
@@ -356,12 +386,15 @@ def build_part_shard(task: PartTask) -> dict[str, Any]:
         folder = stage_embeddings([task.part], task.kind, work, task.storage)
         local_index = os.path.join(work, name)
         local_infos = local_index + ".json"
+        t = time.perf_counter()
         _, infos = _run_autofaiss(folder, local_index, local_infos, cfg)
+        inside = round(time.perf_counter() - t, 3)
         for src in (local_index, local_infos):
             dst = st.join(task.out, task.kind, os.path.basename(src))
             _put_file(src, dst, task.storage)
     shard = _shard(task.kind, name, task.id_offset, task.part.rows, _infos_clean(infos))
     shard["part"] = task.part.key
+    shard["autofaiss_seconds"] = inside
     return shard
 
 
@@ -386,7 +419,7 @@ def fingerprint(parts: Sequence[Part], cfg: IndexConfig) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(asdict(cfg), sort_keys=True, default=str).encode())
     for p in parts:
-        h.update(json.dumps([p.key, p.metadata, p.embeddings, p.rows, p.dim], sort_keys=True).encode())
+        h.update(json.dumps([p.key, p.metadata, p.embeddings, p.rows, p.dim, p.stamp], sort_keys=True).encode())
     return h.hexdigest()[:32]
 
 
@@ -513,6 +546,9 @@ def build(
         publish(work_out, out, storage)
     stats.incr("vectors_indexed", total * len(cfg.kinds))
     stats.extra["index_seconds"] = round(time.perf_counter() - t0, 3)
+    # time spent inside autofaiss.build_index (max over a kind's shards: they may run in parallel)
+    stats.extra["autofaiss_seconds"] = round(sum(max(s.get("autofaiss_seconds", 0) for s in v["shards"])
+                                                 for v in kinds.values()), 3)
     stats.extra["index_keys"] = {k: sorted({s["index_key"] for s in v["shards"]}) for k, v in kinds.items()}
     return info
 
@@ -752,8 +788,9 @@ _OPEN: dict[tuple, KnnIndex] = {}
 
 def open_index(uri: str, kind: str | None = None, storage: StorageConfig | None = None, **kw: Any) -> KnnIndex:
     """Open (and cache per process) an index folder: notebooks call query() repeatedly."""
-    key = (uri, kind, json.dumps(asdict(storage), sort_keys=True) if storage else None,
-           json.dumps(kw, sort_keys=True, default=str))
+    info = st.read_json(st.join(uri, INFO_NAME), storage)  # small; a rebuilt index has a new fingerprint
+    key = (uri, kind, info.get("fingerprint"), info.get("created"),
+           json.dumps(asdict(storage), sort_keys=True) if storage else None, json.dumps(kw, sort_keys=True, default=str))
     if key not in _OPEN:
         _OPEN[key] = KnnIndex(uri, kind=kind, storage=storage, **kw)
     return _OPEN[key]

@@ -86,6 +86,49 @@ def parse_page(payload: bytes, with_title: bool = False) -> WatPage | None:
     )
 
 
+_IMG = b'"IMG@/src"'
+_BASE = re.compile(rb'"Base"\s*:\s*("(?:[^"\\]|\\.)*")')
+
+
+def scan_page(payload: bytes, with_title: bool = False) -> WatPage:
+    """The images of a WAT record without parsing the whole document (the fast path).
+
+    Link objects are flat, so each `"IMG@/src"` occurrence is cut out between the nearest
+    `{` before and `}` after it and parsed alone. Anything unexpected (a brace inside a
+    string, an escaped match) makes the slice invalid JSON, and then ValueError tells the
+    caller to use `parse_page`. It does not look for license links: callers use it only
+    when the payload does not mention creativecommons.org. `page_url` is left to the
+    record's WARC-Target-URI header (the same value).
+    """
+    find, rfind, loads = payload.find, payload.rfind, orjson.loads
+    images: list[tuple[str, list[tuple[str, str]]]] = []
+    i = find(_IMG)
+    while i >= 0:
+        start, end = rfind(b"{", 0, i), find(b"}", i)
+        if start < 0 or end < 0 or payload[i - 1] == 92:  # 92: backslash
+            raise ValueError("no flat link object around IMG@/src")
+        link = loads(payload[start : end + 1])
+        if link.__class__ is not dict or link.get("path") != "IMG@/src":
+            raise ValueError("IMG@/src outside a link object")
+        url = link.get("url")
+        if url.__class__ is str:
+            alt = link.get("alt")
+            cands = [(alt, "alt")] if alt.__class__ is str and alt and not alt.isspace() else []
+            if with_title:
+                title = link.get("title")
+                if title.__class__ is str and title and not title.isspace():
+                    cands.append((title, "title"))
+            images.append((url, cands))
+        i = find(_IMG, end)
+    base = None
+    if b'"Base"' in payload:
+        m = _BASE.search(payload)
+        if m:
+            b = loads(m.group(1))
+            base = b if b.strip() else None
+    return WatPage(None, base, images, [])
+
+
 def _cc_links(links: Any, out: list[tuple[str, str | None]]) -> None:
     for link in links:
         if isinstance(link, dict) and link.get("path") != "IMG@/src":

@@ -83,9 +83,13 @@ write_shard(res, 0, sys.argv[2], p, None)
 
 
 WDS_READ = """
-import glob, sys, webdataset as wds
+import glob, sys, cv2, numpy as np, webdataset as wds
 tars = sorted(glob.glob(sys.argv[1] + "/*.tar"))
-print(sum(1 for _ in wds.WebDataset(tars, shardshuffle=False).decode("pil").to_tuple("jpg", "txt", "json")))
+n = 0
+for jpg, txt, meta in wds.WebDataset(tars, shardshuffle=False).decode().to_tuple("jpg", "txt", "json"):
+    img = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
+    n += img is not None and img.shape[:2] == (meta["height"], meta["width"]) and txt == meta["caption"]
+print(n)
 """
 
 
@@ -175,6 +179,8 @@ def main() -> int:
                 ok = successes(folder) if folder.exists() else 0
                 m.update(arm=arm, round=r, images=ok, images_per_s=round(ok / m["wall_s"], 1),
                          images_per_cpu_s=round(ok / m["cpu_s"], 1) if m["cpu_s"] else None)
+                if arm == "crawlpairs-spark":  # the JVM is not a waited-for child: its CPU is not in cpu_s
+                    m["cpu_s"] = m["images_per_cpu_s"] = None
                 if arm.startswith("crawlpairs") and folder.exists():
                     m["webdataset_reads"] = read_with_webdataset(folder)
                 print(json.dumps(m), flush=True)

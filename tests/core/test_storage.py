@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from crawlpairs import storage
@@ -41,6 +43,6 @@ def test_s3_round_trip_glob_and_local_copy(s3_server, tmp_path):
     with storage.open_uri(storage.join(base, "x/2.bin"), "rb", st) as fh:
         assert fh.read() == b"two"
     local = storage.local_copy(storage.join(base, "x/1.bin"), st, cache_dir=str(tmp_path))
-    assert open(local, "rb").read() == b"one"
+    assert Path(local).read_bytes() == b"one"
     storage.rm(storage.join(base, "x"), st)
     assert storage.glob(storage.join(base, "x/*.bin"), st) == []

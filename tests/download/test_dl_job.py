@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from crawlpairs.jobs.download import DownloadStage
+from crawlpairs.udfs.dl_fetch import error_kind
 from dl_server import HOSTILE, ImageServer, canary_urls
 
 from crawlpairs.config import Config
-from crawlpairs.jobs.download import DownloadStage
 from crawlpairs.stage import run_stage
-from crawlpairs.udfs.dl_fetch import error_kind
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +97,9 @@ def test_download_stage_layout_resume_and_retry(spark, tmp_path: Path, image_ser
     meta2 = pd.concat([pd.read_parquet(p) for p in sorted(images.glob("*.parquet"))], ignore_index=True)
     assert dict(zip(meta2.uid, meta2.key, strict=True)) == keys_before
     assert (meta2.status == "success").sum() == len(ok)
-    n_members = sum(len(tarfile.open(t).getnames()) for t in sorted(images.glob("*.tar")))
+    n_members = 0
+    for t in sorted(images.glob("*.tar")):
+        with tarfile.open(t) as tar:
+            n_members += len(tar.getnames())
     assert n_members == 3 * len(ok)
     assert image_server.canary.connections == 0

@@ -8,9 +8,9 @@ import tarfile
 
 import pandas as pd
 import pytest
+from crawlpairs.udfs.dl_shards import plan, write_shard
 
 from crawlpairs import storage
-from crawlpairs.udfs.dl_shards import plan, write_shard
 
 
 def _rows(n: int) -> pd.DataFrame:
@@ -29,10 +29,9 @@ def _check(base: str, st) -> None:
     p = plan(6, 4)
     s = write_shard(_rows(6), 1, base, p, st)
     assert s["count"] == 6 and s["successes"] == 3 and s["errors"] == {"timeout": 3}
-    tar = tarfile.open(fileobj=io.BytesIO(storage.read_bytes(storage.join(base, "00001.tar"), st)))
-    names = tar.getnames()
-    assert names[:3] == ["000010000.jpg", "000010000.txt", "000010000.json"]  # key = shard + rank by uid
-    assert json.loads(tar.extractfile("000010000.json").read())["url"] == "http://h/0.jpg"
+    with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(storage.join(base, "00001.tar"), st))) as tar:
+        assert tar.getnames()[:3] == ["000010000.jpg", "000010000.txt", "000010000.json"]  # shard + rank by uid
+        assert json.loads(tar.extractfile("000010000.json").read())["url"] == "http://h/0.jpg"
     meta = pd.read_parquet(io.BytesIO(storage.read_bytes(storage.join(base, "00001.parquet"), st)))
     assert list(meta.key) == [f"00001{i:04d}" for i in range(6)] and "image" not in meta.columns
     assert storage.read_json(storage.join(base, "00001_stats.json"), st)["counts"]["rows_in"] == 6

@@ -15,6 +15,7 @@ import pytest
 
 from crawlpairs.stats import Stats
 from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_stream
+from crawlpairs.udfs.text import clean_text
 
 generate = pytest.importorskip("crawlpairs.generate")
 
@@ -35,9 +36,10 @@ def extract(path, cfg):
 
 
 def squash(text: str) -> str:
-    """Text without whitespace: the truth turns U+200B into a space, we remove it (it is
-    invisible inside a word: "Log\u200bo" reads "Logo"); everything else must agree."""
-    return "".join(text.split())
+    """Text as our cleanup would leave it, without whitespace. The truth's cleanup is simpler:
+    it keeps mojibake ("â€”") and bidi controls that we repair or drop, and turns U+200B into a
+    space where we remove it ("Log\u200bo" reads "Logo"); beyond that the texts must agree."""
+    return "".join(clean_text(text).split())
 
 
 def unsized(url: str) -> str:

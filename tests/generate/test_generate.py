@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 from urllib.request import urlopen
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from bs4 import BeautifulSoup
@@ -511,3 +512,27 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError):
         generate(str(tmp_path), image_base_url="http://127.0.0.1:1")
     assert not os.listdir(tmp_path)
+
+
+def test_noise_is_labelled_and_reversible(both):
+    """`noise` says how an alt was dirtied; `caption` is the text before that (ftfy undoes mojibake)."""
+    import ftfy
+
+    truth = pq.read_table(both.truth_path).to_pandas()
+    more = pq.read_table(
+        generate(str(Path(both.out_dir) / "more"), kind="wat", files=1, pages_per_file=300, seed=9).truth_path
+    ).to_pandas()
+    t = pd.concat([truth, more])
+    kinds = set(t.noise.dropna())
+    assert kinds == {"entities", "mojibake", "control", "whitespace"}
+    moj = t[t.noise == "mojibake"]
+    fixed = sum(
+        ftfy.fix_text(x, uncurl_quotes=False) == c for x, c in zip(moj.text, moj.caption, strict=True)
+    )
+    assert fixed >= 0.9 * len(moj) > 0
+    ent = t[t.noise == "entities"]
+    assert all("&" in a for a in ent.alt) and all(
+        x == clean(c) for x, c in zip(ent.text, ent.caption, strict=True)
+    )
+    ws = t[t.noise == "whitespace"]
+    assert all(x == " ".join(c.split()) for x, c in zip(ws.text, ws.caption, strict=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -71,6 +72,10 @@ def test_bad_parts_are_skipped_counted_and_ids_stay_aligned(tmp_path, make_embed
     assert info["count"] == 100
     assert stats.errors == {"misaligned_part": 1, "bad_dtype": 1, "missing_metadata": 1,
                             "missing_embeddings": 1, "unreadable_embeddings": 1}
+    # every row of the metadata found is indexed or dropped with its part's reason
+    assert stats.counts["rows_in"] == 100 + 119 + 80 + 1 + 1
+    assert stats.dropped == {"misaligned_part": 119, "bad_dtype": 80, "missing_embeddings": 1,
+                             "unreadable_embeddings": 1}
     inputs = {s["kind"]: s["input"] for s in stats.error_samples}
     assert inputs["misaligned_part"].endswith("img_emb_0001.npy")
     assert inputs["missing_metadata"].endswith("img_emb_0003.npy")
@@ -103,6 +108,14 @@ def test_rerun_is_skipped_when_unchanged_and_replaces_when_changed(tmp_path, mak
     # new settings: the old shard files are gone, not mixed with the new single index
     knn.build(str(root), str(out), _cfg())
     assert sorted(p.name for p in (out / "img_emb").iterdir()) == ["knn.index", "knn.index.json"]
+    # same counts but rewritten vectors (score ran again): rebuilt, not skipped
+    x = np.load(root / "img_emb" / "img_emb_0001.npy")[::-1].copy()
+    np.save(root / "img_emb" / "img_emb_0001.npy", x)
+    os.utime(root / "img_emb" / "img_emb_0001.npy", (1, 1))
+    stats = Stats()
+    knn.build(str(root), str(out), _cfg(), stats=stats)
+    assert "skipped_up_to_date" not in stats.counts
+    assert knn.query(str(out), vector=x[0], k=1)[0]["id"] == 60
 
 
 def test_partition_shards_merge_to_global_ids(tmp_path, make_embeddings):
@@ -189,3 +202,15 @@ def test_clip_model_from_index_flags_with_a_checkpoint_file(tmp_path, tiny_clip,
                             "source": "index config"}
     assert knn.query(out, text=CAPTIONS[1], kind="text_emb", k=1)[0]["uid"] == "b"
     assert knn.query(out, image=str(images[3]), k=1)[0]["uid"] == "d"
+
+
+def test_memory_mapped_query_and_l2_metric(tmp_path, make_embeddings):
+    vecs = make_embeddings(tmp_path / "emb", [120], dim=16, kinds=("img_emb",))["img_emb"]
+    knn.build(str(tmp_path / "emb"), str(tmp_path / "ip"),
+              IndexConfig(index_key="IVF4,Flat", index_param="nprobe=4", should_be_memory_mappable=True))
+    _, ids = knn.KnnIndex(str(tmp_path / "ip"), mmap=True).search(vecs, k=2)
+    assert (ids[:, 0] == np.arange(120)).all()
+    knn.build(str(tmp_path / "emb"), str(tmp_path / "l2"), IndexConfig(index_key="Flat", metric_type="l2"))
+    hits = knn.query(str(tmp_path / "l2"), vector=vecs[7], k=3)
+    assert hits[0]["id"] == 7 and hits[0]["score"] == pytest.approx(0.0, abs=1e-5)
+    assert hits[0]["score"] <= hits[1]["score"] <= hits[2]["score"]  # distances: smallest first

@@ -210,13 +210,37 @@ def test_rerun_skips_a_done_shard_and_force_rescores(images_dir, tmp_path):
     assert marker.stat().st_mtime_ns != mtime
 
 
-def test_heads_run_on_the_stage_embeddings_when_widths_match(images_dir, tmp_path, shared_data):
-    """A 512-d tiny model makes LAION's B/32 NSFW and aesthetic heads applicable (random weights)."""
-    conf = tmp_path / "configs"
-    conf.mkdir()
+@pytest.fixture(scope="module")
+def conf(tmp_path_factory) -> Path:
+    """A 512-d variant of tiny-clip (another architecture: other random weights, B/32-wide)."""
+    folder = tmp_path_factory.mktemp("configs")
     tiny = json.loads((Path(clip.tiny_config_dir()) / "tiny-clip.json").read_text())
     tiny["embed_dim"] = 512
-    (conf / "tiny-clip-512.json").write_text(json.dumps(tiny))
+    (folder / "tiny-clip-512.json").write_text(json.dumps(tiny))
+    return folder
+
+
+def test_multilingual_model_scores_rows_outside_main_languages(images_dir, tmp_path, conf):
+    c = cfg(multilingual_model="tiny-clip-512", model_config_dir=str(conf), main_model_languages=["en", "de"])
+    clip.score_shard(str(images_dir / "00000.tar"), str(tmp_path), c)
+    img, txt, meta, rows = load_outputs(tmp_path, "00000")
+    rows = rows.set_index("key").loc[meta.key]
+    main = rows.language.isin(["en", "de"]).to_numpy()
+    assert main.any() and (~main).any()
+    assert (rows.similarity_model[main] == "main").all() and (rows.similarity_model[~main] == "multilingual").all()
+    dots = np.sum(img * txt, axis=1)  # stored embeddings are the main model's for every row
+    np.testing.assert_allclose(rows.similarity.to_numpy()[main], dots[main], atol=1e-5)
+    ml = clip.get_encoder("tiny-clip-512", None, "cpu", "fp32", str(conf))
+    with open(images_dir / "00000.tar", "rb") as fh:
+        by_key = {s.key: s for s in wds.iter_samples(fh)}
+    k = meta.key[~main].iloc[0]
+    px, _ = clip.load_image(by_key[k].image()[1], ml.spec)
+    expect = float(ml.encode_images(px[None])[0] @ ml.encode_texts([by_key[k].text()])[0])
+    assert rows.similarity[k] == pytest.approx(expect, abs=1e-4)
+
+
+def test_heads_run_on_the_stage_embeddings_when_widths_match(images_dir, tmp_path, shared_data, conf):
+    """A 512-d tiny model makes LAION's B/32 NSFW and aesthetic heads applicable (random weights)."""
     nsfw = str(shared_data / "models" / "laion-nsfw" / "clip_autokeras_nsfw_b32_weights.npz")
     aest = str(shared_data / "models" / "laion-aesthetic" / "sa_0_4_vit_b_32_linear.pth")
     c = cfg(model="tiny-clip-512", model_config_dir=str(conf), nsfw_model=nsfw, aesthetic_model=aest,

@@ -1,0 +1,164 @@
+"""`crawlpairs run`: every stage in order, each reading what the previous one wrote.
+
+extract -> dedup -> download -> score -> index, all under one output root and one
+Spark session. `--stages` picks a sub-range (e.g. `extract,dedup` on a CPU node).
+
+`--demo` makes the run self-contained and offline: it generates realistic WAT and
+WARC files whose image URLs point at a small HTTP server it starts on 127.0.0.1
+(serving generated images), opens the download stage's SSRF guard to exactly that
+address, and scores with a tiny random-weight CLIP config shipped in the package
+(real CLIP weights cannot be fetched offline: the similarity values of the demo are
+therefore meaningless; the data flow is real). It ends by querying the index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import http.server
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from crawlpairs import storage
+from crawlpairs.cli import load_stage
+from crawlpairs.config import Config
+from crawlpairs.stage import Context, Stage, UsageError, main, run_stage
+
+ORDER = ("extract", "dedup", "download", "score", "index")
+# Where each stage reads its input from, relative to the output root.
+INPUT_OF = {"dedup": "candidates", "download": "deduped", "score": "images", "index": "embeddings"}
+
+
+@contextlib.contextmanager
+def serve_folder(folder: str, port: int) -> Iterator[str]:
+    """A plain HTTP server on 127.0.0.1 for the demo's generated images."""
+    handler = functools.partial(_QuietHandler, directory=folder)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # the demo's console is for the pipeline
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def demo_config(cfg: Config, port: int) -> None:
+    """Settings that make the demo run offline on a laptop in a few minutes."""
+    shared = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "models" / "lid.176.ftz"
+    import os
+
+    lid = os.environ.get("CRAWLPAIRS_LID_MODEL") or (str(shared) if shared.exists() else "")
+    if lid:
+        cfg.extract.lid_model = lid
+    else:
+        cfg.extract.lid_model = ""  # no model offline: language is left "und"
+    cfg.download.allow_network = [f"127.0.0.1:{port}"]
+    cfg.download.min_image_bytes = 0
+    cfg.download.per_host_rps = 200.0
+    cfg.download.respect_robots = False  # the demo server has no robots.txt
+    cfg.download.image_size = 64
+    cfg.score.model = "tiny-clip"
+    cfg.score.pretrained = None
+    cfg.score.device = "cpu"
+    cfg.score.punsafe_max = 1.01
+    cfg.score.language_thresholds = {}
+    cfg.score.default_threshold = -1.0  # random weights: keep every row, the numbers mean nothing
+    cfg.index.max_index_memory_usage = "512M"
+    cfg.index.current_memory_available = "2G"
+
+
+class PipelineStage(Stage):
+    name = "run"
+    section = None
+    output_dir = ""  # the run's own _stats.json (per-stage summary) goes to the root
+    input_required = False
+    help = "Every stage in order under one output root (--demo: generated data, offline)."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--stages", default=",".join(ORDER),
+                            help=f"comma-separated sub-list of {','.join(ORDER)}")
+        parser.add_argument("--demo", action="store_true",
+                            help="generate crawl files + a loopback image server, run offline")
+        parser.add_argument("--demo-pages", type=int, default=300, help="pages per generated file (demo)")
+
+    def run(self, ctx: Context) -> None:
+        cfg, args = ctx.cfg, ctx.args
+        stages = [s.strip() for s in getattr(args, "stages", ",".join(ORDER)).split(",") if s.strip()]
+        unknown = [s for s in stages if s not in ORDER]
+        if unknown:
+            raise UsageError(f"--stages: unknown stage {unknown[0]!r} (choose from {','.join(ORDER)})")
+        if getattr(args, "demo", False):
+            self.run_demo(ctx, stages)
+            return
+        if "extract" in stages and not cfg.input:
+            raise UsageError("--input: required when the run starts with extract")
+        self.run_stages(ctx, stages)
+
+    def run_stages(self, ctx: Context, stages: list[str]) -> None:
+        cfg = ctx.cfg
+        root = cfg.output
+        original_input = list(cfg.input)
+        for name in ORDER:
+            if name not in stages:
+                continue
+            cfg.input = original_input if name == "extract" else [storage.join(root, INPUT_OF[name])]
+            cfg.output = storage.join(root, "index") if name == "index" else root
+            stats = run_stage(load_stage(name), cfg, ctx.spark)
+            ctx.stats.extra[name] = {"counts": dict(stats.counts), "dropped": sum(stats.dropped.values()),
+                                     "errors": sum(stats.errors.values())}
+        cfg.input, cfg.output = original_input, root
+
+    def run_demo(self, ctx: Context, stages: list[str]) -> None:
+        from crawlpairs.generate import generate
+
+        cfg = ctx.cfg
+        root = Path(cfg.output).resolve()
+        port = free_port()
+        images = root / "_demo" / "www"
+        crawl_dir = root / "_demo" / "crawl"
+        result = generate(str(crawl_dir), kind="both", files=2, pages_per_file=ctx.args.demo_pages, seed=7,
+                          image_base_url=f"http://127.0.0.1:{port}", images_dir=str(images))
+        print(f"demo: generated {len(result.paths) if hasattr(result, 'paths') else ''} crawl files "
+              f"under {crawl_dir}", file=sys.stderr)
+        cfg.input = [str(crawl_dir)]
+        demo_config(cfg, port)
+        with serve_folder(str(images), port):
+            self.run_stages(ctx, stages)
+        if "index" in stages:
+            self.demo_query(cfg)
+        print(f"\ndemo: done. Output under {root}:", file=sys.stderr)
+        for sub in ("candidates", "deduped", "images", "scored", "embeddings", "index"):
+            if (root / sub).exists():
+                print(f"  {root / sub}", file=sys.stderr)
+        print("  inspect: notebooks/ (CRAWLPAIRS_OUT=" + str(root) + ")", file=sys.stderr)
+
+    def demo_query(self, cfg: Config) -> None:
+        try:
+            from crawlpairs.jobs.query import query
+        except ImportError:
+            return
+        hits = query(storage.join(cfg.output, "index"), text="a photo of a dog", k=5)
+        print("\ndemo: top 5 for 'a photo of a dog' (random-weight model: order is arbitrary):", file=sys.stderr)
+        for hit in hits:
+            print(f"  {hit.get('similarity', 0):.3f}  {hit.get('url')}  {str(hit.get('text'))[:60]}",
+                  file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main(PipelineStage))

@@ -1,0 +1,113 @@
+"""Config layering, flag derivation and input resolution (no Spark)."""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import threading
+from functools import partial
+
+import pytest
+
+from crawlpairs import config, inputs
+from crawlpairs.config import ConfigError, ExtractConfig
+from crawlpairs.jobs.extract import ExtractStage
+from crawlpairs.spark import session_conf
+from crawlpairs.stage import build_parser, config_from_args
+
+
+def parse(*argv: str):
+    stage = ExtractStage()
+    return config_from_args(build_parser(stage).parse_args(list(argv)), stage)
+
+
+def test_flags_override_toml_which_overrides_defaults(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('output = "from-toml"\n[extract]\nmin_text_length = 3\nmax_url_length = 100\n'
+                    '[spark]\nmaster = "local[1]"\n')
+    cfg = parse("--input", "a", "b", "--config", str(toml), "--min-text-length", "7",
+                "--drop-extensions", "svg,gif,bmp", "--no-exact-dedup", "--conf", "spark.x=1")
+    assert cfg.input == ["a", "b"]
+    assert cfg.output == "from-toml"
+    assert cfg.extract.min_text_length == 7  # flag wins
+    assert cfg.extract.max_url_length == 100  # toml wins over default
+    assert cfg.extract.drop_extensions == ["svg", "gif", "bmp"]
+    assert cfg.extract.exact_dedup is False
+    assert cfg.spark.master == "local[1]" and cfg.spark.conf == {"spark.x": "1"}
+
+
+def test_bad_values_name_the_setting():
+    with pytest.raises(ConfigError, match="extract.min_text_length"):
+        parse("--input", "a", "--output", "o", "--min-text-length", "many")
+    with pytest.raises(ConfigError, match="unknown setting 'nope'"):
+        config.load(overrides={"extract": {"nope": 1}})
+    with pytest.raises(ConfigError, match="--conf"):
+        parse("--input", "a", "--output", "o", "--conf", "novalue")
+
+
+def test_s3a_settings_only_with_an_endpoint(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    cfg = config.Config()
+    assert not any("s3a" in k for k in session_conf(cfg))
+    cfg.storage.s3_endpoint = "http://127.0.0.1:9000"
+    conf = session_conf(cfg)
+    assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000"
+    assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
+    assert conf["spark.hadoop.fs.s3a.threads.keepalivetime"] == "60"  # numeric, for hadoop-aws 3.3
+    cfg.storage.spark_s3_scheme = "s3"  # EMR: EMRFS handles s3:// itself
+    assert not any("s3a" in k for k in session_conf(cfg))
+
+
+def test_crawl_id_resolves_to_its_wat_listing():
+    cfg = ExtractConfig()
+    assert inputs.crawl_listing_uri("CC-MAIN-2024-33", cfg) == (
+        "https://data.commoncrawl.org/crawl-data/CC-MAIN-2024-33/wat.paths.gz")
+    assert inputs.CRAWL_ID.match("CC-MAIN-2024-33") and not inputs.CRAWL_ID.match("CC-MAIN-20240812")
+    assert inputs.crawl_from_path("s3://commoncrawl/crawl-data/CC-MAIN-2024-33/segments/x.wat.gz") == (
+        "CC-MAIN-2024-33")
+
+
+def test_listing_file_relative_lines_join_prefix_and_crawl_is_kept(tmp_path):
+    rel = ["crawl-data/CC-MAIN-2024-33/segments/1/wat/a.warc.wat.gz",
+           "crawl-data/CC-MAIN-2024-33/segments/1/wat/b.warc.wat.gz"]
+    listing = tmp_path / "wat.paths.gz"
+    listing.write_bytes(gzip.compress(("\n".join(rel) + "\n").encode()))
+    cfg = ExtractConfig(prefix="s3://commoncrawl/")
+    res = inputs.resolve([f"@{listing}"], cfg)
+    assert [f.uri for f in res.files] == ["s3://commoncrawl/" + r for r in rel]
+    assert {f.crawl for f in res.files} == {"CC-MAIN-2024-33"}
+    plain = tmp_path / "list.txt"
+    plain.write_text("/abs/x.warc.gz\nrel/y.warc.gz\n# comment\n\n")
+    res = inputs.resolve([f"@{plain}"], ExtractConfig(prefix="/data"))
+    assert [f.uri for f in res.files] == ["/abs/x.warc.gz", "/data/rel/y.warc.gz"]
+
+
+def test_crawl_id_listing_over_loopback_http(tmp_path):
+    """The crawl-id path end to end against a real HTTP server standing in for data.commoncrawl.org."""
+    (tmp_path / "crawl-data" / "CC-MAIN-2024-33").mkdir(parents=True)
+    (tmp_path / "crawl-data" / "CC-MAIN-2024-33" / "wat.paths.gz").write_bytes(
+        gzip.compress(b"crawl-data/CC-MAIN-2024-33/segments/1/wat/a.warc.wat.gz\n"))
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        cfg = ExtractConfig(prefix=base, crawl_index_url=base + "crawl-data/{crawl}/wat.paths.gz")
+        res = inputs.resolve(["CC-MAIN-2024-33", "CC-MAIN-1999-01"], cfg)
+    finally:
+        server.shutdown()
+    assert [f.uri for f in res.files] == [base + "crawl-data/CC-MAIN-2024-33/segments/1/wat/a.warc.wat.gz"]
+    assert res.files[0].crawl == "CC-MAIN-2024-33"
+    assert [e[0] for e in res.errors] == ["unknown_crawl"]
+
+
+def test_local_globs_folders_and_missing(tmp_path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for name in ("d/a.wat.gz", "d/sub/b.warc.gz", "d/_hidden/c.gz", "d/.x.gz"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    res = inputs.resolve([str(tmp_path / "d"), str(tmp_path / "d" / "*.gz"), str(tmp_path / "none.gz")],
+                         ExtractConfig())
+    assert [f.uri for f in res.files] == [str(tmp_path / "d" / "a.wat.gz"), str(tmp_path / "d" / "sub" / "b.warc.gz")]
+    assert res.errors == [("missing_input", str(tmp_path / "none.gz"), "no such file")]
