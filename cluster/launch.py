@@ -101,6 +101,10 @@ class EmrSpec:
     idle_timeout_s: int = 3600  # auto-termination of an idle long-running cluster
     keep_alive: bool = True  # False: a transient cluster that ends after its steps
     deploy_mode: str = "cluster"
+    # A crawlpairs TOML (the run.toml given to --config), uploaded by you: every step ships it
+    # with --files and reads it with --config. Needed by recrawl, whose flags do not include
+    # the extract / dedup settings it runs with.
+    run_config: str | None = None
     tags: dict[str, str] = field(default_factory=lambda: {"project": "crawlpairs"})
     # Scheduling of `crawlpairs recrawl` (Step Functions + EventBridge Scheduler)
     schedule: str = "cron(0 6 ? * MON *)"  # Monday 06:00 UTC; CC publishes about monthly
@@ -133,6 +137,7 @@ class DataprocSpec:
     tasks_per_gpu: int = 1
     disk_gb: int = 200
     idle_delete_ttl: str = "3600s"
+    run_config: str | None = None  # gs:// URI of the run's TOML, shipped with fileUris (see EmrSpec)
     labels: dict[str, str] = field(default_factory=lambda: {"project": "crawlpairs"})
     # Scheduling of `crawlpairs recrawl` (Workflow Template + Cloud Scheduler)
     template_id: str = "crawlpairs-recrawl"
@@ -188,16 +193,24 @@ def section_flags(cfg: Config, section: str, skip: tuple[str, ...] = ()) -> list
 
 
 def stage_input(stage: str, cfg: Config) -> list[str]:
+    if stage not in STAGES:
+        return []  # recrawl finds its own input (the crawls not yet done)
     info = stage_info(stage)
     if info.input_dir is None:
         return list(cfg.input)
     return [cfg.output.rstrip("/") + "/" + info.input_dir]
 
 
-def stage_args(stage: str, cfg: Config) -> list[str]:
-    """The job's own arguments (after the .py): input, output and non-default settings."""
+def stage_args(stage: str, cfg: Config, run_config: str | None = None) -> list[str]:
+    """The job's own arguments (after the .py): input, output and non-default settings.
+
+    `run_config` (a URI) is shipped beside the driver (--files / fileUris) and read with
+    --config by its file name; the flags, from the same settings, still win over it.
+    """
     info = stage_info(stage)
     args: list[str] = []
+    if run_config:
+        args += ["--config", run_config.rstrip("/").rsplit("/", 1)[-1]]
     inputs = stage_input(stage, cfg)
     if inputs:
         args += ["--input", *inputs]
@@ -229,17 +242,20 @@ def spark_conf(stage: str, cfg: Config, gpus_per_node: int, tasks_per_gpu: int, 
 
 
 def spark_submit(stage: str, cfg: Config, artefacts: str, *, deploy_mode: str = "cluster",
-                 gpus_per_node: int = 1, tasks_per_gpu: int = 1, gpu_nodes: int = 0) -> list[str]:
+                 gpus_per_node: int = 1, tasks_per_gpu: int = 1, gpu_nodes: int = 0,
+                 run_config: str | None = None) -> list[str]:
     """The full spark-submit argv for one stage, with the code from the artefact folder."""
     artefacts = artefacts.rstrip("/")
     version = artefacts.rsplit("/", 1)[-1]
     cmd = ["spark-submit", "--deploy-mode", deploy_mode, "--py-files", f"{artefacts}/crawlpairs-{version}.zip"]
     if cfg.spark.jars:
         cmd += ["--jars", ",".join(cfg.spark.jars)]
+    if run_config:
+        cmd += ["--files", run_config]
     for key, value in spark_conf(stage, cfg, gpus_per_node, tasks_per_gpu, gpu_nodes).items():
         cmd += ["--conf", f"{key}={value}"]
     cmd.append(f"{artefacts}/jobs/{stage}.py")
-    return cmd + stage_args(stage, cfg)
+    return cmd + stage_args(stage, cfg, run_config)
 
 
 def _check_stage(stage: str) -> None:
@@ -316,7 +332,7 @@ def emr_step(stage: str, cfg: Config, spec: EmrSpec, action_on_failure: str = "C
     _check_stage(stage)
     cmd = spark_submit(stage, cfg, spec.artefacts, deploy_mode=spec.deploy_mode,
                        gpus_per_node=spec.gpus_per_gpu_node, tasks_per_gpu=spec.tasks_per_gpu,
-                       gpu_nodes=spec.gpu_task_count)
+                       gpu_nodes=spec.gpu_task_count, run_config=spec.run_config)
     return {"Name": f"crawlpairs {stage}", "ActionOnFailure": action_on_failure,
             "HadoopJarStep": {"Jar": "command-runner.jar", "Args": cmd}}
 
@@ -478,13 +494,15 @@ def dataproc_job(stage: str, cfg: Config, spec: DataprocSpec, step_id: str | Non
         "pysparkJob": {
             "mainPythonFileUri": f"{artefacts}/jobs/{stage}.py",
             "pythonFileUris": [f"{artefacts}/crawlpairs-{version}.zip"],
-            "args": stage_args(stage, cfg),
+            "args": stage_args(stage, cfg, spec.run_config),
             "properties": conf,
         },
         "labels": {"crawlpairs-stage": stage},
     }
     if cfg.spark.jars:
         job["pysparkJob"]["jarFileUris"] = list(cfg.spark.jars)
+    if spec.run_config:
+        job["pysparkJob"]["fileUris"] = [spec.run_config]
     if step_id:
         job["stepId"] = step_id
     else:
@@ -566,7 +584,8 @@ def _yaml(obj: Any) -> str:
 
 def render(out: Path) -> list[Path]:
     """Write the example definitions (the committed files are this output, checked by a test)."""
-    emr, dp = EmrSpec(), DataprocSpec()
+    emr = EmrSpec(run_config="s3://my-bucket/crawlpairs/run.toml")
+    dp = DataprocSpec(run_config="gs://my-bucket/crawlpairs/run.toml")
     cfg, dcfg = example_config(), example_dataproc_config()
     header = "# Rendered by `python cluster/launch.py render` from EmrSpec/DataprocSpec defaults; edit the spec, not this.\n"
     files = {
@@ -632,8 +651,12 @@ def main(argv: list[str] | None = None) -> int:
                     request, api, op = emr_cluster_request(spec, emr_steps(stages, cfg, spec)), "emr", "run_job_flow"
             else:
                 request, api, op = emr_schedule_request(spec), "scheduler", "create_schedule"
-                if args.apply:
-                    _call("stepfunctions", "create_state_machine", emr_state_machine_request(spec, cfg), spec.region)
+                if args.apply:  # the state machine first; the schedule targets the ARN it got
+                    made = _call("stepfunctions", "create_state_machine", emr_state_machine_request(spec, cfg),
+                                 spec.region)
+                    request["Target"]["Arn"] = made["stateMachineArn"]
+                else:
+                    print(json.dumps(emr_recrawl_state_machine(spec, cfg), indent=2))
             if args.apply:
                 print(json.dumps(_call(api, op, request, spec.region), indent=2, default=str))
             else:

@@ -90,6 +90,17 @@ class DedupConfig:
 
 
 @dataclass
+class RecrawlConfig:
+    """Scheduler entry point: extract + dedup every Common Crawl snapshot not yet done."""
+
+    collinfo_url: str = "https://index.commoncrawl.org/collinfo.json"  # or a local file / loopback URL
+    since: str | None = None  # first crawl to consider (None: the newest, or the oldest one in state)
+    max_files: int = 0  # WAT files per crawl (0: all); the first N of the crawl's listing
+    max_crawls: int = 0  # crawls per invocation (0: every pending one)
+    retry_failed: bool = True  # a failed crawl is retried by the next invocation
+
+
+@dataclass
 class DownloadConfig:
     """Stage 3: deduped -> images (webdataset shards + Parquet). See docs/download.md."""
 
@@ -159,6 +170,8 @@ class ScoreConfig:
     semantic_dup_bits: int = 12  # LSH neighbourhood: random hyperplanes per table
     semantic_dup_tables: int = 2
     force: bool = False  # rescore shards already done
+    profile: bool = False  # synchronise the GPU around phases so counts.ms_* are exact (slower)
+    text_trim: bool = True  # cut token batches to their longest caption (exact for causal CLIP text towers)
 
 
 @dataclass
@@ -197,12 +210,13 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    recrawl: RecrawlConfig = field(default_factory=RecrawlConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
 
 
-SECTIONS = ("spark", "storage", "extract", "dedup", "download", "score", "index")
+SECTIONS = ("spark", "storage", "extract", "dedup", "recrawl", "download", "score", "index")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -300,3 +314,36 @@ def section_fields(section: str) -> dict[str, Any]:
 def to_dict(cfg: Config) -> dict[str, Any]:
     """Plain dict, for `_stats.json` (so a run records the settings it used)."""
     return dataclasses.asdict(cfg)
+
+
+def markdown() -> str:
+    """docs/configuration.md, made from the dataclasses above (their defaults and comments)."""
+    import inspect
+    import re
+
+    lines = ["# Configuration", "",
+             "Generated from `crawlpairs/config.py` by `python -m crawlpairs.config > docs/configuration.md`.",
+             "Every setting of a stage's section is also a flag of that stage (`min_text_length` is",
+             "`--min-text-length`; lists take `a,b,c`, maps `k=v,k2=v2`); `[spark]` and `[storage]` flags are",
+             "taken by every stage. Flags win over the TOML file (`--config`), which wins over these defaults.", ""]
+    for section in SECTIONS:
+        cls = type(getattr(Config(), section))
+        comments: dict[str, str] = {}
+        for line in inspect.getsource(cls).splitlines():
+            m = re.match(r"\s+(\w+): [^=]+=(.*?)#\s*(.*)$", line)
+            if m:
+                comments[m.group(1)] = m.group(3).strip()
+        lines += [f"## [{section}]", "", (cls.__doc__ or "").strip(), "",
+                  "| setting | flag | default | what |", "| --- | --- | --- | --- |"]
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            value = getattr(defaults, f.name)
+            shown = "`" + (repr(value) if not isinstance(value, str) else f'"{value}"') + "`"
+            lines.append(f"| `{f.name}` | `{'--' + f.name.replace('_', '-')}` | {shown} | "
+                         f"{comments.get(f.name, '').replace('|', '/')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown())

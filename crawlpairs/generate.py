@@ -496,6 +496,8 @@ def _fallback_captions(n: int = 4000) -> list[str]:
             text = text[0].upper() + text[1:]
         if rng.random() < 0.15:
             text += f" {rng.randint(2, 2024)}"
+        while len(text) < 8:
+            text += sep + rng.choice(words)
         out.append(text)
     return out
 
@@ -1003,6 +1005,7 @@ class _Corpus:
             x = re.sub(r"[^0-9a-z\u00c0-\u024f]+", "", w.lower())
             if len(x) >= 2:
                 sfreq[x] += n
+        self.sites: dict[str, _Site] = {}  # a site depends only on its domain and this corpus
         swords = sorted(sfreq) or ["page"]
         q = np.array([sfreq[w] or 1 for w in swords], dtype=float)
         self.slugs = "-".join([swords[i] for i in rs.choice(len(swords), size=150_000, p=q / q.sum())]) + "-"
@@ -1123,7 +1126,9 @@ class _FileGen:
             b = _ch(rng, self.captions)
             wa, wb = a.split(" "), b.split(" ")
             if len(wa) > 2 and len(wb) > 2:
-                a = " ".join(wa[: max(2, len(wa) // 2)] + wb[len(wb) // 2 :])
+                mixed = " ".join(wa[: max(2, len(wa) // 2)] + wb[len(wb) // 2 :])
+                if len(mixed) >= 8:  # keep every good caption clear of the length limits
+                    a = mixed
         return a
 
     def alt_raw(self, text: str) -> str:
@@ -2051,14 +2056,14 @@ def file_stem(crawl: str, idx: int, seed: int) -> tuple[str, str, str]:
     return stem, segment, hostname
 
 
-_CORPUS_CACHE: dict[int, _Corpus] = {}
+_CORPUS_CACHE: dict[str | None, _Corpus] = {}
 
 
-def _corpus(captions: list[str]) -> _Corpus:
-    key = id(captions)  # caption lists are cached per path, so the id is stable within a process
-    if key not in _CORPUS_CACHE:
-        _CORPUS_CACHE[key] = _Corpus(captions)
-    return _CORPUS_CACHE[key]
+def _corpus(captions_file: str | None) -> _Corpus:
+    """The corpus (and its site cache) for one captions source, built once per process."""
+    if captions_file not in _CORPUS_CACHE:
+        _CORPUS_CACHE[captions_file] = _Corpus(load_captions(captions_file))
+    return _CORPUS_CACHE[captions_file]
 
 
 def _load_shared(src: Any) -> list[tuple[str, str, str, str | None, str | None]]:
@@ -2140,6 +2145,7 @@ def _make_file(job: dict[str, Any]) -> dict[str, Any]:
     """Write one WAT and/or WARC (depends only on the job, so files can be made in any order or process)."""
     idx, crawl, seed = job["idx"], job["crawl"], job["seed"]
     captions = load_captions(job["captions_file"])
+    corpus = _corpus(job["captions_file"])
     stem, segment, hostname = file_stem(crawl, idx, seed)
     warc_name = f"{stem}.warc.gz"
     wat_name = f"{stem}.warc.wat.gz"
@@ -2156,7 +2162,7 @@ def _make_file(job: dict[str, Any]) -> dict[str, Any]:
         seed=seed,
         pages=job["pages"],
         captions=captions,
-        corpus=_corpus(captions),
+        corpus=corpus,
         shared_slice=job["shared_slice"],
         shared_fraction=job["shared_fraction"],
         avoid=job["avoid"],
@@ -2164,7 +2170,7 @@ def _make_file(job: dict[str, Any]) -> dict[str, Any]:
         dup_rate=job["dup_rate"],
         warc_name=warc_name,
         hostname=hostname,
-        sites=_SITES,
+        sites=corpus.sites,
     )
     counts = dict.fromkeys(_COUNTS, 0)
     drops = dict.fromkeys(FAULTS, 0)
@@ -2240,9 +2246,6 @@ def _make_file(job: dict[str, Any]) -> dict[str, Any]:
         counts["bytes_written"] += target.stat().st_size
         written[key] = rel
     return {"counts": counts, "drops": drops, "licenses": licenses, "truth": truth, **written}
-
-
-_SITES: dict[str, _Site] = {}  # per process; a site depends only on its domain
 
 
 def generate(

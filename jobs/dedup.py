@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import sys
 
-from crawlpairs.udfs import dedup_seen
-from crawlpairs.udfs.dedup_seen import SeenSet
-
 from crawlpairs import storage
 from crawlpairs.stage import Context, Stage, UsageError, main
+from crawlpairs.udfs import dedup_seen
+from crawlpairs.udfs.dedup_seen import SeenSet
 
 REASONS = ("seen_uid", "seen_url", "exact_uid", "exact_url", "near_dup")
 INTERNAL = "batch"
@@ -102,32 +101,33 @@ class DedupStage(Stage):
         rows = rows.withColumn("_reason", reason)
 
         # -- exact: one row per uid, then one row per url -------------------------------
+        # No splitting and re-unioning (that multiplies partitions): each rule is a window
+        # over all rows, ordered so that rows already dropped sort last and never win.
         from pyspark.sql import Window
 
         order = rank_columns(d.url_keep)
-        live = rows.where(F.col("_reason").isNull())
-        dead = rows.where(F.col("_reason").isNotNull())
+        dropped_last = F.col("_reason").isNotNull().asc()
         if d.dedup_uid:
-            w = Window.partitionBy("uid").orderBy(*order)
-            live = live.withColumn("_reason", F.when(F.row_number().over(w) > 1, "exact_uid"))
-            dead = dead.unionByName(live.where(F.col("_reason").isNotNull()))
-            live = live.where(F.col("_reason").isNull())
+            w = Window.partitionBy("uid").orderBy(dropped_last, *order)
+            rows = rows.withColumn("_reason", F.coalesce(
+                "_reason", F.when(F.row_number().over(w) > 1, F.lit("exact_uid"))))
         if d.dedup_url:
-            w = Window.partitionBy("url").orderBy(*order)
-            live = live.withColumn("_reason", F.when(F.row_number().over(w) > 1, "exact_url"))
-            dead = dead.unionByName(live.where(F.col("_reason").isNotNull()))
-            live = live.where(F.col("_reason").isNull())
+            w = Window.partitionBy("url").orderBy(dropped_last, *order)
+            rows = rows.withColumn("_reason", F.coalesce(
+                "_reason", F.when(F.row_number().over(w) > 1, F.lit("exact_url"))))
 
-        # -- near-duplicate captions -------------------------------------------------------
-        live = live.withColumn("_id", F.xxhash64("uid")).persist(StorageLevel.MEMORY_AND_DISK)
+        # -- near-duplicate captions among the rows still alive ------------------------------
+        rows = rows.withColumn("_id", F.xxhash64("uid"))
+        cached = None
         if d.near_dup:
             phase(ctx, "near_dup")
+            rows = cached = rows.persist(StorageLevel.MEMORY_AND_DISK)
+            live = rows.where(F.col("_reason").isNull())
             drops = self.near_dup_drops(ctx, live, order)
             if drops is not None:
-                live = (live.join(drops.select("_id", F.lit("near_dup").alias("_nd")), "_id", "left")
-                        .withColumn("_reason", F.col("_nd")).drop("_nd"))
-        ann = dead.unionByName(live.drop("_id"), allowMissingColumns=True)
-        ann = ann.select(*columns, "_ukey", "_reason").persist(StorageLevel.MEMORY_AND_DISK)
+                rows = (rows.join(drops.select("_id", F.lit("near_dup").alias("_nd")), "_id", "left")
+                        .withColumn("_reason", F.coalesce("_reason", "_nd")))
+        ann = rows.select(*columns, "_ukey", "_reason").persist(StorageLevel.MEMORY_AND_DISK)
 
         # -- outputs: deduped rows, counts, then the seen-set -------------------------------
         phase(ctx, "write")
@@ -143,8 +143,9 @@ class DedupStage(Stage):
         if seen:
             phase(ctx, "seen_append")
             self.append_seen(ctx, seen, own, ann, commits, prefixes_read)
-        live.unpersist()
         ann.unpersist()
+        if cached is not None:
+            cached.unpersist()
 
     # -- checks ---------------------------------------------------------------------------
 
@@ -204,9 +205,10 @@ class DedupStage(Stage):
 
     def near_dup_drops(self, ctx: Context, live, order):
         """Ids (`_id`) of rows whose caption near-duplicates a better-ranked row's."""
-        from crawlpairs.udfs import minhash
         from pyspark.sql import Window
         from pyspark.sql import functions as F
+
+        from crawlpairs.udfs import minhash
 
         d = ctx.cfg.dedup
         k, perm, b, r, seed = d.shingle_size, d.num_perm, d.bands, d.rows_per_band, d.seed

@@ -12,14 +12,13 @@ Wiring only; the work is in udfs/dl_*:
 
 from __future__ import annotations
 
+from crawlpairs import storage
+from crawlpairs.stage import Context, Stage, UsageError, main
+from crawlpairs.stats import Stats
 from crawlpairs.udfs import dl_shards
 from crawlpairs.udfs.dl_fetch import TRANSIENT_KINDS
 from crawlpairs.udfs.dl_images import RESIZE_MODES
 from crawlpairs.udfs.dl_task import RESULT_COLUMNS, RESULT_SCHEMA, download_frames
-
-from crawlpairs import storage
-from crawlpairs.stage import Context, Stage, UsageError, main
-from crawlpairs.stats import Stats
 
 INTERNAL = ("batch", "key", "_shard", "_host")
 

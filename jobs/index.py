@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from crawlpairs.udfs import knn
-
 from crawlpairs import storage
 from crawlpairs.stage import Context, Stage, UsageError, main
+from crawlpairs.udfs import knn
 
 
 class IndexStage(Stage):

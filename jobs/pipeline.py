@@ -132,11 +132,13 @@ class PipelineStage(Stage):
         port = free_port()
         images = root / "_demo" / "www"
         crawl_dir = root / "_demo" / "crawl"
-        result = generate(str(crawl_dir), kind="both", files=2, pages_per_file=ctx.args.demo_pages, seed=7,
+        result = generate(str(crawl_dir), kind="wat", files=2, pages_per_file=ctx.args.demo_pages, seed=7,
                           image_base_url=f"http://127.0.0.1:{port}", images_dir=str(images))
-        print(f"demo: generated {len(result.paths) if hasattr(result, 'paths') else ''} crawl files "
-              f"under {crawl_dir}", file=sys.stderr)
-        cfg.input = [str(crawl_dir)]
+        print(f"demo: generated {len(result.wat_files)} WAT files ({result.pages} pages, "
+              f"{result.img_tags} <img>) under {crawl_dir}", file=sys.stderr)
+        # As on Common Crawl: a listing of relative paths, resolved against a prefix.
+        cfg.input = [f"@{result.wat_paths}"]
+        cfg.extract.prefix = str(crawl_dir)
         demo_config(cfg, port)
         with serve_folder(str(images), port):
             self.run_stages(ctx, stages)

@@ -13,10 +13,11 @@ import logging
 import sys
 
 import numpy as np
-from crawlpairs.udfs import knn
 
 from crawlpairs import storage
 from crawlpairs.stage import Context, Stage, UsageError, main
+from crawlpairs.udfs import knn
+from crawlpairs.udfs.knn import open_index, query, query_df  # noqa: F401 - entry points for callers
 
 
 class QueryStage(Stage):

@@ -47,6 +47,7 @@ def check_config(ctx: Context) -> None:
     if not (sc.device in ("auto", "cpu", "cuda") or sc.device.startswith("cuda:")):
         raise UsageError(f"--device {sc.device}: use auto, cpu, cuda or cuda:N")
     import open_clip
+
     from crawlpairs.udfs import clip
 
     clip.register_model_configs(sc.model_config_dir)
@@ -87,8 +88,9 @@ class ScoreStage(Stage):
         out_root, force = cfg.output, sc.force
 
         def score_partition(it):
-            from crawlpairs.udfs import clip
             from pyspark import TaskContext
+
+            from crawlpairs.udfs import clip
 
             tc = TaskContext.get()
             res = tc.resources() if tc is not None else {}
@@ -140,8 +142,9 @@ class ScoreStage(Stage):
     def flag_semantic_dups(kept, threshold: float):
         """Rows whose image embedding is within `threshold` cosine of an earlier row (key order)
         sharing an LSH bucket get semantic_dup=True and semantic_dup_of=<that key>."""
-        from crawlpairs.udfs.clip import flag_semantic_dups
         from pyspark.sql import functions as F
+
+        from crawlpairs.udfs.clip import flag_semantic_dups
 
         pairs = kept.select("key", "img_emb", F.explode("lsh_buckets").alias("bucket"))
 

@@ -34,12 +34,12 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
-from crawlpairs.udfs import heads as heads_mod
-from crawlpairs.udfs import wds
 
 from crawlpairs import storage
 from crawlpairs.config import ScoreConfig, StorageConfig
 from crawlpairs.stats import Stats
+from crawlpairs.udfs import heads as heads_mod
+from crawlpairs.udfs import wds
 
 ROWS_DIR = "_scored_shards"  # per-shard rows (kept + dropped), the shard's commit marker
 EMB_DIR = "embeddings"
@@ -83,7 +83,8 @@ class ImageSpec:
     fill: int = 0
 
 
-def load_image(data: bytes | None, spec: ImageSpec, min_side: int = 1) -> tuple[np.ndarray, tuple[int, int]]:
+def load_image(data: bytes | None, spec: ImageSpec, min_side: int = 1,
+               timing: dict[str, float] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """Image bytes -> (uint8 [size, size, 3] array, original (width, height)).
 
     Resize like torchvision's Resize(size) + CenterCrop(size) on a PIL image (bicubic,
@@ -93,6 +94,8 @@ def load_image(data: bytes | None, spec: ImageSpec, min_side: int = 1) -> tuple[
     """
     from PIL import Image, UnidentifiedImageError
 
+    if timing is not None:
+        timing["_t"] = time.perf_counter()
     if not data:
         raise ImageError("empty_image")
     try:
@@ -111,6 +114,9 @@ def load_image(data: bytes | None, spec: ImageSpec, min_side: int = 1) -> tuple[
         raise ImageError("corrupt_image", f"{exc.__class__.__name__}: {exc}"[:200]) from None
     if min(orig) < min_side:
         raise ImageError("image_too_small", f"{orig[0]}x{orig[1]}")
+    if timing is not None:
+        t1 = time.perf_counter()
+        timing["decode"] += t1 - timing["_t"]
     size = spec.size
     w, h = im.size
     try:
@@ -137,6 +143,8 @@ def load_image(data: bytes | None, spec: ImageSpec, min_side: int = 1) -> tuple[
         raise ImageError("corrupt_image", f"{exc.__class__.__name__}: {exc}"[:200]) from None
     if arr.shape != (size, size, 3):
         raise ImageError("corrupt_image", f"unexpected array shape {arr.shape}")
+    if timing is not None:
+        timing["resize"] += time.perf_counter() - t1
     return arr, orig
 
 
@@ -231,8 +239,49 @@ class ClipEncoder:
         dev = torch.device(device)
         self._mean = torch.tensor(self.spec.mean, device=dev).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(self.spec.std, device=dev).view(1, 3, 1, 1) * 255.0
+        self.profile = False  # synchronise CUDA around phases so their timings are real
+        self.timing = {"transfer": 0.0}
+        self.trim_text = False
         with torch.inference_mode():
             self.dim = int(self.encode_texts(["a"]).shape[1])
+            self.trim_text = self._trim_is_exact()
+
+    def _trim_is_exact(self) -> bool:
+        """Trimming padding is exact for causal text towers pooled at the EOT token; check it once.
+
+        Captions are ~10-20 tokens of a 77-token context: cutting the batch to its longest
+        caption saves most of the text tower's work. Any doubt (another tower type, a mismatch
+        on a probe batch) keeps the full-length path.
+        """
+        import torch
+
+        m = self.model
+        if not (hasattr(m, "attn_mask") and m.attn_mask is not None and hasattr(m, "positional_embedding")
+                and getattr(m, "text_pool_type", None) in ("argmax", "eos") and hasattr(m, "token_embedding")):
+            return False
+        probe = self.tokenize(["a", "a photo of a dog on a beach", "word " * 200])
+        try:
+            full = m.encode_text(probe.to(self.device)).float()
+            short = self._encode_text_trimmed(probe[:1, :8].to(self.device)).float()
+            short2 = self._encode_text_trimmed(probe[:2, :16].to(self.device)).float()
+        except Exception:  # noqa: BLE001 - an architecture this code does not know
+            return False
+        return bool(torch.allclose(full[:1], short, atol=1e-4) and torch.allclose(full[:2], short2, atol=1e-4))
+
+    def _encode_text_trimmed(self, text):
+        """open_clip's CLIP.encode_text on the first L positions (positional embedding and causal mask cut)."""
+        from open_clip.model import text_global_pool
+
+        m = self.model
+        n = text.shape[1]
+        cast = m.transformer.get_cast_dtype()
+        x = m.token_embedding(text).to(cast) + m.positional_embedding[:n].to(cast)
+        x = m.transformer(x, attn_mask=m.attn_mask[:n, :n])
+        x = m.ln_final(x)
+        x = text_global_pool(x, text, m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None))
+        if m.text_projection is not None:
+            x = m.text_projection(x) if hasattr(m.text_projection, "weight") else x @ m.text_projection
+        return x
 
     def _autocast(self):
         import contextlib
@@ -253,11 +302,20 @@ class ClipEncoder:
         t = t.permute(0, 3, 1, 2).float()
         return (t - self._mean) / self._std
 
+    def _sync(self) -> None:
+        if self.profile and self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode(), self._autocast():
+            t0 = time.perf_counter()
             x = self.to_device(pixels)
+            self._sync()
+            self.timing["transfer"] += time.perf_counter() - t0
             emb = self.model.encode_image(x).float()
             emb = torch.nn.functional.normalize(emb, dim=-1)
         return emb.cpu().numpy().astype(np.float32, copy=False)
@@ -269,7 +327,12 @@ class ClipEncoder:
         import torch
 
         with torch.inference_mode(), self._autocast():
-            emb = self.model.encode_text(tokens.to(self.device)).float()
+            if self.trim_text:
+                nonzero = (tokens != 0).any(dim=0).nonzero()
+                n = int(nonzero.max()) + 1 if nonzero.numel() else 1
+                emb = self._encode_text_trimmed(tokens[:, :n].to(self.device)).float()
+            else:
+                emb = self.model.encode_text(tokens.to(self.device)).float()
             emb = torch.nn.functional.normalize(emb, dim=-1)
         return emb.cpu().numpy().astype(np.float32, copy=False)
 
@@ -402,19 +465,20 @@ def _chunks(items: Iterable[Record], n: int) -> Iterator[list[Record]]:
         yield batch
 
 
-def _decode_many(records: list[Record], spec: ImageSpec, min_side: int) -> float:
-    t0 = time.perf_counter()
+def _decode_many(records: list[Record], spec: ImageSpec, min_side: int) -> dict[str, float]:
+    """Decode a chunk in a pool thread; returns the seconds spent decoding and resizing."""
+    timing = {"decode": 0.0, "resize": 0.0, "_t": 0.0}
     for r in records:
         if r.image is None:
             r.reason = "missing_image"
             continue
         try:
-            r.pixels, r.meta["_orig"] = load_image(r.image, spec, min_side)
+            r.pixels, r.meta["_orig"] = load_image(r.image, spec, min_side, timing)
         except ImageError as exc:
             r.reason = exc.kind
             r.meta["_error"] = str(exc)
         r.image = None  # free the bytes early
-    return time.perf_counter() - t0
+    return timing
 
 
 def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig | None = None,
@@ -477,14 +541,20 @@ def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig |
     kept_img: list[np.ndarray] = []
     kept_txt: list[np.ndarray] = []
     dup_emb: list[np.ndarray] = []
-    timing = {"decode_wait": 0.0, "decode_cpu": 0.0, "model_image": 0.0, "model_text": 0.0,
+    timing = {"decode_wait": 0.0, "decode_cpu": 0.0, "resize_cpu": 0.0, "model_image": 0.0, "model_text": 0.0,
               "heads": 0.0, "multilingual": 0.0}
+    enc.profile = cfg.profile
+    if not cfg.text_trim:
+        enc.trim_text = False
+    transfer0 = enc.timing["transfer"]
     main_langs = set(cfg.main_model_languages)
 
     def process(batch: list[Record], futures: list[Future]) -> None:
         tw = time.perf_counter()
         for f in futures:
-            timing["decode_cpu"] += f.result()
+            t = f.result()
+            timing["decode_cpu"] += t["decode"]
+            timing["resize_cpu"] += t["resize"]
         timing["decode_wait"] += time.perf_counter() - tw
         for r in batch:
             all_rows.append(r)
@@ -572,6 +642,7 @@ def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig |
             stats.incr("images_upscaled")
     stats.incr("rows_in", len(all_rows))
     stats.incr("ms_write_embeddings", int((time.perf_counter() - t6) * 1000))
+    timing["transfer"] = enc.timing["transfer"] - transfer0  # inside model_image
     for k, v in timing.items():
         stats.incr(f"ms_{k}", int(v * 1000))
     stats.incr("ms_shard_total", int((time.perf_counter() - t_start) * 1000))
@@ -622,12 +693,12 @@ def _metadata_parquet(kept: list[Record], sid: str, cfg: ScoreConfig) -> bytes:
     rows = []
     for i, r in enumerate(kept):
         p = _passthrough(r)
-        rows.append({"key": r.key, "uid": p["uid"], "url": p["url"], "caption": r.text,
+        rows.append({"key": r.key, "uid": p["uid"], "url": p["url"], "caption": r.text, "text": r.text,
                      "language": p["language"], "similarity": r.out["similarity"], "punsafe": r.out["punsafe"],
                      "pwatermark": r.out["pwatermark"], "aesthetic": r.out["aesthetic"],
                      "width": p["width"], "height": p["height"], "shard": sid, "emb_row": i})
     schema = pa.schema([("key", pa.string()), ("uid", pa.string()), ("url", pa.string()),
-                        ("caption", pa.string()), ("language", pa.string()), ("similarity", pa.float32()),
+                        ("caption", pa.string()), ("text", pa.string()), ("language", pa.string()), ("similarity", pa.float32()),
                         ("punsafe", pa.float32()), ("pwatermark", pa.float32()), ("aesthetic", pa.float32()),
                         ("width", pa.int64()), ("height", pa.int64()), ("shard", pa.string()),
                         ("emb_row", pa.int64())])

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+
 from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, header_optout
 from crawlpairs.udfs.dl_robots import Robots, robots_url
 from crawlpairs.udfs.dl_ssrf import GuardedResolver, NetPolicy, SSRFBlocked, ssrf_cause

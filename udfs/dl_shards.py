@@ -19,11 +19,11 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from crawlpairs.udfs.dl_fetch import ERROR, SUCCESS, error_kind
 
 from crawlpairs import storage
 from crawlpairs.config import StorageConfig
 from crawlpairs.stats import Stats
+from crawlpairs.udfs.dl_fetch import ERROR, SUCCESS, error_kind
 
 PLAN = "_plan.json"
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-from crawlpairs.udfs.dl_fetch import BLOCKED, ERROR, SUCCESS, Fetched, FetchOptions, FetchPool
-from crawlpairs.udfs.dl_images import ImageOptions, ImageReject, process
-from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, _read_lines
 
 from crawlpairs import storage
 from crawlpairs.config import DownloadConfig, StorageConfig
+from crawlpairs.udfs.dl_fetch import BLOCKED, ERROR, SUCCESS, Fetched, FetchOptions, FetchPool
+from crawlpairs.udfs.dl_images import ImageOptions, ImageReject, process
+from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, _read_lines
 
 # Columns the stage adds to every input row (the input's own columns pass through).
 RESULT_SCHEMA = pa.schema([

@@ -20,8 +20,9 @@ import zlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from crawlpairs.udfs.urls import clean_href, resolve
 from selectolax.lexbor import LexborHTMLParser
+
+from crawlpairs.udfs.urls import clean_href, resolve
 
 LAZY_ATTRS = (
     "data-srcset",

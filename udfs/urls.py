@@ -54,14 +54,10 @@ def resolve(base: str, href: str, prefixes: tuple[str, str] | None = None) -> st
         absolute = href
     elif ":" in href and _has_scheme(href):
         return href  # data:, javascript:, mailto:, ftp: ... judged by the scheme filter
-    elif (
-        prefixes is not None
-        and "\\" not in href
-        and "/." not in href
-        and href[0] not in "?#."
-        and (href[0] != "/" or href[1:2] != "/")
-    ):
+    elif prefixes is not None and "\\" not in href and href[0] not in "?#" and href[:2] != "//":
         absolute = prefixes[0] + href if href[0] == "/" else prefixes[1] + href
+        if "/." in absolute or href[0] == ".":
+            absolute = _remove_dot_segments(absolute)
     else:
         if "\\" in href:
             href = href.replace("\\", "/")
@@ -74,6 +70,30 @@ def resolve(base: str, href: str, prefixes: tuple[str, str] | None = None) -> st
     if "#" in absolute:  # the fragment never reaches the server: same image
         absolute = absolute.split("#", 1)[0]
     return absolute
+
+
+def _remove_dot_segments(url: str) -> str:
+    """RFC 3986 5.2.4 on the path of an absolute URL (what urljoin does after merging)."""
+    i = url.find("://") + 3
+    end = len(url)
+    for sep in "?#":
+        j = url.find(sep, i)
+        if 0 <= j < end:
+            end = j
+    slash = url.find("/", i, end)
+    if slash < 0:
+        return url
+    segments = url[slash:end].split("/")[1:]
+    out: list[str] = []
+    for seg in segments:
+        if seg == "..":
+            if out:
+                out.pop()
+        elif seg != ".":
+            out.append(seg)
+    if segments and segments[-1] in (".", ".."):
+        out.append("")  # "a/b/.." -> "a/": the result names a directory
+    return url[:slash] + "/" + "/".join(out) + url[end:]
 
 
 def _has_scheme(href: str) -> bool:
@@ -118,17 +138,16 @@ def host_of(url: str) -> str:
 
 def extension_of(url: str) -> str:
     """Lower-case extension of the last path segment ("" if none): `a/b.JPG?x=1` -> `jpg`."""
+    end = len(url)
+    q = url.find("?")
+    if q >= 0:
+        end = q
+    h = url.find("#", 0, end)
+    if h >= 0:
+        end = h
     i = url.find("://")
-    path = url[i + 3 :] if i >= 0 else url
-    for sep in "?#":
-        j = path.find(sep)
-        if j >= 0:
-            path = path[:j]
-    slash = path.rfind("/")
+    slash = url.rfind("/", i + 3 if i >= 0 else 0, end)
     if slash < 0:
         return ""  # only a host
-    name = path[slash + 1 :]
-    dot = name.rfind(".")
-    if dot < 0:
-        return ""
-    return name[dot + 1 :].lower()
+    dot = url.rfind(".", slash + 1, end)
+    return url[dot + 1 : end].lower() if dot >= 0 else ""

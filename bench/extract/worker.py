@@ -12,7 +12,6 @@ import os
 import sys
 import time
 
-
 # A tiny real WAT run once before timing by the extractor arms: one-time costs (imports,
 # Arrow's compute/timezone init, model load) are per executor process, not per file.
 WARMUP = os.environ.get("BENCH_WARMUP_FILE", "")
@@ -28,8 +27,9 @@ def arm_ours(files: list[str], lid: bool) -> dict:
     cfg = ExtractConfig(lid_model=model)
     if model:
         langid.load_model(model)  # once per executor process: not part of the per-file rate
-    for _ in extract_stream(open(WARMUP, "rb"), WARMUP, cfg, Stats()):  # one-time imports/inits
-        pass
+    with open(WARMUP, "rb") as fh:  # one-time imports/inits, once per executor process
+        for _ in extract_stream(fh, WARMUP, cfg, Stats()):
+            pass
     stats = Stats()
     pairs = 0
     t0, c0 = time.perf_counter(), time.process_time()

@@ -137,7 +137,7 @@ def test_job_arguments_parse_back_to_the_same_config(stage):
 
 
 def test_recrawl_state_machine_and_schedule():
-    spec = launch.EmrSpec()
+    spec = launch.EmrSpec(run_config="s3://bucket/crawlpairs/run.toml")
     sfn_req = launch.emr_state_machine_request(spec, launch.example_config())
     definition = json.loads(sfn_req["definition"])
     states = definition["States"]
@@ -148,7 +148,19 @@ def test_recrawl_state_machine_and_schedule():
     assert any(s.get("End") for s in states.values())
     step_args = states["Recrawl"]["Parameters"]["Step"]["HadoopJarStep"]["Args"]
     assert step_args[0] == "spark-submit" and any(a.endswith("/jobs/recrawl.py") for a in step_args)
-    assert "--seen" in step_args  # the persistent seen-set travels with every scheduled run
+    # recrawl runs extract + dedup with settings its flags do not cover: they travel in the run config
+    assert _submit_opts(step_args)["--files"] == "s3://bucket/crawlpairs/run.toml"
+    job_args = _job_args(step_args)
+    assert job_args[:2] == ["--config", "run.toml"] and "--input" not in job_args
+    from crawlpairs.cli import load_stage
+
+    try:
+        recrawl = load_stage("recrawl")()
+    except ImportError:
+        recrawl = None
+    if recrawl is not None:  # every flag is one the real recrawl parser knows
+        _, unknown = build_parser(recrawl).parse_known_args(job_args)
+        assert unknown == []
     # the cluster created by the state machine is a valid RunJobFlow request
     emr = _client("emr")
     with Stubber(emr) as stub:

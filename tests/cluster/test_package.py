@@ -164,3 +164,31 @@ def test_spark_submit_py_files_runs_packaged_code_on_standalone_cluster(tmp_path
     assert all(manifest["py_files"] in f for f in table["file"])
     stats = json.loads((out / "probe" / "_stats.json").read_text())
     assert stats["version"] == marker and stats["counts"]["rows_out"] == 40  # the driver ran the zip too
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_real_extract_job_from_the_artefact_on_standalone_cluster(tmp_path, standalone_cluster, shared_data):
+    """The shipped jobs/extract.py + zip, as an EMR step would run them, on real crawl files."""
+    manifest = package.build(tmp_path / "dist")
+    dest = tmp_path / "dist" / manifest["version"]
+    out = tmp_path / "out"
+    import pyspark
+
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
+           "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_HOME": str(Path(pyspark.__file__).parent)}
+    cmd = [str(Path(pyspark.__file__).parent / "bin" / "spark-submit"), "--master", standalone_cluster.master_url,
+           "--py-files", str(dest / manifest["py_files"]), "--conf", "spark.ui.enabled=false",
+           "--conf", "spark.executor.memory=512m", str(dest / "jobs" / "extract.py"),
+           "--input", str(shared_data / "wat" / "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.wat.gz"),
+           str(shared_data / "warc" / "resiliparse-CC-MAIN-2020-34.warc.gz"), "--output", str(out),
+           "--lid-model", str(shared_data / "models" / "lid.176.ftz"), "--shuffle-partitions", "2"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=500, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = json.loads((out / "candidates" / "_stats.json").read_text())
+    assert stats["counts"]["files_read"] == 2 and stats["counts"]["rows_out"] > 0
+    import pyarrow.dataset as ds
+
+    rows = ds.dataset(out / "candidates", format="parquet", partitioning="hive",
+                      exclude_invalid_files=True).to_table().num_rows
+    assert rows == stats["counts"]["rows_out"]

@@ -111,3 +111,11 @@ def test_local_globs_folders_and_missing(tmp_path):
                          ExtractConfig())
     assert [f.uri for f in res.files] == [str(tmp_path / "d" / "a.wat.gz"), str(tmp_path / "d" / "sub" / "b.warc.gz")]
     assert res.errors == [("missing_input", str(tmp_path / "none.gz"), "no such file")]
+
+
+def test_configuration_doc_is_current():
+    """docs/configuration.md is generated from the dataclasses; regenerate it when they change."""
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    assert doc.read_text() == config.markdown() + "\n", "run: python -m crawlpairs.config > docs/configuration.md"

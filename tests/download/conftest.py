@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib: make dl_server importable
-from crawlpairs.udfs.dl_optout import url_hashes
 from dl_server import ImageServer  # noqa: E402
 
 from crawlpairs.config import DownloadConfig
+from crawlpairs.udfs.dl_optout import url_hashes
 
 
 @pytest.fixture(scope="session")

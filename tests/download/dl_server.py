@@ -115,6 +115,10 @@ class ImageServer:
                 return web.Response(text="User-agent: *\nAllow: /\n\nUser-agent: crawlpairs\nDisallow: /private/\n")
             if host == "robots503.test":
                 return web.Response(status=503)
+            if host == "rebind.example":  # close the connection so the next request must resolve again
+                resp = web.Response(status=404)
+                resp.force_close()
+                return resp
             return web.Response(status=404)
         if (host, path) in self.by_host_path:
             body, ctype = self.by_host_path[(host, path)]
@@ -147,6 +151,10 @@ class ImageServer:
         if name == "retry-once.jpg":
             if self.hits[f"hostile.test{path}"] == 1:
                 return web.Response(status=429, headers={"Retry-After": "1"})
+            return web.Response(body=self.ok_photo, content_type=jpeg)
+        if name == "flaky.jpg":  # 500 on the first request of each distinct URL, then the image
+            if self.hits[f"hostile.test{path}"] == 1:
+                return web.Response(status=500)
             return web.Response(body=self.ok_photo, content_type=jpeg)
         if name == "always-429.jpg":
             return web.Response(status=429, headers={"Retry-After": "1"})

@@ -6,9 +6,10 @@ import hashlib
 
 import pandas as pd
 import pytest
+from dl_server import HOSTILE, ImageServer, canary_urls
+
 from crawlpairs.udfs.dl_fetch import error_kind, is_transient
 from crawlpairs.udfs.dl_task import download_frames, user_agent
-from dl_server import HOSTILE, ImageServer, canary_urls
 
 pytestmark = pytest.mark.integration
 
@@ -73,3 +74,24 @@ def test_per_host_rate_limit_spaces_requests(image_server: ImageServer, dl_cfg) 
     out = _run(urls, dl_cfg)
     assert (out.status == "success").all()
     assert time.monotonic() - t0 >= 4 / 3 - 0.05
+
+
+def test_dns_rebinding_between_robots_and_image_is_refused(image_server: ImageServer, dl_cfg) -> None:
+    """The name answers the allowed server for robots.txt, then the canary: the second answer is refused."""
+
+    class Rebinding:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def resolve(self, host, port=0, family=0):
+            self.calls += 1
+            target = image_server.port if self.calls == 1 else image_server.canary.port
+            return [{"hostname": host, "host": "127.0.0.1", "port": target, "family": 2, "proto": 0, "flags": 0}]
+
+    resolver = Rebinding()
+    df = pd.DataFrame({"uid": ["r"], "url": ["http://rebind.example/a.jpg"], "text": ["t"]})
+    out = pd.concat(list(download_frames(iter([df]), dl_cfg, base_resolver=resolver)))
+    assert resolver.calls == 2
+    assert image_server.hits["rebind.example/robots.txt"] == 1
+    assert out.status.iloc[0] == "blocked" and out.error_message.iloc[0].startswith("ssrf")
+    assert image_server.canary.connections == 0

@@ -9,19 +9,20 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from crawlpairs.jobs.download import DownloadStage
-from crawlpairs.udfs.dl_fetch import error_kind
 from dl_server import HOSTILE, ImageServer, canary_urls
 
 from crawlpairs.config import Config
+from crawlpairs.jobs.download import DownloadStage
 from crawlpairs.stage import run_stage
+from crawlpairs.udfs.dl_fetch import error_kind
 
 pytestmark = pytest.mark.integration
+FLAKY = "http://hostile.test/flaky.jpg?job"  # 500 the first time, an image the second
 
 
 def _input(tmp: Path, server: ImageServer) -> tuple[str, pd.DataFrame]:
     urls = sorted(server.warc) + [f"http://photos.test{p}" for p in server.photos]
-    urls += list(HOSTILE) + list(canary_urls(server.canary.port))
+    urls += list(HOSTILE) + list(canary_urls(server.canary.port)) + [FLAKY]
     df = pd.DataFrame({
         "uid": [f"{i:032x}" for i in range(len(urls))], "url": urls, "text": [f"alt text {i}" for i in range(len(urls))],
         "page_url": "http://www.archive.org/", "language": "en", "license": None,
@@ -58,6 +59,7 @@ def test_download_stage_layout_resume_and_retry(spark, tmp_path: Path, image_ser
     by_url = meta.set_index("url")
     for url, (status, kind) in (HOSTILE | canary_urls(image_server.canary.port)).items():
         assert (by_url.loc[url, "status"], error_kind(by_url.loc[url, "error_message"])) == (status, kind), url
+    assert by_url.loc[FLAKY, "status"] == "error" and by_url.loc[FLAKY, "error_message"].startswith("http_5xx")
     assert image_server.canary.connections == 0
 
     # webdataset layout: key.jpg / key.txt / key.json for exactly the success rows
@@ -92,14 +94,18 @@ def test_download_stage_layout_resume_and_retry(spark, tmp_path: Path, image_ser
     run_stage(DownloadStage, cfg, spark=spark)
     again = {k for k, v in image_server.hits.items() if v > hits.get(k, 0)}
     assert again <= {"hostile.test/always-429.jpg", "hostile.test/slow.jpg", "hostile.test/500.jpg",
+                     "hostile.test/flaky.jpg?job",
                      "robots503.test/robots.txt", "hostile.test/robots.txt", "photos.test/robots.txt"}
     assert "hostile.test/always-429.jpg" in again
     meta2 = pd.concat([pd.read_parquet(p) for p in sorted(images.glob("*.parquet"))], ignore_index=True)
     assert dict(zip(meta2.uid, meta2.key, strict=True)) == keys_before
-    assert (meta2.status == "success").sum() == len(ok)
-    n_members = 0
+    assert "hostile.test/flaky.jpg?job" in again
+    by_url2 = meta2.set_index("url")
+    assert by_url2.loc[FLAKY, "status"] == "success"  # the transient failure is now in its shard
+    assert (meta2.status == "success").sum() == len(ok) + 1
+    members2 = set()
     for t in sorted(images.glob("*.tar")):
         with tarfile.open(t) as tar:
-            n_members += len(tar.getnames())
-    assert n_members == 3 * len(ok)
+            members2 |= set(tar.getnames())
+    assert members2 == set(members) | {f"{by_url2.loc[FLAKY, 'key']}.{e}" for e in ("jpg", "txt", "json")}
     assert image_server.canary.connections == 0

@@ -8,9 +8,9 @@ import tarfile
 
 import pandas as pd
 import pytest
-from crawlpairs.udfs.dl_shards import plan, write_shard
 
 from crawlpairs import storage
+from crawlpairs.udfs.dl_shards import plan, write_shard
 
 
 def _rows(n: int) -> pd.DataFrame:

@@ -7,12 +7,13 @@ import io
 from pathlib import Path
 
 import pytest
+from dl_server import png_bomb
+from PIL import Image
+
 from crawlpairs.udfs.dl_images import ImageOptions, ImageReject, process
 from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, header_optout, url_hashes, x_robots_optout
 from crawlpairs.udfs.dl_robots import Robots
 from crawlpairs.udfs.dl_ssrf import GuardedResolver, NetPolicy, SSRFBlocked, forbidden_reason
-from dl_server import png_bomb
-from PIL import Image
 
 UA = "crawlpairs/0.1 (+https://example.org)"
 

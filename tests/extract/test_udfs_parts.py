@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 import pytest
+
 from crawlpairs.udfs import langid
 from crawlpairs.udfs.extract import crawl_from_path, make_uid
 from crawlpairs.udfs.license import detect_license, normalise_license_url

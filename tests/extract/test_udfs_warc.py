@@ -8,9 +8,9 @@ from urllib.parse import urljoin, urlsplit
 
 import pyarrow as pa
 import pytest
-from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_stream
 
 from crawlpairs.stats import Stats
+from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_stream
 
 
 def run_bytes(data: bytes, cfg, name="mem.warc.gz"):

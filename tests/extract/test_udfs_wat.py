@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 
 import pyarrow as pa
-from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_stream, make_uid
 
 from crawlpairs.stats import Stats
+from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_stream, make_uid
 
 WAT_2014 = "wat/CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.wat"
 
@@ -153,3 +153,37 @@ def test_wat_title_fallback_and_entities(cfg):
     ]
     assert dict(stats.dropped) == {"scheme": 1, "data_uri": 1, "extension": 1, "duplicate_in_page": 1}
     assert stats.counts["pairs_found"] == 6
+
+
+def test_crawl_from_warcinfo_is_part_of(cfg):
+    import gzip
+
+    import orjson
+
+    info = b"isPartOf: CC-MAIN-2024-22\r\npublisher: Common Crawl\r\n\r\n"
+    warcinfo = (b"WARC/1.0\r\nWARC-Type: warcinfo\r\nContent-Type: application/warc-fields\r\n"
+                b"Content-Length: " + str(len(info)).encode() + b"\r\n\r\n" + info + b"\r\n\r\n")
+    doc = {"Envelope": {"WARC-Header-Metadata": {"WARC-Target-URI": "http://e.com/"},
+                        "Payload-Metadata": {"HTTP-Response-Metadata": {"HTML-Metadata": {
+                            "Links": [{"path": "IMG@/src", "url": "/a.jpg", "alt": "A caption here"}]}}}}}
+    body = orjson.dumps(doc)
+    rec = (b"WARC/1.0\r\nWARC-Type: metadata\r\nWARC-Target-URI: http://e.com/\r\n"
+           b"WARC-Date: 2024-05-01T10:00:00Z\r\nContent-Type: application/json\r\n"
+           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body + b"\r\n\r\n")
+    data = gzip.compress(warcinfo) + gzip.compress(rec)
+    rows = pa.Table.from_batches(list(extract_stream(io.BytesIO(data), "x.wat.gz", cfg, Stats())),
+                                 schema=CANDIDATE_SCHEMA).to_pylist()
+    assert [(r["url"], r["crawl"]) for r in rows] == [("http://e.com/a.jpg", "CC-MAIN-2024-22")]
+    # the argument wins over everything
+    rows = pa.Table.from_batches(list(extract_stream(io.BytesIO(data), "x.wat.gz", cfg, Stats(),
+                                                     crawl="CC-MAIN-2030-01")), schema=CANDIDATE_SCHEMA)
+    assert rows.column("crawl").to_pylist() == ["CC-MAIN-2030-01"]
+
+
+def test_batches_are_bounded(data_dir, cfg):
+    cfg.min_text_length = 1
+    stats = Stats()
+    with open(data_dir / "warc/CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.gz", "rb") as f:
+        batches = list(extract_stream(f, "x", cfg, stats, batch_rows=100))
+    assert len(batches) > 1 and sum(b.num_rows for b in batches) == stats.counts["pairs_kept"]
+    assert all(b.schema == CANDIDATE_SCHEMA for b in batches)

@@ -433,6 +433,7 @@ def test_works_without_shared_data(tmp_path, monkeypatch):
     truth = pq.read_table(res.truth_path).to_pandas()
     texts = set(truth.text[truth.fault.isna()])
     assert res.pairs_expected > 50
+    assert min(len(t) for t in texts) >= 8  # clear of the 5-character limit, also in CJK
     assert any(any("\u3040" <= ch <= "\u9fff" for ch in t) for t in texts)  # CJK from the built-in list
     assert any(any("\u0400" <= ch <= "\u04ff" for ch in t) for t in texts)  # Cyrillic
     with pytest.raises(FileNotFoundError):
@@ -536,3 +537,16 @@ def test_noise_is_labelled_and_reversible(both):
     )
     ws = t[t.noise == "whitespace"]
     assert all(x == " ".join(c.split()) for x, c in zip(ws.text, ws.caption, strict=True))
+
+
+def test_same_bytes_whatever_ran_before_in_the_process(tmp_path, monkeypatch, shared_data):
+    """Per-process caches (captions, corpus, sites) never leak between captions sources."""
+    first = generate(
+        str(tmp_path / "1"), kind="wat", files=1, pages_per_file=30, seed=8, captions_path=str(shared_data)
+    )
+    monkeypatch.setenv("CRAWLPAIRS_SHARED_DATA", str(tmp_path / "nothing-here"))
+    generate(str(tmp_path / "fallback"), kind="wat", files=1, pages_per_file=30, seed=8)
+    again = generate(
+        str(tmp_path / "2"), kind="wat", files=1, pages_per_file=30, seed=8, captions_path=str(shared_data)
+    )
+    assert Path(first.wat_files[0]).read_bytes() == Path(again.wat_files[0]).read_bytes()

@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from crawlpairs.jobs.index import IndexStage
-from crawlpairs.jobs.query import QueryStage
-from crawlpairs.udfs import knn
 
 from crawlpairs.config import Config, IndexConfig
+from crawlpairs.jobs.index import IndexStage
+from crawlpairs.jobs.query import QueryStage
 from crawlpairs.stage import main, run_stage
+from crawlpairs.udfs import knn
 
 
 def test_cli_index_then_query_returns_the_row_itself(tmp_path, make_embeddings, spark, capsys):

@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-from crawlpairs.udfs import knn
 
 from crawlpairs.config import IndexConfig
 from crawlpairs.stats import Stats
+from crawlpairs.udfs import knn
 
 # HNSW with a fixed efSearch: autofaiss's own parameter search costs seconds per index.
 FAST = {"index_key": "HNSW16", "index_param": "efSearch=128"}

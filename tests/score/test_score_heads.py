@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from crawlpairs.udfs.heads import load_head, nsfw_tag
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from crawlpairs.jobs.score import ScoreStage, list_shards
 from score_helpers import TINY
 
 from crawlpairs.config import Config, ScoreConfig
+from crawlpairs.jobs.score import ScoreStage, list_shards
 from crawlpairs.stage import UsageError, run_stage
 
 

@@ -1,0 +1,244 @@
+"""Extraction benchmark: ours vs cc2dataset 1.5.0 vs the inflate/parse floor, one core.
+
+    .venv/bin/python bench/extract/run.py [--pages 8500] [--files 1] [--reps 3]
+
+Corpora (written once under bench/extract/work/, gitignored):
+  gen   WATs from crawlpairs.generate (realistic page statistics, synthetic text)
+  real  WATs from the real HTML pages of the shared WARCs (bench/extract/realwat.py),
+        in Common Crawl's layout and compression (gzip -6 per record)
+Arms (bench/extract/worker.py, each in a fresh process pinned to one CPU):
+  ours            udfs.extract.extract_stream end to end: filters, cleanup, license, uid, fastText
+  ours_nolid      the same without language ID (to show what lid costs)
+  cc2dataset      cc2dataset 1.5.0's process_wat(path, "image") (FastWARC + simdjson, no filters),
+                  run from its own venv bench/.venvs/cc2dataset (created here if missing)
+  floor_parse     FastWARC + orjson.loads of EVERY record (what parse-everything costs)
+  floor_read      FastWARC iterate + read every record (inflate + WARC framing)
+  inflate_*       gzip members inflated with ISA-L / zlib-ng / zlib, nothing else
+The machine is shared with other jobs, so every arm runs once per round, rounds repeat
+`--reps` times in a shuffled order, and rates are computed from each process's CPU time
+(time.process_time: the core-seconds the work itself took), medians over rounds. Wall
+times are recorded too. One-time per-process costs (imports, model load) are excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+VENV_CC2 = REPO / "bench" / ".venvs" / "cc2dataset"
+ARMS = ["ours", "ours_nolid", "cc2dataset", "floor_parse", "floor_read", "inflate_isal", "inflate_zlibng",
+        "inflate_zlib"]
+
+
+def shared_data() -> Path:
+    return Path(os.environ.get("CRAWLPAIRS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def ensure_cc2dataset() -> Path:
+    py = VENV_CC2 / "bin" / "python"
+    if not (py.exists() and subprocess.run([str(py), "-c", "import cc2dataset.main"],
+                                           capture_output=True).returncode == 0):
+        print("creating", VENV_CC2, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV_CC2)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "cc2dataset==1.5.0"], check=True)
+    return py
+
+
+def corpus_gen(work: Path, files: int, pages: int) -> list[str]:
+    from crawlpairs.generate import generate
+
+    out = work / f"gen-{files}x{pages}"
+    marker = out / "_bench_done.json"
+    if marker.exists():
+        return json.loads(marker.read_text())["files"]
+    res = generate(str(out), kind="wat", files=files, pages_per_file=pages, seed=7, layout="flat",
+                   write_truth=False)
+    marker.write_text(json.dumps({"files": res.wat_files}))
+    return res.wat_files
+
+
+def corpus_real(work: Path, files: int, pages: int) -> list[str]:
+    sys.path.insert(0, str(HERE))
+    import realwat
+
+    return realwat.build(work / "real", shared_data(), files, pages)
+
+
+def run_arm(arm: str, files: list[str], py_cc2: Path) -> dict:
+    py = str(py_cc2) if arm == "cc2dataset" else sys.executable
+    env = dict(os.environ,
+               BENCH_LID_MODEL=str(shared_data() / "models" / "lid.176.ftz"),
+               BENCH_WARMUP_FILE=str(shared_data() / "wat" /
+                                     "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.wat.gz"))
+    p = subprocess.run([py, str(HERE / "worker.py"), arm, *files], capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        raise RuntimeError(f"{arm} failed: {p.stderr[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return info
+
+
+def summarise(name: str, files: list[str], runs: dict[str, list[dict]]) -> dict:
+    gz = sum(os.path.getsize(f) for f in files)
+    raw = statistics.median(r["bytes_out"] for r in runs["floor_read"]) if runs.get("floor_read") else None
+    arms = {}
+    for arm, rs in runs.items():
+        cpu = statistics.median(r["cpu"] for r in rs)
+        wall = statistics.median(r["wall"] for r in rs)
+        a = {"cpu_s": round(cpu, 4), "wall_s": round(wall, 4), "cpu_s_all": [round(r["cpu"], 4) for r in rs],
+             "mb_per_s": round(gz / 1e6 / cpu, 2), "mb_per_s_wall": round(gz / 1e6 / wall, 2)}
+        if raw:
+            a["raw_mb_per_s"] = round(raw / 1e6 / cpu, 1)
+        if "pairs" in rs[0]:
+            a["pairs"] = rs[0]["pairs"]
+            a["pairs_per_s"] = round(rs[0]["pairs"] / cpu)
+        if "pairs_found" in rs[0]:
+            a["img_links"] = rs[0]["pairs_found"]
+            a["img_links_per_s"] = round(rs[0]["pairs_found"] / cpu)
+        arms[arm] = a
+    ratios = {}
+    if "ours" in arms:
+        for other in ("cc2dataset", "floor_parse", "floor_read", "inflate_isal"):
+            if other in arms:
+                ratios[f"ours_vs_{other}"] = round(arms[other]["cpu_s"] / arms["ours"]["cpu_s"], 3)
+        if "ours_nolid" in arms and "cc2dataset" in arms:
+            ratios["ours_nolid_vs_cc2dataset"] = round(arms["cc2dataset"]["cpu_s"] / arms["ours_nolid"]["cpu_s"], 3)
+        if "ours_nolid" in arms and "floor_parse" in arms:
+            ratios["ours_nolid_vs_floor_parse"] = round(arms["floor_parse"]["cpu_s"] / arms["ours_nolid"]["cpu_s"], 3)
+    return {"corpus": name, "files": [os.path.basename(f) for f in files], "gz_bytes": gz,
+            "raw_bytes": raw, "compression_ratio": round(raw / gz, 2) if raw else None,
+            "arms": arms, "ratios": ratios}
+
+
+def write_markdown(res: dict, path: Path) -> None:
+    L = ["# Extraction benchmark (stage 1)", "",
+         f"Command: `{res['command']}`  ", f"Date: {res['date']}  ",
+         f"Machine: {res['machine'].get('cpu', '?')}, {res['machine']['cpus']} CPUs, shared with other jobs "
+         f"(load average {res['load_before'][0]:.1f} before, {res['load_after'][0]:.1f} after).  ",
+         "One process per arm pinned to one CPU; every round runs all arms in a shuffled order "
+         f"({res['reps']} rounds). Rates use each process's CPU time (core-seconds of the work), "
+         "median over rounds, so other jobs on the machine do not skew the ratios; wall-clock rates "
+         "are in results.json. One-time process costs (imports, fastText model load) are excluded.", ""]
+    for c in res["corpora"]:
+        L += [f"## Corpus `{c['corpus']}`: {len(c['files'])} file(s), {c['gz_bytes'] / 1e6:.1f} MB gzipped, "
+              f"{(c['raw_bytes'] or 0) / 1e6:.0f} MB inflated (ratio {c['compression_ratio']})", "",
+              "| arm | CPU s | MB/s gz (per core) | MB/s inflated | pairs out | pairs/s | IMG links/s |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for arm, a in c["arms"].items():
+            L.append(f"| {arm} | {a['cpu_s']:.3f} | {a['mb_per_s']:.1f} | {a.get('raw_mb_per_s', '')} | "
+                     f"{a.get('pairs', '')} | {a.get('pairs_per_s', '')} | {a.get('img_links_per_s', '')} |")
+        L += ["", "Ratios (speed of ours ÷ speed of the other arm; > 1: ours is faster):", ""]
+        L += [f"- {k}: **{v}**" for k, v in c["ratios"].items()]
+        L.append("")
+    real = next((c for c in res["corpora"] if c["corpus"] == "real"), None)
+    if real and real["ratios"]:
+        r = real["ratios"]
+        L += ["## Against the goals (corpus `real`, per core)", "",
+              f"- ≥ 3× cc2dataset 1.5.0: ours (all filters + language ID) **{r.get('ours_vs_cc2dataset')}×**, "
+              f"without language ID {r.get('ours_nolid_vs_cc2dataset')}× — "
+              + ("met." if r.get("ours_vs_cc2dataset", 0) >= 3 else "**not met**."),
+              f"- ≥ 60% of the floor (inflate + JSON-parse every record): ours **{r.get('ours_vs_floor_parse'):.0%}**, "
+              f"without language ID {r.get('ours_nolid_vs_floor_parse'):.0%} — "
+              + ("met." if r.get("ours_vs_floor_parse", 0) >= 0.6 else "**not met**."),
+              ""]
+    L += NOTES
+    path.write_text("\n".join(L) + "\n")
+
+
+NOTES = [
+    "## Reading the numbers", "",
+    "- **Corpora.** `real` is the realistic one: real HTML pages (shared WARCs: archive.org 2008, "
+    "Common Crawl 2014/2020, a 2024 wget crawl) in Common Crawl's WAT layout, gzip -6 per record; "
+    "its inflate ratio (~6) matches a real CC WAT (328 MB / 51.7 MB). Pages repeat to fill the "
+    "file; alt/title texts get a per-copy suffix so that work done once per distinct text "
+    "(language ID) is not flattered. `gen` (crawlpairs.generate) has realistic page statistics "
+    "but word-salad text that compresses only ~2.6x, so per gzipped MB it holds less than half "
+    "the JSON of a real WAT while holding as many images: it makes the parse-everything floor "
+    "look cheap and per-image work look expensive. Judge MB/s of gzipped input on `real`.",
+    "- **What the arms do.** cc2dataset 1.5.0 emits every IMG link with a non-empty alt "
+    "(no URL/text filters, no cleanup, no dedup, md5 uid, no license, no language ID), hence "
+    "its higher `pairs out`. `ours` applies LAION's filters, text cleanup (unescape, mojibake, "
+    "controls), page license, sha256 uid and fastText lid.176 (`.ftz`, the quantised model; "
+    "the `.bin` default is not available offline).",
+    "- **What bounds ours.** Reading (FastWARC inflate + framing = `floor_read`) is ~20% of "
+    "our CPU time; JSON is small because request/metadata records are skipped by a byte "
+    "search and only the IMG link objects of the rest are parsed. The rest is per-IMG-link "
+    "Python work (URL resolution, filters, cleanup, uid, Arrow columns), ~15 µs per IMG link "
+    "on one core here, and fastText (~9-15 µs per distinct caption with the .ftz model, about "
+    "a fifth of our time). The `real` corpus holds ~2,000 alt-bearing IMG links per gzipped MB, "
+    "about 1.7x the density implied by cc2dataset's numbers on a real CC WAT in ENVIRONMENT.md "
+    "(18.6k pairs/s at 15.5 MB/s), so on real crawl files per-link work weighs less than here.",
+    "- **Inflate arms.** Inflating the members from Python with ISA-L or zlib-ng is slower "
+    "than FastWARC's own reader here (`floor_read`), so handing FastWARC a pre-inflated "
+    "stream would not help (and would lose the compressed record offsets).",
+    "",
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pages", type=int, default=8500, help="pages per WAT file (~50 MB gz for both corpora)")
+    ap.add_argument("--files", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--corpora", default="real,gen")
+    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--work", default=str(HERE / "work"))
+    ap.add_argument("--out", default=str(HERE))
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite RESULTS.md from results.json")
+    args = ap.parse_args()
+    if args.markdown_only:
+        out = Path(args.out)
+        write_markdown(json.loads((out / "results.json").read_text()), out / "RESULTS.md")
+        return
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    py_cc2 = ensure_cc2dataset()
+    corpora = {}
+    for name in args.corpora.split(","):
+        print("corpus", name, flush=True)
+        corpora[name] = (corpus_gen if name == "gen" else corpus_real)(work, args.files, args.pages)
+    arms = args.arms.split(",")
+    load_before = os.getloadavg()
+    runs: dict[str, dict[str, list[dict]]] = {c: {a: [] for a in arms} for c in corpora}
+    rng = random.Random(0)
+    for rep in range(args.reps):
+        order = [(c, a) for c in corpora for a in arms]
+        rng.shuffle(order)
+        for c, a in order:
+            r = run_arm(a, corpora[c], py_cc2)
+            runs[c][a].append(r)
+            print(f"round {rep} {c:5s} {a:15s} cpu {r['cpu']:.3f}s wall {r['wall']:.3f}s", flush=True)
+    res = {
+        "command": " ".join([".venv/bin/python", "bench/extract/run.py", *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(), "load_before": load_before, "load_after": os.getloadavg(), "reps": args.reps,
+        "corpora": [summarise(c, corpora[c], runs[c]) for c in corpora],
+    }
+    out = Path(args.out)
+    (out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
+    write_markdown(res, out / "RESULTS.md")
+    print((out / "RESULTS.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
