@@ -2,8 +2,10 @@
 
 `download_frames` is what the job hands to `mapInPandas`: it streams the task's
 rows into a FetchPool (network in a background thread) and, in `decode_threads`
-threads (Pillow releases the GIL), vets and transforms each body as it arrives: image hash blocklist first (a listed image
-is dropped before it is decoded or stored), then dl_images.process.
+threads (Pillow releases the GIL), vets and transforms each body as it arrives:
+image hash blocklist first (a listed image is dropped before it is decoded or
+stored), then dl_images.process. Output rows come in order of completion, not of
+input; the shard writer sorts by uid.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import hashlib
 import re
 import typing
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -62,7 +62,7 @@ CANDIDATE_SCHEMA = pa.schema(
 )
 
 _CRAWL_RE = re.compile(r"CC-MAIN-\d{4}-\d{2}(?!\d)")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # FastWARC record type values (WarcRecordType IntFlag), as ints for fast comparisons.
 _WARCINFO, _RESPONSE, _RESOURCE, _METADATA = 2, 4, 8, 32
@@ -96,7 +96,7 @@ def _parse_warc_date(value: str | None) -> int | None:
     except ValueError:
         return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return (dt - _EPOCH) // _US
 
 
@@ -109,7 +109,7 @@ def _timestamps(dates: list[str | None]) -> pa.Array:
         return pa.array([_parse_warc_date(d) for d in dates], pa.int64()).cast(ts)
 
 
-_US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc) - _EPOCH
+_US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
 
 
 class _Counting:
@@ -420,7 +420,7 @@ def extract_stream(
                     continue
                 try:
                     page = None
-                    if b"creativecommons.org" not in payload and payload[-8:].rstrip().endswith(b"}"):
+                    if payload[-8:].rstrip().endswith(b"}"):
                         try:  # fast path: parse only the IMG link objects
                             page = scan_page(payload, with_title)
                         except ValueError:

@@ -96,9 +96,9 @@ def scan_page(payload: bytes, with_title: bool = False) -> WatPage:
     Link objects are flat, so each `"IMG@/src"` occurrence is cut out between the nearest
     `{` before and `}` after it and parsed alone. Anything unexpected (a brace inside a
     string, an escaped match) makes the slice invalid JSON, and then ValueError tells the
-    caller to use `parse_page`. It does not look for license links: callers use it only
-    when the payload does not mention creativecommons.org. `page_url` is left to the
-    record's WARC-Target-URI header (the same value).
+    caller to use `parse_page`. License links are cut out the same way around each
+    `creativecommons.org`. `page_url` is left to the record's WARC-Target-URI header (the
+    same value). Checked equal to `parse_page` on every record of the test and bench WATs.
     """
     find, rfind, loads = payload.find, payload.rfind, orjson.loads
     images: list[tuple[str, list[tuple[str, str]]]] = []
@@ -120,13 +120,44 @@ def scan_page(payload: bytes, with_title: bool = False) -> WatPage:
                     cands.append((title, "title"))
             images.append((url, cands))
         i = find(_IMG, end)
+    lic: list[tuple[str, str | None]] = []
+    if b"creativecommons.org" in payload:
+        _scan_cc_links(payload, lic)
     base = None
     if b'"Base"' in payload:
         m = _BASE.search(payload)
         if m:
             b = loads(m.group(1))
             base = b if b.strip() else None
-    return WatPage(None, base, images, [])
+    return WatPage(None, base, images, lic)
+
+
+_CC = b"creativecommons.org"
+
+
+def _scan_cc_links(payload: bytes, out: list[tuple[str, str | None]]) -> None:
+    """`parse_page`'s license links (Head.Link first, then Links) from the flat objects
+    around each creativecommons.org mention; ValueError if a mention is not inside one."""
+    head: list[tuple[str, str | None]] = []
+    body: list[tuple[str, str | None]] = []
+    find, rfind = payload.find, payload.rfind
+    i = find(_CC)
+    while i >= 0:
+        start, end = rfind(b"{", 0, i), find(b"}", i)
+        if start < 0 or end < 0:
+            raise ValueError("creativecommons.org outside an object")
+        obj = orjson.loads(payload[start : end + 1])
+        if obj.__class__ is not dict:
+            raise ValueError("creativecommons.org outside an object")
+        path, url = obj.get("path"), obj.get("url")
+        if path.__class__ is str and url.__class__ is str and "creativecommons.org" in url and (
+            path != "IMG@/src" and not path.startswith("SCRIPT@")
+        ):
+            rel = obj.get("rel")
+            (head if path.startswith("LINK@") else body).append((url, rel if isinstance(rel, str) else None))
+        i = find(_CC, end)
+    out.extend(head)
+    out.extend(body)
 
 
 def _cc_links(links: Any, out: list[tuple[str, str | None]]) -> None:

@@ -132,6 +132,7 @@ def run_one(data: Path, work: Path, n: int, cores: int, driver_mem: str) -> dict
     cfg.dedup.seen = str(work / f"seen_{n}")
     cfg.spark.master = f"local[{cores}]"
     cfg.spark.local_dir = str(work / "spark-local")
+    cfg.spark.shuffle_partitions = max(4, n // 100_000)  # ~100k rows per shuffle partition at every size
     cfg.spark.conf.update({"spark.ui.enabled": "false", "spark.driver.memory": driver_mem})
     for p in (cfg.output, cfg.dedup.seen):
         shutil.rmtree(p, ignore_errors=True)

@@ -17,7 +17,6 @@ from dedup_support import dedup_config  # noqa: E402
 def run_dedup(spark):
     """Run DedupStage on the shared session; returns (kept rows as dicts, stats dict)."""
     from crawlpairs.jobs.dedup import DedupStage
-
     from crawlpairs.stage import run_stage
 
     def run(inp, out, seen=None, **dedup):
