@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import sys
 
-from crawlpairs import storage
 from crawlpairs.stage import Context, Stage, UsageError, main
 from crawlpairs.udfs import dedup_seen
 from crawlpairs.udfs.dedup_seen import SeenSet
@@ -177,7 +176,7 @@ class DedupStage(Stage):
         """Write this run's keys under a new attempt, then commit it with one manifest write."""
         from pyspark.sql import functions as F
 
-        d, st = ctx.cfg.dedup, ctx.cfg.storage
+        d = ctx.cfg.dedup
         n = d.seen_prefix_chars
         attempt = dedup_seen.new_attempt(own)
         fresh = ann.where(~F.coalesce(F.col("_reason").isin("seen_uid", "seen_url"), F.lit(False)))
@@ -191,7 +190,10 @@ class DedupStage(Stage):
             target = seen.attempt_dir(kind, attempt)
             (df.withColumn("p", F.substring("key", 1, n)).repartition("p").sortWithinPartitions("key")
              .write.mode("overwrite").partitionBy("p").parquet(ctx.spark_uri(target)))
-            written = ctx.spark.read.parquet(ctx.spark_uri(target)).count() if storage.exists(target, st) else 0
+            try:
+                written = ctx.spark.read.parquet(ctx.spark_uri(target)).count()
+            except Exception:  # noqa: BLE001 - nothing new: Spark wrote no file to infer a schema from
+                written = 0
             kinds[kind] = {"prefixes": seen.written_prefixes(kind, attempt), "rows": written}
         seen.commit(own, attempt, kinds, {"output": ctx.out, "inputs": ctx.cfg.input,
                                           "prefix_chars": n})

@@ -41,7 +41,7 @@ CRAWL_RE = re.compile(r"^CC-MAIN-(\d{4})-(\d{2})$")
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
+    return dt.datetime.now(dt.UTC).isoformat()
 
 
 def fetch(uri: str, cfg: Config) -> bytes:

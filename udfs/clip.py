@@ -241,10 +241,10 @@ class ClipEncoder:
         self._std = torch.tensor(self.spec.std, device=dev).view(1, 3, 1, 1) * 255.0
         self.profile = False  # synchronise CUDA around phases so their timings are real
         self.timing = {"transfer": 0.0}
-        self.trim_text = False
+        self.trim_ok = False  # set once the trimmed text path is verified exact for this model
         with torch.inference_mode():
             self.dim = int(self.encode_texts(["a"]).shape[1])
-            self.trim_text = self._trim_is_exact()
+            self.trim_ok = self._trim_is_exact()
 
     def _trim_is_exact(self) -> bool:
         """Trimming padding is exact for causal text towers pooled at the EOT token; check it once.
@@ -323,11 +323,12 @@ class ClipEncoder:
     def tokenize(self, texts: list[str]):
         return self.tokenizer(texts)
 
-    def encode_tokens(self, tokens) -> np.ndarray:
+    def encode_tokens(self, tokens, trim: bool = True) -> np.ndarray:
+        """Token ids -> normalised embeddings; `trim` cuts the batch to its longest text when exact."""
         import torch
 
         with torch.inference_mode(), self._autocast():
-            if self.trim_text:
+            if trim and self.trim_ok:
                 nonzero = (tokens != 0).any(dim=0).nonzero()
                 n = int(nonzero.max()) + 1 if nonzero.numel() else 1
                 emb = self._encode_text_trimmed(tokens[:, :n].to(self.device)).float()
@@ -336,8 +337,8 @@ class ClipEncoder:
             emb = torch.nn.functional.normalize(emb, dim=-1)
         return emb.cpu().numpy().astype(np.float32, copy=False)
 
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
-        return self.encode_tokens(self.tokenize(texts))
+    def encode_texts(self, texts: list[str], trim: bool = True) -> np.ndarray:
+        return self.encode_tokens(self.tokenize(texts), trim)
 
 
 def get_encoder(name: str, pretrained: str | None, device: str, precision: str,
@@ -442,15 +443,14 @@ def _records(shard: str, cfg: ScoreConfig, st: StorageConfig | None, stats: Stat
         for sample in wds.iter_samples(fh, stats, source=shard):
             row = dict(meta.get(sample.key) or sample.meta() or {})
             _, image = sample.image()
+            if image is None and (row.get("status") not in (None, "success") or set(sample.files) <= {"json"}):
+                stats.incr("members_without_image_skipped")  # a failed download's .json, a stray member
+                continue
             text = sample.text()
             if text is None:
                 stats.error("missing_txt", input=f"{shard}#{sample.key}")
                 fallback = row.get("caption") or row.get("text")
                 text = fallback if isinstance(fallback, str) else None
-            if image is None and text is None and not sample.files.get("json"):
-                continue  # a stray member (e.g. a lone .json of a failed download is fine too)
-            if image is None and row.get("status") not in (None, "success"):
-                continue  # img2dataset may leave .json of failed downloads: not a sample
             yield Record(sample.key, image, text, row)
 
 
@@ -544,8 +544,6 @@ def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig |
     timing = {"decode_wait": 0.0, "decode_cpu": 0.0, "resize_cpu": 0.0, "model_image": 0.0, "model_text": 0.0,
               "heads": 0.0, "multilingual": 0.0}
     enc.profile = cfg.profile
-    if not cfg.text_trim:
-        enc.trim_text = False
     transfer0 = enc.timing["transfer"]
     main_langs = set(cfg.main_model_languages)
 
@@ -568,7 +566,7 @@ def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig |
         t2 = time.perf_counter()
         texts = [r.text[: cfg.max_text_chars] for r in ok]
         tokens = enc.tokenize(texts)
-        txt = enc.encode_tokens(tokens)
+        txt = enc.encode_tokens(tokens, cfg.text_trim)
         t3 = time.perf_counter()
         timing["model_image"] += t2 - t1
         timing["model_text"] += t3 - t2
@@ -580,7 +578,7 @@ def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig |
             if idx:
                 t4 = time.perf_counter()
                 ml_img = ml.encode_images(np.stack([ok[i].pixels for i in idx]))
-                ml_txt = ml.encode_texts([texts[i] for i in idx])
+                ml_txt = ml.encode_texts([texts[i] for i in idx], cfg.text_trim)
                 sim[idx] = np.sum(ml_img * ml_txt, axis=1)
                 for i in idx:
                     sim_model[i] = "multilingual"

@@ -39,7 +39,7 @@ def run_key(output: str) -> str:
 
 
 def new_attempt(key: str) -> str:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     return f"{key}-{stamp}-{uuid.uuid4().hex[:8]}"
 
 
@@ -93,7 +93,7 @@ class SeenSet:
     def commit(self, key: str, attempt: str, kinds: dict[str, dict[str, Any]], extra: dict[str, Any]) -> None:
         """Make an attempt visible: one atomic write of the manifest, written last."""
         doc = {"run_key": key, "attempt": attempt, "kinds": kinds,
-               "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(), **extra}
+               "committed_at": dt.datetime.now(dt.UTC).isoformat(), **extra}
         storage.write_json(self.manifest_uri(key), doc, self.st)
 
     def collect_garbage(self, key: str, keep_attempt: str | None) -> list[str]:

@@ -51,7 +51,7 @@ def generate(root: Path, n: int, seed: int = 0, chunk: int = 500_000) -> dict:
     schema = pa.schema([CANDIDATE_SCHEMA.field(x) for x in names])
     out = root / "crawl=CC-MAIN-2024-33" / "batch=b0"
     out.mkdir(parents=True, exist_ok=True)
-    t0 = dt.datetime(2024, 8, 1, tzinfo=dt.timezone.utc)
+    t0 = dt.datetime(2024, 8, 1, tzinfo=dt.UTC)
     kinds = {"unique": 0, "exact_copy": 0, "same_url": 0, "near_variant": 0}
     from crawlpairs.udfs.extract import make_uid
 

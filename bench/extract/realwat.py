@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -147,7 +147,7 @@ def _record(rtype: str, target: str, date: str, doc: dict) -> bytes:
 def write_wat(path: Path, pages: list[dict], n_pages: int, index: int) -> int:
     """One WAT of `n_pages` pages (cycling through `pages`); returns its size in bytes."""
     warc_name = f"CC-MAIN-20240812000000-{index:05d}-bench.warc.gz"
-    t0 = datetime(2024, 8, 12, tzinfo=timezone.utc)
+    t0 = datetime(2024, 8, 12, tzinfo=UTC)
     with open(path, "wb") as out:
         info = (b"Software-Info: bench/extract/realwat.py\r\nExtracted-Date: Mon, 12 Aug 2024 00:00:00 GMT\r\n"
                 b"isPartOf: CC-MAIN-2024-33\r\n\r\n")

@@ -103,3 +103,31 @@ def test_license_matches_truth(generated, cfg):
                   if lc != lic.get((p, u))]
     assert mismatched == []
     assert df.license.notna().sum() > 0
+
+
+def test_fast_scan_equals_full_parse(generated, data_dir):
+    """The fast path (cut out IMG/license link objects) must give what the full parse gives."""
+    from fastwarc.warc import ArchiveIterator
+
+    from crawlpairs.udfs.wat import parse_page, scan_page
+
+    res, _ = generated
+    files = [res.wat_files[0], *map(str, (data_dir / "wat").glob("*.wat*"))]
+    checked = 0
+    for path in files:
+        with open(path, "rb") as f:
+            for rec in ArchiveIterator(f, parse_http=False, quirks_mode=True):
+                payload = rec.reader.read()
+                if b"IMG@" not in payload:
+                    continue
+                try:
+                    full = parse_page(payload, True)
+                except ValueError:
+                    continue
+                try:
+                    fast = scan_page(payload, True)
+                except ValueError:
+                    continue  # the caller falls back to the full parse
+                assert (fast.images, fast.base, fast.license_links) == (full.images, full.base, full.license_links)
+                checked += 1
+    assert checked > 100

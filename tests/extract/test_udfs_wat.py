@@ -187,3 +187,34 @@ def test_batches_are_bounded(data_dir, cfg):
         batches = list(extract_stream(f, "x", cfg, stats, batch_rows=100))
     assert len(batches) > 1 and sum(b.num_rows for b in batches) == stats.counts["pairs_kept"]
     assert all(b.schema == CANDIDATE_SCHEMA for b in batches)
+
+
+def test_braces_and_quotes_in_alt_fall_back_to_full_parse(cfg):
+    import gzip
+
+    import orjson
+
+    from crawlpairs.udfs.wat import scan_page
+
+    links = [{"alt": "curly {brace} and \"quotes\" here", "path": "IMG@/src", "url": "/a.jpg"},
+             {"path": "IMG@/src", "url": "/b.jpg", "alt": "closing } first"},
+             {"path": "A@/href", "url": "https://creativecommons.org/licenses/by/4.0/", "rel": "license"}]
+    doc = {"Envelope": {"WARC-Header-Metadata": {"WARC-Target-URI": "http://e.com/"},
+                        "Payload-Metadata": {"HTTP-Response-Metadata": {"HTML-Metadata": {"Links": links}}}}}
+    body = orjson.dumps(doc)
+    try:
+        scan_page(body)
+        raise AssertionError("the cut-out should not parse")
+    except ValueError:
+        pass
+    rec = (b"WARC/1.0\r\nWARC-Type: metadata\r\nWARC-Target-URI: http://e.com/\r\n"
+           b"WARC-Date: 2024-05-01T10:00:00Z\r\nContent-Type: application/json\r\n"
+           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body + b"\r\n\r\n")
+    stats = Stats()
+    rows = pa.Table.from_batches(list(extract_stream(io.BytesIO(gzip.compress(rec)), "x", cfg, stats)),
+                                 schema=CANDIDATE_SCHEMA).to_pylist()
+    assert [(r["url"], r["text"], r["license"]) for r in rows] == [
+        ("http://e.com/a.jpg", 'curly {brace} and "quotes" here', "cc-by"),
+        ("http://e.com/b.jpg", "closing } first", "cc-by"),
+    ]
+    assert not stats.errors

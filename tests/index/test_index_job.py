@@ -93,3 +93,14 @@ def test_index_on_s3_in_and_out(tmp_path, make_embeddings, s3_server):
     assert idx.local.startswith(str(tmp_path / "cache"))
     hits = idx.query_vectors(vecs["img_emb"][[3, 100]], k=2)
     assert [h[0]["id"] for h in hits] == [3, 100] and hits[1][0]["text"] == "caption 100"
+
+
+def test_input_may_be_the_run_root_and_query_is_importable_from_the_job(tmp_path, make_embeddings, spark):
+    vecs = make_embeddings(tmp_path / "out" / "embeddings", [40], dim=8, kinds=("img_emb",))
+    cfg = Config(input=[str(tmp_path / "out")], output=str(tmp_path / "out" / "index"))
+    cfg.index = IndexConfig(index_key="Flat")
+    stats = run_stage(IndexStage, cfg, spark=spark)
+    assert stats.counts["rows_out"] == 40
+    from crawlpairs.jobs.query import query  # what the pipeline's demo and notebooks call
+
+    assert query(str(tmp_path / "out" / "index"), vector=vecs["img_emb"][9], k=1)[0]["text"] == "caption 9"

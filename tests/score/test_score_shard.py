@@ -336,3 +336,26 @@ def test_tar_with_directories_and_hidden_members(tmp_path):
     with open(path, "rb") as fh:
         got = list(wds.iter_samples(fh))
     assert [(s.key, sorted(s.files)) for s in got] == [("sub/a", ["jpg", "txt"])]
+
+
+@pytest.mark.integration
+def test_shard_scored_from_and_to_s3(s3_server, images_dir, shared_data):
+    """Shards, heads and outputs on a real S3 server (SeaweedFS on loopback)."""
+    from crawlpairs import storage
+
+    st = s3_server.storage
+    for name in ("00002.tar", "00002.parquet"):
+        storage.write_bytes(s3_server.uri("images", name), (images_dir / name).read_bytes(), st)
+    nsfw = shared_data / "models" / "laion-nsfw" / "clip_autokeras_nsfw_b32_weights.npz"
+    storage.write_bytes(s3_server.uri("models", nsfw.name), nsfw.read_bytes(), st)
+    out = s3_server.uri("out")
+    stats = clip.score_shard(s3_server.uri("images", "00002.tar"), out, cfg(nsfw_model=s3_server.uri("models", nsfw.name)), st)
+    assert stats.counts["rows_in"] == 7 and stats.counts["rows_out"] == 3
+    assert stats.errors["head_dim_mismatch"] == 1  # loaded from S3, then skipped for its width
+    uris = clip.emb_uris(out, "00002")
+    img = np.load(io.BytesIO(storage.read_bytes(uris["img_emb"], st)))
+    meta = pq.read_table(io.BytesIO(storage.read_bytes(uris["metadata"], st))).to_pandas()
+    assert img.shape == (3, 64) and list(meta.key) == ["c00002", "c00003", "c00006"]
+    assert storage.exists(clip.rows_uri(out, "00002"), st)
+    again = clip.score_shard(s3_server.uri("images", "00002.tar"), out, cfg(), st)
+    assert again.counts["shards_skipped_done"] == 1
