@@ -11,7 +11,7 @@ export CRAWLPAIRS_SHARED_DATA ?= $(SHARED)
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: install jars demo test test-fast lint bench-extract bench-dedup bench-download bench-score bench-index clean
+.PHONY: install jars demo test test-fast test-% lint notebooks cluster-render bench-extract bench-dedup bench-download bench-score bench-index clean
 
 install: $(STAMP)
 
@@ -44,11 +44,21 @@ test: $(STAMP) jars
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not integration"
 
+# One area: make test-extract, test-dedup, test-download, test-score, test-index, test-cluster ...
+test-%: $(STAMP) jars
+	$(BIN)/pytest -q tests/$*
+
+notebooks: $(STAMP)
+	$(BIN)/python notebooks/build.py
+
+cluster-render: $(STAMP)
+	$(BIN)/python cluster/launch.py render
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench-extract: $(STAMP)
-	$(BIN)/python bench/extract/run.py
+	nice $(BIN)/python bench/extract/run.py
 
 bench-dedup: $(STAMP)
 	$(BIN)/python bench/dedup/run.py
@@ -59,8 +69,10 @@ bench-download: $(STAMP)
 bench-score: $(STAMP)
 	$(BIN)/python bench/score/run.py
 
+# 1M x 256 generated vectors; the index type is forced in both arms (autofaiss's own
+# pick, HNSW32, takes hours per arm on 2 cores).
 bench-index: $(STAMP)
-	$(BIN)/python bench/index/run.py
+	nice $(BIN)/python bench/index/run.py --n 1000000 --dim 256 --index-key IVF1024,Flat
 
 clean:
 	rm -rf demo-out .pytest_cache
