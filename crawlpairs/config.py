@@ -165,6 +165,7 @@ class ScoreConfig:
     pwatermark_max: float = 0.8
     nsfw_tag_thresholds: list[float] = field(default_factory=lambda: [0.3, 0.5])  # UNSURE from, NSFW from
     similarity_band_width: float = 0.05
+    rows_per_file: int = 1_000_000  # scored/ files per (language, band) = ceil(rows / this)
     embedding_dtype: str = "float32"  # float32 | float16 (clip-retrieval's choice; half the disk)
     semantic_dup_threshold: float = 0.0  # cosine of image embeddings; 0: off
     semantic_dup_bits: int = 12  # LSH neighbourhood: random hyperplanes per table

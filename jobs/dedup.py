@@ -62,6 +62,10 @@ class DedupStage(Stage):
         from pyspark import StorageLevel
         from pyspark.sql import functions as F
 
+        # The full table is cached twice (before near-dup, and annotated). DISK_ONLY streams each
+        # partition to local disk: MEMORY_AND_DISK builds whole cached partitions on the heap and
+        # ran a 3 GB local[2] JVM out of memory at 10M rows (bench/dedup/RESULTS.md).
+        CACHE_LEVEL = StorageLevel.DISK_ONLY  # noqa: N806
         cfg, spark, d = ctx.cfg, ctx.spark, ctx.cfg.dedup
         self.check(ctx)
         phase(ctx, "read")
@@ -120,13 +124,13 @@ class DedupStage(Stage):
         cached = None
         if d.near_dup:
             phase(ctx, "near_dup")
-            rows = cached = rows.persist(StorageLevel.MEMORY_AND_DISK)
+            rows = cached = rows.persist(CACHE_LEVEL)
             live = rows.where(F.col("_reason").isNull())
             drops = self.near_dup_drops(ctx, live, order)
             if drops is not None:
                 rows = (rows.join(drops.select("_id", F.lit("near_dup").alias("_nd")), "_id", "left")
                         .withColumn("_reason", F.coalesce("_reason", "_nd")))
-        ann = rows.select(*columns, "_ukey", "_reason").persist(StorageLevel.MEMORY_AND_DISK)
+        ann = rows.select(*columns, "_ukey", "_reason").persist(CACHE_LEVEL)
 
         # -- outputs: deduped rows, counts, then the seen-set -------------------------------
         phase(ctx, "write")

@@ -129,14 +129,28 @@ class ScoreStage(Stage):
             kept = self.flag_semantic_dups(kept, sc.semantic_dup_threshold)
             ctx.stats.incr("semantic_dups_flagged", kept.filter(F.col("semantic_dup")).count())
         kept = kept.drop(*[c for c in DROP_COLUMNS if c in kept.columns])
-        (kept.repartition("language", "similarity_band")
+        (self.spread(kept, sc.rows_per_file)
          .write.mode("overwrite").option("partitionOverwriteMode", "static")
+         .option("maxRecordsPerFile", max(0, sc.rows_per_file))
          .partitionBy("language", "similarity_band").parquet(ctx.spark_uri(ctx.out)))
         ctx.stats.extra["embeddings"] = storage.join(out_root, "embeddings")
         ctx.stats.extra["embedding_files"] = sum(1 for s in shards if storage.exists(
             emb_uris(out_root, shard_id(s))["img_emb"], st))
         ctx.stats.extra.setdefault("executor_cores", executor_cores)
         ctx.stats.extra.setdefault("pid", os.getpid())
+
+    @staticmethod
+    def spread(kept, rows_per_file: int):
+        """One writer task per (language, band) would put all of en/0.30 in one task and one file;
+        give each partition ceil(rows / rows_per_file) tasks instead (a small count first)."""
+        from pyspark.sql import functions as F
+
+        keys = ["language", "similarity_band"]
+        salts = (kept.groupBy(*keys).count()
+                 .select(*keys, F.ceil(F.col("count") / F.lit(max(1, rows_per_file))).cast("int").alias("_salts")))
+        return (kept.join(F.broadcast(salts), on=keys)
+                .withColumn("_salt", F.pmod(F.hash("key"), F.col("_salts")))
+                .repartition(*keys, "_salt").drop("_salts", "_salt"))
 
     @staticmethod
     def flag_semantic_dups(kept, threshold: float):

@@ -154,6 +154,9 @@ class _Builder:
         # same answer as `extension_of(url) in exts`, as one C-level match per URL
         self.drop_ext = (re.compile(r"^[^:/?#]+://[^/?#]*/[^?#]*\.(?:" + "|".join(map(re.escape, exts)) + r")(?:[?#]|$)",
                                     re.IGNORECASE).match if exts else None)
+        # cheap necessary condition for drop_ext; ("",) (always true) if an extension is not ASCII
+        self.ext_tails = tuple("." + e for e in exts) if all(e.isascii() for e in exts) else ("",)
+        self.ext_span = max((len(t) for t in self.ext_tails), default=0)
         self.max_raw_text = cfg.max_text_length * 4 + 64  # longer raw text cannot clean down to max
         self.found = 0
         self.drops: dict[str, int] = {}
@@ -177,6 +180,46 @@ class _Builder:
 
     def __len__(self) -> int:
         return len(self.url)
+
+    @staticmethod
+    def _judge_url(href: str, base: str, prefixes: tuple[str, str] | None, hosts: dict[str, str],
+                   decode_urls: bool, schemes: frozenset[str], max_url: int, max_dom: int,
+                   drop_ext: typing.Callable | None, ext_tails: tuple[str, ...], ext_span: int,
+                   ) -> tuple[str, str | None, str]:
+        """(absolute url, drop reason or None, image domain) of one raw href, URL filters in order."""
+        if decode_urls and "&" in href:
+            href = decode_attr_url(href)
+        url = resolve(base, href, prefixes)
+        if not url:
+            return url, "empty_url", ""
+        colon = url.find(":")
+        scheme = url[:colon].lower() if colon > 0 else ""
+        if scheme not in schemes:
+            return url, "data_uri" if scheme == "data" else "scheme", ""
+        if len(url) > max_url:
+            return url, "url_too_long", ""
+        j = url.find("/", colon + 3)
+        origin = url[:j] if j > 0 else url
+        domain = hosts.get(origin)
+        if domain is None:
+            domain = hosts[origin] = host_of(origin)
+        if not domain:
+            return url, "no_domain", domain
+        if len(domain) > max_dom:
+            return url, "domain_too_long", domain
+        if drop_ext is not None:
+            # the regex can only match if the part before the query/fragment ends in `.ext`:
+            # check that on a short slice first (most image URLs are .jpg/.png). A non-ASCII
+            # tail goes to the regex: IGNORECASE folds e.g. U+017F to "s", str.lower does not.
+            end = len(url)
+            for sep in "?#":
+                k = url.find(sep)
+                if 0 <= k < end:
+                    end = k
+            tail = url[max(0, end - ext_span) : end]
+            if (tail.lower().endswith(ext_tails) or not tail.isascii()) and drop_ext(url):
+                return url, "extension", domain
+        return url, None, domain
 
     def add_page(
         self,
@@ -203,37 +246,22 @@ class _Builder:
         uids, urls, texts, sources, domains = self.uid, self.url, self.text, self.source, self.image_domain
         with_dims = images and len(images[0]) > 2
         hosts: dict[str, str] = {}  # origin -> host: most images of a page share a few origins
+        # href -> (url, drop reason or None, domain): a third of a page's IMG links repeat an
+        # href (icons, spacers, the same picture twice), so resolve and judge each href once.
+        judged: dict[str, tuple[str, str | None, str]] = {}
+        ext_tails, ext_span = self.ext_tails, self.ext_span
+        sha256 = hashlib.sha256
         for img in images:
             cands = img[1]
             if not cands:
                 drops["empty_text"] = drops.get("empty_text", 0) + 1
                 continue
             href = img[0]
-            if decode_urls and "&" in href:
-                href = decode_attr_url(href)
-            url = resolve(base, href, prefixes)
-            reason = None
-            if not url:
-                reason = "empty_url"
-            else:
-                colon = url.find(":")
-                scheme = url[:colon].lower() if colon > 0 else ""
-                if scheme not in schemes:
-                    reason = "data_uri" if scheme == "data" else "scheme"
-                elif len(url) > max_url:
-                    reason = "url_too_long"
-                else:
-                    j = url.find("/", colon + 3)
-                    origin = url[:j] if j > 0 else url
-                    domain = hosts.get(origin)
-                    if domain is None:
-                        domain = hosts[origin] = host_of(origin)
-                    if not domain:
-                        reason = "no_domain"
-                    elif len(domain) > max_dom:
-                        reason = "domain_too_long"
-                    elif drop_ext is not None and drop_ext(url):
-                        reason = "extension"
+            verdict = judged.get(href)
+            if verdict is None:
+                verdict = judged[href] = self._judge_url(href, base, prefixes, hosts, decode_urls,
+                                                         schemes, max_url, max_dom, drop_ext, ext_tails, ext_span)
+            url, reason, domain = verdict
             if reason is not None:
                 drops[reason] = drops.get(reason, 0) + 1
                 continue
@@ -270,7 +298,7 @@ class _Builder:
             if reason is not None:
                 drops[reason] = drops.get(reason, 0) + 1
                 continue
-            uids.append(make_uid(url, text))
+            uids.append(sha256(f"{url}\t{text}".encode("utf-8", "surrogatepass")).digest()[:16].hex())  # make_uid
             urls.append(url)
             texts.append(text)
             sources.append(source)

@@ -49,17 +49,28 @@ def predict(texts: list[str], uri: str) -> tuple[list[str | None], np.ndarray]:
     if not texts:
         return [], np.zeros(0, dtype=np.float32)
     model = load_model(uri)
-    uniq = list(dict.fromkeys(texts))
+    pos: dict[str, int] = {}
+    setdefault = pos.setdefault
+    row_to_uniq = [setdefault(t, len(pos)) for t in texts]  # index of each row's distinct text
+    uniq = list(pos)
     # fastText reads up to "\n"; cleaned text has none. The trailing "\n" is what its
     # predict() wrapper would add; calling the binding directly skips a per-text Python check.
     lines = [(t[:MAX_CHARS] if "\n" not in t else t[:MAX_CHARS].replace("\n", " ")) + "\n" for t in uniq]
     labels, probs = model.f.multilinePredict(lines, 1, 0.0, "replace")
-    found: dict[str, tuple[str | None, float]] = {}
-    for t, lab, pr in zip(uniq, labels, probs, strict=True):
-        if lab and t:
-            found[t] = (lab[0][9:], min(float(pr[0]), 1.0))  # strip "__label__"
-        else:
-            found[t] = (None, 0.0)
-    langs = [found[t][0] for t in texts]
-    scores = np.fromiter((found[t][1] for t in texts), dtype=np.float32, count=len(texts))
-    return langs, scores
+    scores_u = np.concatenate(probs).astype(np.float32, copy=False) if probs else np.zeros(0, np.float32)
+    if len(scores_u) == len(uniq):  # one label per text (k=1): vectorised
+        langs_u: list[str | None] = [lab[0][9:] for lab in labels]  # strip "__label__"
+        np.minimum(scores_u, np.float32(1.0), out=scores_u)
+        empty = pos.get("")
+        if empty is not None:
+            langs_u[empty], scores_u[empty] = None, 0.0
+    else:  # some text got no label
+        langs_u, sc = [], []
+        for t, lab, pr in zip(uniq, labels, probs, strict=True):
+            ok = bool(lab) and bool(t)
+            langs_u.append(lab[0][9:] if ok else None)
+            sc.append(min(float(pr[0]), 1.0) if ok else 0.0)
+        scores_u = np.array(sc, dtype=np.float32)
+    if len(uniq) == len(texts):
+        return langs_u, scores_u
+    return [langs_u[i] for i in row_to_uniq], scores_u[np.array(row_to_uniq, dtype=np.intp)]

@@ -36,6 +36,12 @@ _FTFY = ftfy.TextFixerConfig(unescape_html=False, uncurl_quotes=False, remove_co
 def clean_text(raw: str) -> str:
     """Unescape, fix mojibake, drop control characters, collapse whitespace."""
     text = raw
+    if text.isascii() and text.isprintable() and "&" not in text:
+        # the common case: plain ASCII with only " " as whitespace; unchanged unless spaces
+        # need collapsing (isprintable is False for any other whitespace)
+        if "  " not in text and text[:1] != " " and text[-1:] != " ":
+            return text
+        return " ".join(text.split())
     if "&" in text:
         text = html.unescape(text)
     if not text.isascii():

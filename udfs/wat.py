@@ -101,55 +101,34 @@ def scan_page(payload: bytes, with_title: bool = False) -> WatPage:
     same value). Checked equal to `parse_page` on every record of the test and bench WATs.
     """
     find, rfind, loads = payload.find, payload.rfind, orjson.loads
-    # Cut every link object out first, then parse them all with one orjson call: one
-    # `loads` per link costs more in call overhead than in parsing.
-    parts: list[bytes] = []
-    first = last = -1
+    images: list[tuple[str, list[tuple[str, str]]]] = []
     i = find(_IMG)
     while i >= 0:
         start, end = rfind(b"{", 0, i), find(b"}", i)
         if start < 0 or end < 0 or payload[i - 1] == 92:  # 92: backslash
             raise ValueError("no flat link object around IMG@/src")
-        if first < 0:
-            first = start
-        last = end + 1
-        parts.append(payload[start:last])
-        i = find(_IMG, last)
-    images: list[tuple[str, list[tuple[str, str]]]] = []
-    if parts:
-        links = loads(b"[" + b",".join(parts) + b"]")
-        if len(links) != len(parts):  # a slice was not one object: let the full parse decide
+        link = loads(payload[start : end + 1])
+        if link.__class__ is not dict or link.get("path") != "IMG@/src":
             raise ValueError("IMG@/src outside a link object")
-        append = images.append
-        for link in links:
-            if link.__class__ is not dict or link.get("path") != "IMG@/src":
-                raise ValueError("IMG@/src outside a link object")
-            url = link.get("url")
-            if url.__class__ is str:
-                alt = link.get("alt")
-                cands = [(alt, "alt")] if alt.__class__ is str and alt and not alt.isspace() else []
-                if with_title:
-                    title = link.get("title")
-                    if title.__class__ is str and title and not title.isspace():
-                        cands.append((title, "title"))
-                append((url, cands))
+        url = link.get("url")
+        if url.__class__ is str:
+            alt = link.get("alt")
+            cands = [(alt, "alt")] if alt.__class__ is str and alt and not alt.isspace() else []
+            if with_title:
+                title = link.get("title")
+                if title.__class__ is str and title and not title.isspace():
+                    cands.append((title, "title"))
+            images.append((url, cands))
+        i = find(_IMG, end)
     lic: list[tuple[str, str | None]] = []
     if b"creativecommons.org" in payload:
         _scan_cc_links(payload, lic)
-    # `Head.Base` is a key of the Head object, never inside the run of flat IMG link objects
-    # (a `"Base"` there would be an attribute name, and WAT writes those in lower case): search
-    # only before the first and after the last IMG link object. A short needle ending in `"`
-    # scans JSON slowly, and the IMG run is most of a page's bytes.
     base = None
-    if first < 0:
-        m = _BASE.search(payload) if b'"Base"' in payload else None
-    else:
-        m = _BASE.search(payload, 0, first) if payload.find(b'"Base"', 0, first) >= 0 else None
-        if m is None and payload.find(b'"Base"', last) >= 0:
-            m = _BASE.search(payload, last)
-    if m:
-        b = loads(m.group(1))
-        base = b if b.strip() else None
+    if b'"Base"' in payload:
+        m = _BASE.search(payload)
+        if m:
+            b = loads(m.group(1))
+            base = b if b.strip() else None
     return WatPage(None, base, images, lic)
 
 

@@ -21,7 +21,8 @@ def config(images_dir: Path, out: Path, **kw) -> Config:
     cfg.output = str(out)
     base = {"model": TINY, "pretrained": None, "batch_size": 16,
             "language_thresholds": {"en": -1.0, "de": -1.0}, "default_threshold": 2.0,  # fr, es: dropped
-            "semantic_dup_threshold": 0.999995}  # random tiny CLIP: distinct images reach 0.9999
+            "semantic_dup_threshold": 0.999995,  # random tiny CLIP: distinct images reach 0.9999
+            "rows_per_file": 4}  # big partitions are written by several tasks
     base.update(kw)
     cfg.score = ScoreConfig(**base)
     return cfg
@@ -49,6 +50,11 @@ def test_job_writes_scored_partitions_and_counts_every_row(job, spark):
     assert "drop_reason" not in df.columns and "img_emb" not in df.columns
     de = spark.read.parquet(str(out / "scored" / "language=de")).toPandas()
     assert len(de) > 0 and "language" not in de.columns  # one partition read alone
+    counts = df.groupBy("language", "similarity_band").count().toPandas()
+    big = counts.sort_values("count").iloc[-1]
+    files = list((out / "scored" / f"language={big.language}" / f"similarity_band={big.similarity_band}").glob("*.parquet"))
+    assert big["count"] > 4 and len(files) >= -(-big["count"] // 4)
+    assert all(pq.ParquetFile(f).metadata.num_rows <= 4 for f in files)
     rows = df.select("similarity", "similarity_band").toPandas()
     band = rows.similarity_band.astype(float)
     assert ((rows.similarity >= band - 1e-6) & (rows.similarity < band + 0.05 + 1e-6)).all()
@@ -100,3 +106,17 @@ def test_list_shards_forms(images_dir):
     assert [Path(p).name for p in list_shards([str(images_dir)], None)] == ["00000.tar", "00001.tar", "00002.tar"]
     assert len(list_shards([str(images_dir / "0000[01].tar")], None)) == 2
     assert len(list_shards([str(images_dir / "00002.tar")], None)) == 1
+
+
+def test_cli_flags_reach_the_score_config():
+    from crawlpairs.stage import build_parser, config_from_args
+
+    stage = ScoreStage()
+    args = build_parser(stage).parse_args([
+        "--input", "in", "--output", "out", "--model", TINY, "--pretrained", "none",
+        "--language-thresholds", "en=0.3,de=0.2", "--default-threshold", "0.25", "--punsafe-max", "0.45",
+        "--main-model-languages", "en,de", "--no-text-trim", "--semantic-dup-threshold", "0.97"])
+    sc = config_from_args(args, stage).score
+    assert sc.pretrained is None and sc.language_thresholds == {"en": 0.3, "de": 0.2}
+    assert sc.default_threshold == 0.25 and sc.punsafe_max == 0.45 and sc.main_model_languages == ["en", "de"]
+    assert sc.text_trim is False and sc.semantic_dup_threshold == 0.97
