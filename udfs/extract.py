@@ -181,46 +181,6 @@ class _Builder:
     def __len__(self) -> int:
         return len(self.url)
 
-    @staticmethod
-    def _judge_url(href: str, base: str, prefixes: tuple[str, str] | None, hosts: dict[str, str],
-                   decode_urls: bool, schemes: frozenset[str], max_url: int, max_dom: int,
-                   drop_ext: typing.Callable | None, ext_tails: tuple[str, ...], ext_span: int,
-                   ) -> tuple[str, str | None, str]:
-        """(absolute url, drop reason or None, image domain) of one raw href, URL filters in order."""
-        if decode_urls and "&" in href:
-            href = decode_attr_url(href)
-        url = resolve(base, href, prefixes)
-        if not url:
-            return url, "empty_url", ""
-        colon = url.find(":")
-        scheme = url[:colon].lower() if colon > 0 else ""
-        if scheme not in schemes:
-            return url, "data_uri" if scheme == "data" else "scheme", ""
-        if len(url) > max_url:
-            return url, "url_too_long", ""
-        j = url.find("/", colon + 3)
-        origin = url[:j] if j > 0 else url
-        domain = hosts.get(origin)
-        if domain is None:
-            domain = hosts[origin] = host_of(origin)
-        if not domain:
-            return url, "no_domain", domain
-        if len(domain) > max_dom:
-            return url, "domain_too_long", domain
-        if drop_ext is not None:
-            # the regex can only match if the part before the query/fragment ends in `.ext`:
-            # check that on a short slice first (most image URLs are .jpg/.png). A non-ASCII
-            # tail goes to the regex: IGNORECASE folds e.g. U+017F to "s", str.lower does not.
-            end = len(url)
-            for sep in "?#":
-                k = url.find(sep)
-                if 0 <= k < end:
-                    end = k
-            tail = url[max(0, end - ext_span) : end]
-            if (tail.lower().endswith(ext_tails) or not tail.isascii()) and drop_ext(url):
-                return url, "extension", domain
-        return url, None, domain
-
     def add_page(
         self,
         page_url: str | None,
@@ -258,10 +218,48 @@ class _Builder:
                 continue
             href = img[0]
             verdict = judged.get(href)
-            if verdict is None:
-                verdict = judged[href] = self._judge_url(href, base, prefixes, hosts, decode_urls,
-                                                         schemes, max_url, max_dom, drop_ext, ext_tails, ext_span)
-            url, reason, domain = verdict
+            if verdict is not None:
+                url, reason, domain = verdict
+            else:  # the URL filters, in order (inline: a call per link costs more than the work)
+                raw_href = href
+                if decode_urls and "&" in href:
+                    href = decode_attr_url(href)
+                url = resolve(base, href, prefixes)
+                reason, domain = None, ""
+                if not url:
+                    reason = "empty_url"
+                else:
+                    colon = url.find(":")
+                    scheme = url[:colon].lower() if colon > 0 else ""
+                    if scheme not in schemes:
+                        reason = "data_uri" if scheme == "data" else "scheme"
+                    elif len(url) > max_url:
+                        reason = "url_too_long"
+                    else:
+                        j = url.find("/", colon + 3)
+                        origin = url[:j] if j > 0 else url
+                        domain = hosts.get(origin)
+                        if domain is None:
+                            domain = hosts[origin] = host_of(origin)
+                        if not domain:
+                            reason = "no_domain"
+                        elif len(domain) > max_dom:
+                            reason = "domain_too_long"
+                        elif drop_ext is not None:
+                            # the regex can only match if the part before the query/fragment ends
+                            # in `.ext`: check a short slice first (most images are .jpg/.png). A
+                            # non-ASCII tail goes to the regex: IGNORECASE folds U+017F to "s".
+                            end = len(url)
+                            k = url.find("?")
+                            if k >= 0:
+                                end = k
+                            k = url.find("#", 0, end)
+                            if k >= 0:
+                                end = k
+                            tail = url[max(0, end - ext_span) : end]
+                            if (tail.lower().endswith(ext_tails) or not tail.isascii()) and drop_ext(url):
+                                reason = "extension"
+                judged[raw_href] = (url, reason, domain)
             if reason is not None:
                 drops[reason] = drops.get(reason, 0) + 1
                 continue

@@ -17,7 +17,24 @@ import time
 WARMUP = os.environ.get("BENCH_WARMUP_FILE", "")
 
 
-def arm_ours(files: list[str], lid: bool) -> dict:
+def use_baseline_udfs(folder: str) -> None:
+    """Make `crawlpairs.udfs.<x>` the modules saved in `folder` (an older revision's udfs,
+    written by run.py --baseline-rev), so before and after run in the same conditions."""
+    import importlib.util
+
+    import crawlpairs.udfs
+
+    for name in ("urls", "text", "langid", "license", "wat", "html", "extract"):  # dependency order
+        spec = importlib.util.spec_from_file_location(f"crawlpairs.udfs.{name}", os.path.join(folder, f"{name}.py"))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+        setattr(crawlpairs.udfs, name, mod)
+
+
+def arm_ours(files: list[str], lid: bool, baseline: bool = False) -> dict:
+    if baseline:
+        use_baseline_udfs(os.environ["BENCH_BASELINE_UDFS"])
     from crawlpairs.config import ExtractConfig
     from crawlpairs.stats import Stats
     from crawlpairs.udfs import langid
@@ -129,6 +146,8 @@ def arm_inflate_zlib(files: list[str]) -> dict:
 ARMS = {
     "ours": lambda fs: arm_ours(fs, lid=True),
     "ours_nolid": lambda fs: arm_ours(fs, lid=False),
+    "ours_baseline": lambda fs: arm_ours(fs, lid=True, baseline=True),
+    "ours_baseline_nolid": lambda fs: arm_ours(fs, lid=False, baseline=True),
     "cc2dataset": arm_cc2dataset,
     "floor_parse": arm_floor_parse,
     "floor_read": arm_floor_read,
