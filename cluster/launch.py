@@ -23,11 +23,10 @@ import argparse
 import dataclasses
 import json
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 _HERE = Path(__file__).resolve().parent
 if str(_HERE.parent) not in sys.path:  # run as a script from a checkout

@@ -41,7 +41,7 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from itertools import accumulate
 from pathlib import Path
@@ -58,11 +58,7 @@ except ImportError:  # pragma: no cover - isal is a core dependency
     _deflate_mod = zlib  # type: ignore[assignment]
     _DEFLATE_LEVEL = 3
 
-try:  # the Stage base is the lead's; the plain generate() works without it
-    from crawlpairs.stage import Context, Stage
-except ImportError:  # pragma: no cover - only while stage.py does not exist
-    Stage = object  # type: ignore[assignment,misc]
-    Context = Any  # type: ignore[assignment,misc]
+from crawlpairs.stage import Context, Stage
 
 KINDS = ("wat", "warc", "both")
 CRAWL_RE = re.compile(r"^CC-MAIN-(\d{4})-(\d{2})$")
@@ -811,7 +807,7 @@ def crawl_week_start(crawl: str) -> datetime:
     if not 1 <= week <= 53:
         raise ValueError(f"crawl {crawl!r}: week must be 1..53")
     d = date.fromisocalendar(year, week, 1)
-    return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
 
 
 def _seed_int(*parts: Any) -> int:

@@ -153,7 +153,7 @@ def run_stage(stage_cls: type[Stage] | Stage, cfg: Config, spark: Any = None,
         from crawlpairs.spark import get_spark
 
         ctx.spark = get_spark(cfg)
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     stage.run(ctx)
     seconds = time.perf_counter() - t0

@@ -158,7 +158,7 @@ class PipelineStage(Stage):
         hits = query(storage.join(cfg.output, "index"), text="a photo of a dog", k=5)
         print("\ndemo: top 5 for 'a photo of a dog' (random-weight model: order is arbitrary):", file=sys.stderr)
         for hit in hits:
-            print(f"  {hit.get('similarity', 0):.3f}  {hit.get('url')}  {str(hit.get('text'))[:60]}",
+            print(f"  {hit.get('score', 0):.3f}  {hit.get('url')}  {str(hit.get('text'))[:60]}",
                   file=sys.stderr)
 
 

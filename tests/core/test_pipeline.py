@@ -1,0 +1,59 @@
+"""`crawlpairs run --demo`: every stage chained on generated crawl files, offline, on local Spark."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+
+from crawlpairs.config import Config
+from crawlpairs.jobs.pipeline import PipelineStage
+from crawlpairs.stage import UsageError, run_stage
+
+pytestmark = pytest.mark.integration
+
+
+def stats(root, sub):
+    return json.loads((root / sub / "_stats.json").read_text())
+
+
+def test_demo_runs_every_stage_and_rows_flow_through(spark, tmp_path):
+    cfg = Config()
+    cfg.output = str(tmp_path / "demo")
+    cfg.spark.shuffle_partitions = 4
+    args = argparse.Namespace(demo=True, stages="extract,dedup,download,score,index", demo_pages=40)
+    run_stage(PipelineStage, cfg, spark, args=args)
+    root = tmp_path / "demo"
+
+    extract, dedup = stats(root, "candidates"), stats(root, "deduped")
+    download, score = stats(root, "images"), stats(root, "scored")
+    assert extract["counts"]["rows_out"] > 100
+    assert dedup["counts"]["rows_in"] == extract["counts"]["rows_out"]
+    assert 0 < dedup["counts"]["rows_out"] <= dedup["counts"]["rows_in"]
+    assert download["counts"]["rows_in"] == dedup["counts"]["rows_out"]
+    shards = ds.dataset(sorted(str(p) for p in (root / "images").glob("*.parquet")),
+                        format="parquet").to_table().to_pandas()
+    ok = shards[shards.status == "success"]
+    assert len(ok) > 0.5 * len(shards), shards.status.value_counts()
+    assert score["counts"]["rows_out"] == len(np.concatenate(
+        [np.load(p) for p in sorted((root / "embeddings" / "img_emb").glob("*.npy"))]))
+    # The index maps a stored embedding back to its own row.
+    from crawlpairs.udfs.knn import query
+
+    first = sorted((root / "embeddings" / "img_emb").glob("*.npy"))[0]
+    meta = sorted((root / "embeddings" / "metadata").glob("*.parquet"))[0]
+    vec = np.load(first)[0]
+    hits = query(str(root / "index"), vector=vec, k=1)
+    assert hits[0]["url"] == ds.dataset(str(meta)).to_table().column("url")[0].as_py()
+    summary = json.loads((root / "_stats.json").read_text())
+    assert set(summary["extra"]) >= {"extract", "dedup", "download", "score", "index"}
+
+
+def test_unknown_stage_is_a_usage_error(tmp_path):
+    cfg = Config()
+    cfg.output = str(tmp_path)
+    with pytest.raises(UsageError, match="--stages"):
+        PipelineStage().run(type("Ctx", (), {"cfg": cfg, "args": argparse.Namespace(stages="extract,publish")})())
