@@ -75,23 +75,28 @@ class ExtractStage(Stage):
     def run(self, ctx: Context) -> None:
         cfg, st = ctx.cfg, ctx.cfg.storage
         resolved = inputs.resolve(cfg.input, cfg.extract, st)
-        run_stats = Stats()
+        unresolved = Stats()  # errors of inputs that never became files: they belong to no batch
         for kind, spec, message in resolved.errors:
-            run_stats.error(kind, input=spec, message=message)
-        committed = self.committed_files(ctx)
+            unresolved.error(kind, input=spec, message=message)
+        manifests = self.read_manifests(ctx)  # read once: the skip list and the totals both use them
+        committed = {f for m in manifests for f in m.get("files", [])}
         pending = [f for f in resolved.files if f.uri not in committed]
-        run_stats.incr("inputs_resolved", len(resolved.files))
-        run_stats.incr("files_skipped_committed", len(resolved.files) - len(pending))
-        if not resolved.files and resolved.errors:
-            self.write_totals(ctx, run_stats)
-            raise UsageError(f"--input: nothing to read ({resolved.errors[0][1]}: {resolved.errors[0][2]})")
+        this_run = Stats().merge(unresolved)
+        this_run.incr("inputs_resolved", len(resolved.files))
+        this_run.incr("files_skipped_committed", len(resolved.files) - len(pending))
         for batch in make_batches(pending, cfg.extract.files_per_batch):
-            run_stats.merge(self.run_batch(ctx, batch))
-        self.write_totals(ctx, run_stats)
+            manifest = self.run_batch(ctx, batch)
+            manifests.append(manifest)
+            this_run.merge(Stats.from_dict(manifest))
+        ctx.stats = self.totals(manifests, unresolved, this_run)
+        if not resolved.files and resolved.errors:
+            kind, spec, message = resolved.errors[0]
+            raise UsageError(f"--input: nothing to read ({spec}: {message})")
 
     # -- one commit batch -----------------------------------------------------------
 
-    def run_batch(self, ctx: Context, batch: list[inputs.InputFile]) -> Stats:
+    def run_batch(self, ctx: Context, batch: list[inputs.InputFile]) -> dict:
+        """Extract, dedup and write one batch; commit it with its manifest (which it returns)."""
         from pyspark.sql import Window
         from pyspark.sql import functions as F
         from pyspark.sql.pandas.types import from_arrow_schema
@@ -121,38 +126,32 @@ class ExtractStage(Stage):
         stats.incr("files_committed", len(batch))
         manifest = {"batch": bid, "files": [f.uri for f in batch], **stats.to_dict()}
         storage.write_json(storage.join(out, "_committed", bid + ".json"), manifest, cfg.storage)
-        return stats
+        return manifest
 
     def count_batch(self, ctx: Context, bid: str) -> int:
+        """Rows this batch wrote, from its own partitions' Parquet footers (not the whole table)."""
+        base = ctx.spark_uri(ctx.out)
         try:
-            df = ctx.spark.read.parquet(ctx.spark_uri(ctx.out))
-        except Exception:  # noqa: BLE001 - no rows at all yet: Spark cannot infer a schema
+            df = ctx.spark.read.option("basePath", base).parquet(storage.join(base, "crawl=*", f"batch={bid}"))
+        except Exception:  # noqa: BLE001 - the batch kept no row: no partition to read
             return 0
-        return df.where(df.batch == bid).count()
+        return df.count()
 
     # -- bookkeeping ----------------------------------------------------------------
 
-    def manifests(self, ctx: Context) -> list[dict]:
+    def read_manifests(self, ctx: Context) -> list[dict]:
         uris = storage.glob(storage.join(ctx.out, "_committed", "*.json"), ctx.cfg.storage)
         return [storage.read_json(u, ctx.cfg.storage) for u in uris]
 
-    def committed_files(self, ctx: Context) -> set[str]:
-        return {f for m in self.manifests(ctx) for f in m.get("files", [])}
-
-    def write_totals(self, ctx: Context, run_stats: Stats) -> None:
-        """`_stats.json` describes the whole table (all committed batches) and this run."""
+    @staticmethod
+    def totals(manifests: list[dict], unresolved: Stats, this_run: Stats) -> Stats:
+        """`_stats.json` describes the whole table (every committed batch) plus this run."""
         total = Stats()
-        for m in self.manifests(ctx):
+        for m in manifests:
             total.merge(Stats.from_dict(m))
-        for kind, n in run_stats.errors.items():
-            if kind in ("missing_input", "unknown_crawl", "input_error"):
-                total.errors[kind] += n
-        for s in run_stats.error_samples:
-            if s["kind"] in ("missing_input", "unknown_crawl", "input_error"):
-                total.error_samples.append(s)
-        total.extra["this_run"] = {k: v for k, v in run_stats.to_dict().items() if k != "error_samples"}
-        ctx.stats = total
-
+        total.merge(unresolved)
+        total.extra["this_run"] = {k: v for k, v in this_run.to_dict().items() if k != "error_samples"}
+        return total
 
 if __name__ == "__main__":
     sys.exit(main(ExtractStage))
