@@ -10,17 +10,17 @@ others.
 
 from __future__ import annotations
 
-import glob as globmod
 import gzip
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from crawlpairs import storage
 from crawlpairs.config import ExtractConfig, StorageConfig
+from crawlpairs.udfs.extract import crawl_from_path  # one rule for driver and executors
 
 CRAWL_ID = re.compile(r"^CC-MAIN-(\d{4})-(\d{2})$")
-CRAWL_IN_PATH = re.compile(r"CC-MAIN-\d{4}-\d{2}(?!\d)")
 _GLOB_CHARS = set("*?[")
 
 
@@ -41,13 +41,24 @@ def crawl_listing_uri(crawl_id: str, cfg: ExtractConfig) -> str:
     return cfg.crawl_index_url.format(crawl=crawl_id)
 
 
-def crawl_from_path(path: str) -> str | None:
-    found = CRAWL_IN_PATH.search(path)
-    return found.group(0) if found else None
-
-
 def _is_hidden(name: str) -> bool:
     return name.startswith((".", "_"))
+
+
+def _expand(spec: str, st: StorageConfig) -> list[str]:
+    """The files a path, glob or folder names, local or on an object store (hidden ones skipped)."""
+    if not storage.is_remote(spec):
+        spec = os.path.abspath(os.path.expanduser(spec))
+    if _GLOB_CHARS & set(spec):
+        return [u for u in storage.glob(spec, st)
+                if not _is_hidden(storage.basename(u)) and not storage.isdir(u, st)]
+    if not storage.exists(spec, st):
+        return []
+    if storage.isdir(spec, st):
+        root = spec.rstrip("/") + "/"
+        return [u for u in storage.find(spec, st)
+                if not any(_is_hidden(part) for part in u[len(root):].split("/"))]
+    return [spec]
 
 
 def _read_listing(uri: str, st: StorageConfig) -> list[str]:
@@ -103,30 +114,8 @@ def resolve(specs: list[str], cfg: ExtractConfig, st: StorageConfig | None = Non
                     add(_join_prefix(cfg.prefix, rel))
             elif spec.startswith(("http://", "https://")):
                 add(spec)
-            elif storage.is_remote(spec):
-                if _GLOB_CHARS & set(spec):
-                    matches = storage.glob(spec, st)
-                elif storage.exists(spec, st) and storage.isdir(spec, st):
-                    matches = [u for u in storage.find(spec, st) if not _is_hidden(storage.basename(u))]
-                elif storage.exists(spec, st):
-                    matches = [spec]
-                else:
-                    matches = []
-                if not matches:
-                    out.errors.append(("missing_input", spec, "no such object"))
-                for uri in matches:
-                    add(uri)
             else:
-                path = Path(spec).expanduser()
-                if _GLOB_CHARS & set(spec):
-                    matches = sorted(p for p in globmod.glob(str(path), recursive=True) if Path(p).is_file())
-                elif path.is_dir():
-                    matches = sorted(str(p) for p in path.rglob("*")
-                                     if p.is_file() and not any(_is_hidden(x) for x in p.relative_to(path).parts))
-                elif path.is_file():
-                    matches = [str(path)]
-                else:
-                    matches = []
+                matches = _expand(spec, st)
                 if not matches:
                     out.errors.append(("missing_input", spec, "no such file"))
                 for uri in matches:
