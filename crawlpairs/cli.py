@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stage_cls = load_stage(command)
     except ModuleNotFoundError as exc:
+        if (exc.name or "").startswith("crawlpairs"):
+            raise  # our own import broke: a bug to see whole, not a missing extra
         print(f"crawlpairs {command}: error: needs {exc.name!r}; install crawlpairs[all]", file=sys.stderr)
         return 2
     from crawlpairs.stage import main as stage_main

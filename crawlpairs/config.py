@@ -224,7 +224,7 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _strip_optional(tp: Any) -> tuple[Any, bool]:
+def strip_optional(tp: Any) -> tuple[Any, bool]:
     """`int | None` -> (int, True)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -236,7 +236,7 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
 
 def coerce(name: str, tp: Any, value: Any) -> Any:
     """Convert a TOML or command-line value to the field's type, or say which field is wrong."""
-    base, optional = _strip_optional(tp)
+    base, optional = strip_optional(tp)
     if value is None:
         if optional:
             return None

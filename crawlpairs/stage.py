@@ -22,8 +22,6 @@ from crawlpairs import config as config_mod
 from crawlpairs.config import Config, ConfigError
 from crawlpairs.stats import Stats
 
-log = logging.getLogger("crawlpairs")
-
 
 class UsageError(Exception):
     """A mistake the user can fix; printed as one line naming the flag or path."""
@@ -86,7 +84,7 @@ def _add_section_flags(parser: argparse.ArgumentParser, section: str, taken: set
         if flag in taken:
             continue
         taken.add(flag)
-        base, _ = config_mod._strip_optional(tp)
+        base, _ = config_mod.strip_optional(tp)
         dest = f"cfg__{section}__{name}"
         if base is bool:
             group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
@@ -135,7 +133,7 @@ def config_from_args(args: argparse.Namespace, stage: Stage) -> Config:
         cfg.spark.conf[key.strip()] = value.strip()
     if stage.input_required and not cfg.input:
         raise ConfigError("--input: required")
-    if stage.output_dir is not None and stage.write_stats and not cfg.output:
+    if stage.write_stats and not cfg.output:
         raise ConfigError("--output: required")
     return cfg
 
@@ -169,8 +167,6 @@ def run_stage(stage_cls: type[Stage] | Stage, cfg: Config, spark: Any = None,
             "config": config_mod.to_dict(cfg),
         }
         storage.write_json(storage.join(ctx.out, "_stats.json"), doc, cfg.storage)
-    ctx.stats.extra.setdefault("seconds", round(seconds, 3))
-    log.info(stage.summary(ctx))
     print(stage.summary(ctx) + f" ({seconds:.1f} s)", file=sys.stderr)
     return ctx.stats
 

@@ -163,20 +163,10 @@ def isdir(uri: str, storage: StorageConfig | None = None) -> bool:
     return fs.isdir(path)
 
 
-def size(uri: str, storage: StorageConfig | None = None) -> int:
-    fs, path = filesystem(uri, storage)
-    return int(fs.size(path) or 0)
-
-
 def rm(uri: str, storage: StorageConfig | None = None, recursive: bool = True) -> None:
     fs, path = filesystem(uri, storage)
     with contextlib.suppress(FileNotFoundError):
         fs.rm(path, recursive=recursive)
-
-
-def makedirs(uri: str, storage: StorageConfig | None = None) -> None:
-    if not is_remote(uri):
-        Path(uri).mkdir(parents=True, exist_ok=True)
 
 
 def check_writable(uri: str, storage: StorageConfig | None = None) -> None:
