@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import http.server
-import socket
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -34,14 +35,18 @@ INPUT_OF = {"dedup": "candidates", "download": "deduped", "score": "images", "in
 
 
 @contextlib.contextmanager
-def serve_folder(folder: str, port: int) -> Iterator[str]:
-    """A plain HTTP server on 127.0.0.1 for the demo's generated images."""
-    handler = functools.partial(_QuietHandler, directory=folder)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def serve_folder(folder: Path) -> Iterator[str]:
+    """A plain HTTP server on a free 127.0.0.1 port for the demo's images; yields its base URL.
+
+    It serves the folder as it is at request time, so the URL can go into generated pages
+    before the images are written.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -52,23 +57,12 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def demo_config(cfg: Config, port: int) -> None:
+def demo_config(cfg: Config, base_url: str) -> None:
     """Settings that make the demo run offline on a laptop in a few minutes."""
-    shared = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "models" / "lid.176.ftz"
-    import os
-
-    lid = os.environ.get("CRAWLPAIRS_LID_MODEL") or (str(shared) if shared.exists() else "")
-    if lid:
-        cfg.extract.lid_model = lid
-    else:
-        cfg.extract.lid_model = ""  # no model offline: language is left "und"
-    cfg.download.allow_network = [f"127.0.0.1:{port}"]
+    shared = Path(os.environ.get("CRAWLPAIRS_SHARED_DATA", "../shared/data")) / "models" / "lid.176.ftz"
+    # No language model offline: language is left "und" (an empty path turns language ID off).
+    cfg.extract.lid_model = os.environ.get("CRAWLPAIRS_LID_MODEL") or (str(shared) if shared.exists() else "")
+    cfg.download.allow_network = [base_url.removeprefix("http://")]
     cfg.download.min_image_bytes = 0
     cfg.download.per_host_rps = 200.0
     cfg.download.respect_robots = False  # the demo server has no robots.txt
@@ -111,36 +105,33 @@ class PipelineStage(Stage):
         self.run_stages(ctx, stages)
 
     def run_stages(self, ctx: Context, stages: list[str]) -> None:
-        cfg = ctx.cfg
-        root = cfg.output
-        original_input = list(cfg.input)
-        for name in ORDER:
-            if name not in stages:
-                continue
-            cfg.input = original_input if name == "extract" else [storage.join(root, INPUT_OF[name])]
-            cfg.output = storage.join(root, "index") if name == "index" else root
-            stats = run_stage(load_stage(name), cfg, ctx.spark)
+        root = ctx.cfg.output
+        for name in (s for s in ORDER if s in stages):
+            stage_cfg = dataclasses.replace(
+                ctx.cfg,
+                input=ctx.cfg.input if name == "extract" else [storage.join(root, INPUT_OF[name])],
+                output=storage.join(root, "index") if name == "index" else root,
+            )
+            stats = run_stage(load_stage(name), stage_cfg, ctx.spark)
             ctx.stats.extra[name] = {"counts": dict(stats.counts), "dropped": sum(stats.dropped.values()),
                                      "errors": sum(stats.errors.values())}
-        cfg.input, cfg.output = original_input, root
 
     def run_demo(self, ctx: Context, stages: list[str]) -> None:
         from crawlpairs.generate import generate
 
         cfg = ctx.cfg
         root = Path(cfg.output).resolve()
-        port = free_port()
         images = root / "_demo" / "www"
         crawl_dir = root / "_demo" / "crawl"
-        result = generate(str(crawl_dir), kind="wat", files=2, pages_per_file=ctx.args.demo_pages, seed=7,
-                          image_base_url=f"http://127.0.0.1:{port}", images_dir=str(images))
-        print(f"demo: generated {len(result.wat_files)} WAT files ({result.pages} pages, "
-              f"{result.img_tags} <img>) under {crawl_dir}", file=sys.stderr)
-        # As on Common Crawl: a listing of relative paths, resolved against a prefix.
-        cfg.input = [f"@{result.wat_paths}"]
-        cfg.extract.prefix = str(crawl_dir)
-        demo_config(cfg, port)
-        with serve_folder(str(images), port):
+        with serve_folder(images) as base_url:
+            result = generate(str(crawl_dir), kind="wat", files=2, pages_per_file=ctx.args.demo_pages, seed=7,
+                              image_base_url=base_url, images_dir=str(images))
+            print(f"demo: generated {len(result.wat_files)} WAT files ({result.pages} pages, "
+                  f"{result.img_tags} <img>) under {crawl_dir}", file=sys.stderr)
+            # As on Common Crawl: a listing of relative paths, resolved against a prefix.
+            cfg.input = [f"@{result.wat_paths}"]
+            cfg.extract.prefix = str(crawl_dir)
+            demo_config(cfg, base_url)
             self.run_stages(ctx, stages)
         if "index" in stages:
             self.demo_query(cfg)
@@ -151,10 +142,8 @@ class PipelineStage(Stage):
         print("  inspect: notebooks/ (CRAWLPAIRS_OUT=" + str(root) + ")", file=sys.stderr)
 
     def demo_query(self, cfg: Config) -> None:
-        try:
-            from crawlpairs.jobs.query import query
-        except ImportError:
-            return
+        from crawlpairs.udfs.knn import query
+
         hits = query(storage.join(cfg.output, "index"), text="a photo of a dog", k=5)
         print("\ndemo: top 5 for 'a photo of a dog' (random-weight model: order is arbitrary):", file=sys.stderr)
         for hit in hits:

@@ -11,7 +11,7 @@ import pytest
 
 from crawlpairs.config import Config
 from crawlpairs.jobs.pipeline import PipelineStage
-from crawlpairs.stage import UsageError, run_stage
+from crawlpairs.stage import Context, UsageError, run_stage
 
 pytestmark = pytest.mark.integration
 
@@ -56,4 +56,4 @@ def test_unknown_stage_is_a_usage_error(tmp_path):
     cfg = Config()
     cfg.output = str(tmp_path)
     with pytest.raises(UsageError, match="--stages"):
-        PipelineStage().run(type("Ctx", (), {"cfg": cfg, "args": argparse.Namespace(stages="extract,publish")})())
+        PipelineStage().run(Context(cfg=cfg, args=argparse.Namespace(stages="extract,publish")))
