@@ -23,6 +23,20 @@ from crawlpairs.udfs.dl_task import RESULT_COLUMNS, RESULT_SCHEMA, download_fram
 INTERNAL = ("batch", "key", "_shard", "_host")
 
 
+def uid_column():
+    """extract's uid (udfs.extract.make_uid) for inputs that lack one: sha256(url TAB text)[:32 hex]."""
+    from pyspark.sql import functions as F
+
+    return F.substring(F.sha2(F.concat_ws("\t", "url", F.coalesce("text", F.lit(""))), 256), 1, 32)
+
+
+def shard_column(shards: int):
+    """A row's shard: xxhash64(uid) mod the shard count of `_plan.json`."""
+    from pyspark.sql import functions as F
+
+    return F.pmod(F.xxhash64("uid"), F.lit(shards)).cast("int")
+
+
 class DownloadStage(Stage):
     name = "download"
     section = "download"
@@ -50,6 +64,7 @@ class DownloadStage(Stage):
     def run(self, ctx: Context) -> None:
         from pyspark.sql import functions as F
         from pyspark.sql import types as T
+        from pyspark.sql.pandas.types import from_arrow_schema
 
         cfg, spark, d, st, out = ctx.cfg, ctx.spark, ctx.cfg.download, ctx.cfg.storage, ctx.out
         self.check(ctx)
@@ -62,7 +77,7 @@ class DownloadStage(Stage):
             raise UsageError(f"--input {','.join(cfg.input)}: no `url` column")
         rows = rows.drop(*[c for c in (*INTERNAL, *RESULT_COLUMNS) if c in rows.columns])
         if "uid" not in rows.columns:
-            rows = rows.withColumn("uid", F.sha2(F.concat_ws("\t", "url", F.coalesce("text", F.lit(""))), 256))
+            rows = rows.withColumn("uid", uid_column())
         columns = rows.columns
 
         plan_uri = storage.join(out, dl_shards.PLAN)
@@ -75,45 +90,37 @@ class DownloadStage(Stage):
         else:
             plan = dl_shards.plan(n_rows, d.shard_size)
             storage.write_json(plan_uri, plan, st)
-        rows = rows.withColumn("_shard", F.pmod(F.xxhash64("uid"), F.lit(plan["shards"])).cast("int"))
+        rows = rows.withColumn("_shard", shard_column(plan["shards"]))
 
         done = {int(storage.basename(u)[: -len("_stats.json")])
                 for u in storage.glob(storage.join(out, "*_stats.json"), st)
                 if storage.basename(u)[0].isdigit()}
         todo = rows.filter(~F.col("_shard").isin(list(done))) if done else rows
-        retry_shards: list[int] = []
         if d.retry_failed and done:
             old = spark.read.parquet(*[ctx.spark_uri(storage.join(out, f"{dl_shards.shard_name(s, plan)}.parquet"))
                                        for s in sorted(done)])
             kind = F.trim(F.split("error_message", ":").getItem(0))
             again = old.filter((F.col("status") == "error") & kind.isin(list(TRANSIENT_KINDS)))
-            again = again.select(*columns).withColumn(
-                "_shard", F.pmod(F.xxhash64("uid"), F.lit(plan["shards"])).cast("int"))
-            retry_shards = sorted(r[0] for r in again.select("_shard").distinct().collect())
-            todo = todo.unionByName(again)
+            todo = todo.unionByName(again.select(*columns).withColumn("_shard", shard_column(plan["shards"])))
         ctx.stats.incr("shards_total", plan["shards"])
-        ctx.stats.incr("shards_skipped", len(done) - len(retry_shards))
 
         host = F.lower(F.expr("parse_url(url, 'HOST')"))
         todo = todo.withColumn("_host", F.coalesce(host, F.col("url")))
         parts = d.partitions or 4 * spark.sparkContext.defaultParallelism
-        fetched_schema = T.StructType(
-            [f for f in todo.schema.fields]
-            + [T.StructField(f.name, _spark_type(f.type)) for f in RESULT_SCHEMA])
+        fetched_schema = T.StructType(todo.schema.fields + from_arrow_schema(RESULT_SCHEMA).fields)
 
         def fetch(batches):
             return download_frames(batches, d, st)
 
         fetched = todo.repartition(parts, "_host").mapInPandas(fetch, fetched_schema)
 
-        retry_set = set(retry_shards)
         ext = "jpg" if d.output_format == "jpeg" else d.output_format
 
         def write(pdf):
             import pandas as pd
 
             shard = int(pdf["_shard"].iloc[0])
-            if shard in retry_set:  # keep the shard's other rows; their images come from the old tar
+            if shard in done:  # a --retry-failed shard: keep its other rows; their images come from the old tar
                 prev = pd.read_parquet(storage.open_uri(
                     storage.join(out, f"{dl_shards.shard_name(shard, plan)}.parquet"), "rb", st))
                 prev = prev[~prev.uid.isin(pdf.uid)].drop(columns=["key"], errors="ignore")
@@ -124,25 +131,13 @@ class DownloadStage(Stage):
 
         written = fetched.groupBy("_shard").applyInPandas(write, "shard int, count long").collect()
         ctx.stats.incr("shards_written", len(written))
+        ctx.stats.incr("shards_skipped", len(done) - sum(1 for r in written if r["shard"] in done))
 
         total = Stats()
         for u in storage.glob(storage.join(out, "*_stats.json"), st):
             if storage.basename(u)[0].isdigit():
                 total.merge(Stats.from_dict(storage.read_json(u, st)))
         ctx.stats.merge(total)
-
-
-def _spark_type(t):
-    import pyarrow as pa
-    from pyspark.sql import types as T
-
-    if pa.types.is_string(t):
-        return T.StringType()
-    if pa.types.is_int32(t):
-        return T.IntegerType()
-    if pa.types.is_binary(t):
-        return T.BinaryType()
-    raise TypeError(t)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ import pytest
 from dl_server import HOSTILE, ImageServer, canary_urls
 
 from crawlpairs.config import Config
-from crawlpairs.jobs.download import DownloadStage
-from crawlpairs.stage import run_stage
+from crawlpairs.jobs.download import DownloadStage, uid_column
+from crawlpairs.stage import UsageError, run_stage
 from crawlpairs.udfs.dl_fetch import error_kind
+from crawlpairs.udfs.extract import make_uid
 
 pytestmark = pytest.mark.integration
 FLAKY = "http://hostile.test/flaky.jpg?job"  # 500 the first time, an image the second
@@ -85,13 +86,16 @@ def test_download_stage_layout_resume_and_retry(spark, tmp_path: Path, image_ser
     # resume: a second run skips every finished shard and makes no request
     n_requests = len(image_server.requests)
     keys_before = dict(zip(meta.uid, meta.key, strict=True))
-    run_stage(DownloadStage, cfg, spark=spark)
+    resumed = run_stage(DownloadStage, cfg, spark=spark)
     assert len(image_server.requests) == n_requests
+    assert resumed.counts["shards_skipped"] == plan["shards"] and resumed.counts.get("shards_written", 0) == 0
 
     # --retry-failed: only transient failures are fetched again; keys stay; successes stay
     cfg.download.retry_failed = True
     hits = dict(image_server.hits)
-    run_stage(DownloadStage, cfg, spark=spark)
+    retried = run_stage(DownloadStage, cfg, spark=spark)
+    assert 0 < retried.counts["shards_written"] < plan["shards"]
+    assert retried.counts["shards_skipped"] + retried.counts["shards_written"] == plan["shards"]
     again = {k for k, v in image_server.hits.items() if v > hits.get(k, 0)}
     assert again <= {"hostile.test/always-429.jpg", "hostile.test/slow.jpg", "hostile.test/500.jpg",
                      "hostile.test/flaky.jpg?job",
@@ -109,3 +113,20 @@ def test_download_stage_layout_resume_and_retry(spark, tmp_path: Path, image_ser
             members2 |= set(tar.getnames())
     assert members2 == set(members) | {f"{by_url2.loc[FLAKY, 'key']}.{e}" for e in ("jpg", "txt", "json")}
     assert image_server.canary.connections == 0
+
+    # another input into the same --output: a one-line error, not a resume that skips its rows
+    other = tmp_path / "other"
+    other.mkdir()
+    df.head(3).to_parquet(other / "part-0.parquet")
+    n_requests = len(image_server.requests)
+    with pytest.raises(UsageError, match="use a new --output"):
+        run_stage(DownloadStage, _config(str(other), out, dl_cfg), spark=spark)
+    assert len(image_server.requests) == n_requests
+
+
+def test_uid_of_rows_without_one_is_extracts_uid(spark) -> None:
+    """An input without `uid` gets the id extract would have given it (make_uid), so shards and joins agree."""
+    rows = [("http://a.example/x.jpg", "a caption"), ("http://b.example/ü.png", "légende ✓"),
+            ("http://c.example/y.jpg", "")]
+    got = spark.createDataFrame(rows, "url string, text string").select("url", uid_column().alias("uid")).collect()
+    assert {r.url: r.uid for r in got} == {u: make_uid(u, t) for u, t in rows}
