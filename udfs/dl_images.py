@@ -82,13 +82,14 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+_K = np.arange(32)
+_DCT = np.cos(np.pi * (2 * _K[None, :] + 1) * _K[:, None] / 64)  # 32-point DCT-II basis (unscaled), built once
+
+
 def phash(im: Image.Image) -> str:
     """64-bit perceptual hash (DCT of a 32x32 grey thumbnail), as in the imagehash package."""
     g = np.asarray(im.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
-    n = 32
-    k = np.arange(n)
-    dct = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n))  # DCT-II basis (unscaled)
-    low = (dct @ g @ dct.T)[:8, :8]
+    low = (_DCT @ g @ _DCT.T)[:8, :8]
     bits = (low > np.median(low)).flatten()
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
 

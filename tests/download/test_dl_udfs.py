@@ -10,7 +10,7 @@ import pytest
 from dl_server import png_bomb
 from PIL import Image
 
-from crawlpairs.udfs.dl_images import ImageOptions, ImageReject, process
+from crawlpairs.udfs.dl_images import ImageOptions, ImageReject, phash, process
 from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, header_optout, url_hashes, x_robots_optout
 from crawlpairs.udfs.dl_robots import Robots
 from crawlpairs.udfs.dl_ssrf import GuardedResolver, NetPolicy, SSRFBlocked, forbidden_reason
@@ -143,3 +143,10 @@ def test_image_rejections(shared_data: Path) -> None:
     assert e.value.kind == "too_small"
     ok = process(jpg, ImageOptions())
     assert (ok.original_width, ok.original_height) == (640, 427)
+
+
+@pytest.mark.parametrize("name,expected", [  # imagehash 4.3.2: str(imagehash.phash(Image.open(path)))
+    ("sklearn/china.jpg", "9db8c2c7445dbb24"), ("skimage/astronaut.png", "c2924c5532bddfc8"),
+    ("skimage/coffee.png", "bb8320376c0f3637")])
+def test_phash_is_imagehash_phash(shared_data: Path, name: str, expected: str) -> None:
+    assert phash(Image.open(shared_data / "images" / name)) == expected
