@@ -62,20 +62,15 @@ class Robots:
                 cur.rules.append((key == "allow", value, _pattern(value)))
             else:
                 last_was_agent = False if key in ("crawl-delay",) else last_was_agent
+        # The groups that apply to our agent, chosen once (allowed() runs for every URL of the host).
+        mine = [g for g in self.groups if any(a != "*" and a == self.agent for a in g.agents)]
+        if not mine:
+            mine = [g for g in self.groups if "*" in g.agents]
+        self.rules = [r for g in mine for r in g.rules]
 
     @classmethod
     def allow_all(cls) -> Robots:
         return cls("")
-
-    @classmethod
-    def disallow_all(cls) -> Robots:
-        return cls("User-agent: *\nDisallow: /\n")
-
-    def _rules(self) -> list[tuple[bool, str, re.Pattern[str]]]:
-        mine = [g for g in self.groups if any(a != "*" and a == self.agent for a in g.agents)]
-        if not mine:
-            mine = [g for g in self.groups if "*" in g.agents]
-        return [r for g in mine for r in g.rules]
 
     def allowed(self, url: str) -> bool:
         parts = urlsplit(url)
@@ -86,7 +81,7 @@ class Robots:
             return True
         path = _norm_path(path)
         best: tuple[int, bool] | None = None
-        for allow, raw, rx in self._rules():
+        for allow, raw, rx in self.rules:
             if rx.match(path):
                 cand = (len(raw), allow)
                 if best is None or cand[0] > best[0] or (cand[0] == best[0] and allow):
