@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from urllib.parse import urlsplit
 
 HEX_LENGTHS = {32: "md5", 40: "sha1", 64: "sha256"}
@@ -36,14 +35,8 @@ def bytes_hashes(data: bytes) -> dict[str, str]:
             "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def _read_lines(source: str | Path | Iterable[str] | None) -> list[str]:
-    """Lines of a list file (or an iterable of lines): stripped, no blanks, no `#` comments."""
-    if source is None:
-        return []
-    if isinstance(source, (str, Path)):
-        lines: Iterable[str] = Path(source).read_text(encoding="utf-8", errors="replace").splitlines()
-    else:
-        lines = source
+def list_entries(lines: Iterable[str]) -> list[str]:
+    """Entries of a list file's lines: stripped, no blanks, no `#` comments."""
     out = []
     for line in lines:
         s = line.split("#", 1)[0].strip()
@@ -65,10 +58,6 @@ class HashList:
             h = h.strip().lower()
             if _is_hex_hash(h):
                 self.by_alg[HEX_LENGTHS[len(h)]].add(h)
-
-    @classmethod
-    def load(cls, source: str | Path | Iterable[str] | None) -> HashList:
-        return cls(_read_lines(source))
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.by_alg.values())
@@ -104,10 +93,6 @@ class DoNotTrain:
                     domains.add(d)
         self.hashes = HashList(hashes)
         self.domains = domains
-
-    @classmethod
-    def load(cls, source: str | Path | Iterable[str] | None) -> DoNotTrain:
-        return cls(_read_lines(source))
 
     def match(self, url: str) -> str | None:
         """Why the URL is on the list (`domain example.com` / `url md5`), or None."""

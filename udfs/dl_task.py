@@ -23,7 +23,7 @@ from crawlpairs import storage
 from crawlpairs.config import DownloadConfig, StorageConfig
 from crawlpairs.udfs.dl_fetch import BLOCKED, ERROR, SUCCESS, Fetched, FetchOptions, FetchPool
 from crawlpairs.udfs.dl_images import ImageOptions, ImageReject, process
-from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, _read_lines
+from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, list_entries
 
 # Columns the stage adds to every input row (the input's own columns pass through).
 RESULT_SCHEMA = pa.schema([
@@ -71,7 +71,7 @@ _LISTS_LOCK = threading.Lock()
 def _lines(uri: str | None, st: StorageConfig | None) -> list[str]:
     if not uri:
         return []
-    return _read_lines(storage.read_bytes(uri, st).decode("utf-8", "replace").splitlines())
+    return list_entries(storage.read_bytes(uri, st).decode("utf-8", "replace").splitlines())
 
 
 def load_lists(cfg: DownloadConfig, st: StorageConfig | None = None) -> tuple[HashList, DoNotTrain, HashList]:
