@@ -26,6 +26,7 @@ def test_warc_images_photos_and_hostile_endpoints(image_server: ImageServer, dl_
     warc = sorted(image_server.warc)
     photos = [f"http://photos.test{p}" for p in image_server.photos]
     before = set(image_server.requests)
+    hits_before = dict(image_server.hits)
     out = _run(warc + photos + list(expected), dl_cfg)
 
     for url in warc + photos:
@@ -46,6 +47,9 @@ def test_warc_images_photos_and_hostile_endpoints(image_server: ImageServer, dl_
     assert not any(h.endswith("dnt.test") for h, _ in requested)
     assert ("norobots.test", "/private/a.jpg") not in requested
     assert image_server.hits["hostile.test/retry-once.jpg"] == 2
+    robots = {k: v - hits_before.get(k, 0) for k, v in image_server.hits.items() if k.endswith("/robots.txt")}
+    assert robots["hostile.test/robots.txt"] == 1  # once per host for ~25 URLs, not per URL
+    assert set(robots.values()) == {1}
     assert image_server.user_agents == {user_agent(dl_cfg)}
     assert image_server.canary.connections == 0
 

@@ -41,6 +41,16 @@ def test_shard_layout_local(tmp_path) -> None:
     _check(str(tmp_path / "images"), None)
 
 
+def test_rewriting_a_shard_gives_identical_bytes(tmp_path) -> None:
+    """docs/download.md: keys by uid rank and mtime-0 members, so a repeat run writes the same shard."""
+    p = plan(6, 4)
+    rows = _rows(6)
+    write_shard(rows, 1, str(tmp_path / "a"), p, None)
+    write_shard(rows.sample(frac=1, random_state=3), 1, str(tmp_path / "b"), p, None)  # rows in another order
+    for name in ("00001.tar", "00001.parquet"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
 @pytest.mark.integration
 def test_shard_layout_on_s3(s3_server) -> None:
     _check(s3_server.uri("download-test", "images"), s3_server.storage)
