@@ -103,12 +103,9 @@ def read_with_webdataset(folder: Path) -> int | None:
 
 
 def successes(folder: Path) -> int:
-    n = 0
-    for f in folder.glob("*_stats.json"):
-        if f.name[0].isdigit():
-            d = json.loads(f.read_text())
-            n += int(d.get("successes", d.get("count", 0) if "status" not in d else 0))
-    return n
+    """Images written, from the per-shard stats (img2dataset and crawlpairs both write `successes`)."""
+    return sum(int(json.loads(f.read_text()).get("successes", 0))
+               for f in folder.glob("*_stats.json") if f.name[0].isdigit())
 
 
 def main() -> int:
