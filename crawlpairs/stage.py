@@ -45,6 +45,14 @@ class Context:
     def spark_uri(self, uri: str) -> str:
         return storage.spark_uri(uri, self.cfg.storage)
 
+    def read_parquet_input(self):
+        """--input as one DataFrame; an unreadable or empty input is a one-line UsageError."""
+        try:
+            return self.spark.read.parquet(*[self.spark_uri(u) for u in self.cfg.input])
+        except Exception as exc:  # noqa: BLE001 - missing/empty input: Spark raises many kinds
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
+            raise UsageError(f"--input {','.join(self.cfg.input)}: cannot read Parquet ({first})") from None
+
 
 class Stage:
     name: str = ""

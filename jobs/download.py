@@ -68,11 +68,7 @@ class DownloadStage(Stage):
 
         cfg, spark, d, st, out = ctx.cfg, ctx.spark, ctx.cfg.download, ctx.cfg.storage, ctx.out
         self.check(ctx)
-        try:
-            rows = spark.read.parquet(*[ctx.spark_uri(u) for u in cfg.input])
-        except Exception as exc:  # noqa: BLE001 - unreadable input is a usage error, in one line
-            raise UsageError(f"--input {','.join(cfg.input)}: cannot read Parquet "
-                             f"({str(exc).splitlines()[0][:200]})") from None
+        rows = ctx.read_parquet_input()
         if "url" not in rows.columns:
             raise UsageError(f"--input {','.join(cfg.input)}: no `url` column")
         rows = rows.drop(*[c for c in (*INTERNAL, *RESULT_COLUMNS) if c in rows.columns])
