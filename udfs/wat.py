@@ -41,6 +41,17 @@ class WatPage(NamedTuple):
     license_links: list[tuple[str, str | None]]  # (raw url, rel) of creativecommons.org links
 
 
+def _texts(link: dict, with_title: bool) -> list[tuple[str, str]]:
+    """An IMG link's candidate texts in priority order: non-blank `alt`, then `title`."""
+    alt = link.get("alt")
+    cands = [(alt, "alt")] if alt.__class__ is str and alt and not alt.isspace() else []
+    if with_title:
+        title = link.get("title")
+        if title.__class__ is str and title and not title.isspace():
+            cands.append((title, "title"))
+    return cands
+
+
 def parse_page(payload: bytes, with_title: bool = False) -> WatPage | None:
     """Images and license links of one WAT metadata record; None if it describes no HTML page.
 
@@ -65,13 +76,7 @@ def parse_page(payload: bytes, with_title: bool = False) -> WatPage | None:
             url = link.get("url")
             if url.__class__ is not str:
                 continue
-            alt = link.get("alt")
-            cands = [(alt, "alt")] if alt.__class__ is str and alt and not alt.isspace() else []
-            if with_title:
-                title = link.get("title")
-                if title.__class__ is str and title and not title.isspace():
-                    cands.append((title, "title"))
-            images.append((url, cands))
+            images.append((url, _texts(link, with_title)))
         lic: list[tuple[str, str | None]] = []
         if b"creativecommons.org" in payload:
             _cc_links(head.get("Link") or (), lic)
@@ -112,13 +117,7 @@ def scan_page(payload: bytes, with_title: bool = False) -> WatPage:
             raise ValueError("IMG@/src outside a link object")
         url = link.get("url")
         if url.__class__ is str:
-            alt = link.get("alt")
-            cands = [(alt, "alt")] if alt.__class__ is str and alt and not alt.isspace() else []
-            if with_title:
-                title = link.get("title")
-                if title.__class__ is str and title and not title.isspace():
-                    cands.append((title, "title"))
-            images.append((url, cands))
+            images.append((url, _texts(link, with_title)))
         i = find(_IMG, end)
     lic: list[tuple[str, str | None]] = []
     if b"creativecommons.org" in payload:
