@@ -58,17 +58,20 @@ except ImportError:  # pragma: no cover - isal is a core dependency
     _deflate_mod = zlib  # type: ignore[assignment]
     _DEFLATE_LEVEL = 3
 
+from crawlpairs.config import ExtractConfig
 from crawlpairs.stage import Context, Stage
 
 KINDS = ("wat", "warc", "both")
 CRAWL_RE = re.compile(r"^CC-MAIN-(\d{4})-(\d{2})$")
 
-# LAION's default filters as the ground truth applies them (mirrors ExtractConfig's defaults).
-MAX_URL_LENGTH = 2000
-MAX_DOMAIN_LENGTH = 60
-DROP_EXTENSIONS = ("svg", "gif")
-MIN_TEXT_LENGTH = 5
-MAX_TEXT_LENGTH = 4000
+# LAION's default filters as the ground truth applies them: ExtractConfig's defaults (2000, 60,
+# svg/gif, 5, 4000). The faults below are sized to clear these with a margin (tests check it).
+_LAION = ExtractConfig()
+MAX_URL_LENGTH = _LAION.max_url_length
+MAX_DOMAIN_LENGTH = _LAION.max_domain_length
+DROP_EXTENSIONS = tuple(_LAION.drop_extensions)
+MIN_TEXT_LENGTH = _LAION.min_text_length
+MAX_TEXT_LENGTH = _LAION.max_text_length
 # Fault names (drop reasons) in the ground truth; None means the pair survives.
 FAULTS = (
     "no_alt",  # no alt attribute
@@ -1279,7 +1282,7 @@ class _FileGen:
                 img.alt = self.alt_raw(text)
                 sub = self.corpus.slug(rng, 4, 20)
                 host = f"{sub}-img-cdn-eu-west-{_ri(rng, 1, 3)}-prod-cache-{_ri(rng, 100, 999)}.storage-accelerator-network.{site.domain}"
-                while len(host) < 70:
+                while len(host) < MAX_DOMAIN_LENGTH + 10:
                     host = "edge-" + host
                 img.src = f"https://{host}/i/{rng.getrandbits(40):010x}.jpg"
                 img.url = img.src
@@ -1701,6 +1704,43 @@ class _Writer:
         if self.want_wat:
             self.wat_chunks.append(gzip_member(rec)[0])
 
+    def _page_record(
+        self,
+        headers: list[tuple[str, str]],
+        block: bytes,
+        block_digest: str,
+        actual_type: str,
+        meta_key: str,
+        meta: dict[str, Any],
+    ) -> None:
+        """Write one WARC record of a page and the WAT record describing it. The WAT's
+        WARC-Header-Metadata repeats the WARC headers with Content-Length after WARC-Record-ID,
+        as ia-web-commons writes it; Payload-Metadata holds `meta_key: meta` (the
+        HTTP-Request/HTTP-Response/WARC-Metadata part) between the type and the block sizes."""
+        rec, hb = _warc_record(headers, block)
+        container = self._emit_warc(rec)
+        header_meta = dict(headers[:3])  # WARC-Type, WARC-Date, WARC-Record-ID
+        header_meta["Content-Length"] = str(len(block))
+        header_meta.update(headers[3:])
+        doc = {
+            "Container": container,
+            "Envelope": {
+                "Payload-Metadata": {
+                    "Actual-Content-Type": actual_type,
+                    meta_key: meta,
+                    "Actual-Content-Length": str(len(block)),
+                    "Trailing-Slop-Length": "4",
+                    "Block-Digest": block_digest,
+                },
+                "Format": "WARC/1.0",
+                "WARC-Header-Length": str(len(hb)),
+                "WARC-Header-Metadata": header_meta,
+            },
+        }
+        self._emit_wat(
+            header_meta["WARC-Target-URI"], header_meta["WARC-Date"], header_meta["WARC-Record-ID"], doc
+        )
+
     def start(self) -> None:
         fg = self.fg
         info = (
@@ -1801,7 +1841,7 @@ class _Writer:
         )
         req_block = req_head.encode("utf-8")
         req_id, resp_id, meta_id = _uuid(rng), _uuid(rng), _uuid(rng)
-        rec, hb = _warc_record(
+        self._page_record(
             [
                 ("WARC-Type", "request"),
                 ("WARC-Date", date_s),
@@ -1812,41 +1852,18 @@ class _Writer:
                 ("WARC-Target-URI", url),
             ],
             req_block,
-        )
-        container = self._emit_warc(rec)
-        empty_digest = "sha1:3I42H3S6NNFQ2MSVX7XZKYAYSCX5QBYJ"
-        doc = {
-            "Container": container,
-            "Envelope": {
-                "Payload-Metadata": {
-                    "Actual-Content-Type": "application/http; msgtype=request",
-                    "HTTP-Request-Metadata": {
-                        "Request-Message": {"Method": "GET", "Path": rpath, "Version": "HTTP/1.1"},
-                        "Headers-Length": str(len(req_block) - 2),
-                        "Headers": req_headers,
-                        "Entity-Length": "0",
-                        "Entity-Digest": empty_digest,
-                        "Entity-Trailing-Slop-Length": "0",
-                    },
-                    "Actual-Content-Length": str(len(req_block)),
-                    "Trailing-Slop-Length": "4",
-                    "Block-Digest": _b32sha1(req_block),
-                },
-                "Format": "WARC/1.0",
-                "WARC-Header-Length": str(len(hb)),
-                "WARC-Header-Metadata": {
-                    "WARC-Type": "request",
-                    "WARC-Date": date_s,
-                    "WARC-Record-ID": req_id,
-                    "Content-Length": str(len(req_block)),
-                    "Content-Type": "application/http; msgtype=request",
-                    "WARC-Warcinfo-ID": self.warcinfo_id,
-                    "WARC-IP-Address": ip,
-                    "WARC-Target-URI": url,
-                },
+            _b32sha1(req_block),
+            "application/http; msgtype=request",
+            "HTTP-Request-Metadata",
+            {
+                "Request-Message": {"Method": "GET", "Path": rpath, "Version": "HTTP/1.1"},
+                "Headers-Length": str(len(req_block) - 2),
+                "Headers": req_headers,
+                "Entity-Length": "0",
+                "Entity-Digest": "sha1:3I42H3S6NNFQ2MSVX7XZKYAYSCX5QBYJ",  # sha1 of nothing
+                "Entity-Trailing-Slop-Length": "0",
             },
-        }
-        self._emit_wat(url, date_s, req_id, doc)
+        )
         # response
         body = page["html"]
         fetched = self.t - timedelta(seconds=_ri(rng, 0, 5))
@@ -1872,7 +1889,7 @@ class _Writer:
         block = rh + body
         payload_digest = _b32sha1(body)
         block_digest = _b32sha1(block)
-        rec, hb = _warc_record(
+        self._page_record(
             [
                 ("WARC-Type", "response"),
                 ("WARC-Date", date_s),
@@ -1887,45 +1904,19 @@ class _Writer:
                 ("WARC-Identified-Payload-Type", "text/html"),
             ],
             block,
-        )
-        container = self._emit_warc(rec)
-        doc = {
-            "Container": container,
-            "Envelope": {
-                "Payload-Metadata": {
-                    "Actual-Content-Type": "application/http; msgtype=response",
-                    "HTTP-Response-Metadata": {
-                        "Response-Message": {"Status": "200", "Version": "HTTP/1.1", "Reason": "OK"},
-                        "Headers-Length": str(len(rh)),
-                        "Headers": resp_headers,
-                        "HTML-Metadata": page["html_meta"],
-                        "Entity-Length": str(len(body)),
-                        "Entity-Digest": payload_digest,
-                        "Entity-Trailing-Slop-Length": "0",
-                    },
-                    "Actual-Content-Length": str(len(block)),
-                    "Trailing-Slop-Length": "4",
-                    "Block-Digest": block_digest,
-                },
-                "Format": "WARC/1.0",
-                "WARC-Header-Length": str(len(hb)),
-                "WARC-Header-Metadata": {
-                    "WARC-Type": "response",
-                    "WARC-Date": date_s,
-                    "WARC-Record-ID": resp_id,
-                    "Content-Length": str(len(block)),
-                    "Content-Type": "application/http; msgtype=response",
-                    "WARC-Warcinfo-ID": self.warcinfo_id,
-                    "WARC-Concurrent-To": req_id,
-                    "WARC-IP-Address": ip,
-                    "WARC-Target-URI": url,
-                    "WARC-Payload-Digest": payload_digest,
-                    "WARC-Block-Digest": block_digest,
-                    "WARC-Identified-Payload-Type": "text/html",
-                },
+            block_digest,
+            "application/http; msgtype=response",
+            "HTTP-Response-Metadata",
+            {
+                "Response-Message": {"Status": "200", "Version": "HTTP/1.1", "Reason": "OK"},
+                "Headers-Length": str(len(rh)),
+                "Headers": resp_headers,
+                "HTML-Metadata": page["html_meta"],
+                "Entity-Length": str(len(body)),
+                "Entity-Digest": payload_digest,
+                "Entity-Trailing-Slop-Length": "0",
             },
-        }
-        self._emit_wat(url, date_s, resp_id, doc)
+        )
         # metadata
         lang = site.lang
         cld2 = (
@@ -1935,7 +1926,7 @@ class _Writer:
         )
         fetch_ms = str(_ri(rng, 20, 4000))
         mblock = f"fetchTimeMs: {fetch_ms}\r\ncharset-detected: UTF-8\r\nlanguages-cld2: {cld2}\r\n".encode()
-        rec, hb = _warc_record(
+        self._page_record(
             [
                 ("WARC-Type", "metadata"),
                 ("WARC-Date", date_s),
@@ -1946,39 +1937,17 @@ class _Writer:
                 ("WARC-Target-URI", url),
             ],
             mblock,
-        )
-        container = self._emit_warc(rec)
-        doc = {
-            "Container": container,
-            "Envelope": {
-                "Payload-Metadata": {
-                    "Actual-Content-Type": "application/metadata-fields",
-                    "WARC-Metadata-Metadata": {
-                        "Metadata-Records": [
-                            {"Name": "fetchTimeMs", "Value": fetch_ms},
-                            {"Name": "charset-detected", "Value": "UTF-8"},
-                            {"Name": "languages-cld2", "Value": cld2},
-                        ]
-                    },
-                    "Actual-Content-Length": str(len(mblock)),
-                    "Trailing-Slop-Length": "4",
-                    "Block-Digest": _b32sha1(mblock),
-                },
-                "Format": "WARC/1.0",
-                "WARC-Header-Length": str(len(hb)),
-                "WARC-Header-Metadata": {
-                    "WARC-Type": "metadata",
-                    "WARC-Date": date_s,
-                    "WARC-Record-ID": meta_id,
-                    "Content-Length": str(len(mblock)),
-                    "Content-Type": "application/warc-fields",
-                    "WARC-Warcinfo-ID": self.warcinfo_id,
-                    "WARC-Concurrent-To": resp_id,
-                    "WARC-Target-URI": url,
-                },
+            _b32sha1(mblock),
+            "application/metadata-fields",
+            "WARC-Metadata-Metadata",
+            {
+                "Metadata-Records": [
+                    {"Name": "fetchTimeMs", "Value": fetch_ms},
+                    {"Name": "charset-detected", "Value": "UTF-8"},
+                    {"Name": "languages-cld2", "Value": cld2},
+                ]
             },
-        }
-        self._emit_wat(url, date_s, meta_id, doc)
+        )
 
 
 _ISO3 = {

@@ -30,6 +30,7 @@ from bs4 import BeautifulSoup
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 from warcio.archiveiterator import ArchiveIterator as WarcioIterator
 
+from crawlpairs.config import ExtractConfig
 from crawlpairs.generate import GenerateResult, GenerateStage, generate
 
 # ---------------------------------------------------------------------------------------------
@@ -281,6 +282,32 @@ def test_ground_truth_matches_html_parsed_with_bs4(both):
     assert all(v > 0 for k, v in both.drops.items() if k != "text_too_long")
 
 
+def test_truth_clears_extract_config_defaults_with_a_margin(both):
+    """Faults sit beyond ExtractConfig's default limits and surviving pairs inside them, each with
+    the margin docs/generate.md states, so any reasonable cleanup agrees on the verdict."""
+    d = ExtractConfig()
+    t = pq.read_table(both.truth_path).to_pandas()
+
+    def rows(fault):
+        return t[t.fault.isna()] if fault is None else t[t.fault == fault]
+
+    def host_len(url):
+        return len(urlsplit(url).hostname or "")
+
+    ok = rows(None)
+    assert len(ok) == both.pairs_expected > 0
+    assert ok.url.str.len().max() <= d.max_url_length
+    assert max(map(host_len, ok.url)) <= d.max_domain_length
+    assert d.min_text_length + 3 <= ok.text.str.len().min() and ok.text.str.len().max() <= d.max_text_length
+    assert not {u.rsplit("/", 1)[-1].rsplit(".", 1)[-1].lower() for u in ok.url} & set(d.drop_extensions)
+    assert (rows("url_too_long").url.str.len() > d.max_url_length + 100).all()
+    assert min(map(host_len, rows("domain_too_long").url)) >= d.max_domain_length + 10
+    assert (rows("text_too_short").text.str.len() <= d.min_text_length - 2).all()
+    assert (rows("text_too_long").text.str.len() > d.max_text_length + 500).all()
+    exts = {u.split("?")[0].rsplit(".", 1)[-1].lower() for u in rows("extension").url}
+    assert exts and exts <= set(d.drop_extensions)
+
+
 def test_wat_links_give_the_same_truth(both):
     """Raw WAT attribute values (entities not decoded, as ia-web-commons writes them) decode to the truth."""
     truth = pq.read_table(both.truth_path).to_pandas()
@@ -530,7 +557,7 @@ def test_noise_is_labelled_and_reversible(both):
     fixed = sum(
         ftfy.fix_text(x, uncurl_quotes=False) == c for x, c in zip(moj.text, moj.caption, strict=True)
     )
-    assert fixed >= 0.9 * len(moj) > 0
+    assert fixed == len(moj) > 0  # docs/generate.md: ftfy gives back the caption for those rows
     ent = t[t.noise == "entities"]
     assert all("&" in a for a in ent.alt) and all(
         x == clean(c) for x, c in zip(ent.text, ent.caption, strict=True)
