@@ -53,7 +53,7 @@ def extract_partition(cfg: Config, out: str, bid: str):
                 stats = Stats()
                 try:
                     with storage.open_uri(path, "rb", cfg.storage) as fh:
-                        for rb in extract_stream(fh, path, cfg.extract, stats, crawl=crawl):
+                        for rb in extract_stream(fh, path, cfg.extract, stats, crawl=crawl, storage=cfg.storage):
                             if rb.num_rows:
                                 yield rb.append_column("batch", pa.array([bid] * rb.num_rows, pa.string()))
                 except FileNotFoundError as exc:

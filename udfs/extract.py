@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crawlpairs.config import ExtractConfig
+from crawlpairs.config import ExtractConfig, StorageConfig
 from crawlpairs.stats import Stats
 from crawlpairs.udfs import langid
 from crawlpairs.udfs.html import decode_body, decode_html, parse_html
@@ -63,6 +63,7 @@ CANDIDATE_SCHEMA = pa.schema(
 
 _CRAWL_RE = re.compile(r"CC-MAIN-\d{4}-\d{2}(?!\d)")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
 
 # FastWARC record type values (WarcRecordType IntFlag), as ints for fast comparisons.
 _WARCINFO, _RESPONSE, _RESOURCE, _METADATA = 2, 4, 8, 32
@@ -76,7 +77,7 @@ def make_uid(url: str, text: str) -> str:
 
 
 def crawl_from_path(path: str) -> str | None:
-    """`.../crawl-data/CC-MAIN-2024-33/...` -> `CC-MAIN-2024-33`."""
+    """`.../crawl-data/CC-MAIN-2024-33/...` -> `CC-MAIN-2024-33` (crawlpairs.inputs uses it too)."""
     m = _CRAWL_RE.search(path)
     return m.group(0) if m else None
 
@@ -107,9 +108,6 @@ def _timestamps(dates: list[str | None]) -> pa.Array:
         return pa.array(dates, pa.string()).cast(ts)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return pa.array([_parse_warc_date(d) for d in dates], pa.int64()).cast(ts)
-
-
-_US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
 
 
 class _Counting:
@@ -145,10 +143,12 @@ class _Builder:
     offset, time, ...) are stored once per page and expanded with one Arrow `take` per batch.
     """
 
-    def __init__(self, cfg: ExtractConfig, stats: Stats, source_file: str) -> None:
+    def __init__(self, cfg: ExtractConfig, stats: Stats, source_file: str,
+                 storage: StorageConfig | None = None) -> None:
         self.cfg = cfg
         self.stats = stats
         self.source_file = source_file
+        self.storage = storage  # where the language-ID model is fetched from (s3:// endpoint)
         self.schemes = frozenset(s.lower() for s in cfg.allowed_schemes)
         exts = sorted({e.lower().lstrip(".") for e in cfg.drop_extensions if e.strip(".")})
         # same answer as `extension_of(url) in exts`, as one C-level match per URL
@@ -279,7 +279,7 @@ class _Builder:
                 if src == "alt" or min_len <= len(t) <= max_len:
                     break
             if not text:
-                reason = reason
+                pass  # `reason` is what the loop found: empty_text or text_too_long
             elif len(text) < min_len:
                 reason = "text_too_short"
             elif len(text) > max_len:
@@ -336,7 +336,7 @@ class _Builder:
             return None
         cfg = self.cfg
         if cfg.lid_model:
-            langs, scores = langid.predict(self.text, cfg.lid_model)
+            langs, scores = langid.predict(self.text, cfg.lid_model, self.storage)
             lang_arr = pa.array(langs, pa.string())
             score_arr = pa.array(scores, pa.float32())
         else:
@@ -389,8 +389,11 @@ def extract_stream(
     stats: Stats,
     crawl: str | None = None,
     batch_rows: int = 20000,
+    storage: StorageConfig | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Stream one WAT/WARC file (gzip or plain) and yield candidate batches (CANDIDATE_SCHEMA).
+
+    `storage` reaches `cfg.lid_model` when it is an s3:// URI on a configured endpoint.
 
     Counters: files_read, records.<type>, pairs_found, pairs_kept, skipped.<why>;
     drops by reason; errors by kind with `source_file`.
@@ -402,7 +405,7 @@ def extract_stream(
     want_wat = fmt in ("auto", "wat")
     want_warc = fmt in ("auto", "warc")
     with_title = "title" in cfg.text_fallbacks
-    b = _Builder(cfg, stats, source_file)
+    b = _Builder(cfg, stats, source_file, storage)
     stats.incr("files_read")
     counting = _Counting(fileobj)
     type_counts: dict[int, int] = {}

@@ -12,12 +12,16 @@ from typing import Any
 
 import numpy as np
 
+from crawlpairs.config import StorageConfig
+from crawlpairs.storage import local_copy
+
 _MODELS: dict[str, Any] = {}
 _LOCK = threading.Lock()
 
 
-def load_model(uri: str) -> Any:
-    """The fastText model for `uri`, loaded on first use in this process."""
+def load_model(uri: str, storage: StorageConfig | None = None) -> Any:
+    """The fastText model for `uri`, loaded on first use in this process (`storage`: the
+    endpoint/credentials settings for an s3:// `uri`)."""
     model = _MODELS.get(uri)
     if model is not None:
         return model
@@ -26,14 +30,8 @@ def load_model(uri: str) -> Any:
         if model is None:
             import fasttext
 
-            try:
-                from crawlpairs.storage import local_copy
-
-                path = local_copy(uri)
-            except ImportError:  # pragma: no cover - storage is part of the package
-                path = uri
             # fasttext prints a deprecation warning on load; it is harmless.
-            model = fasttext.load_model(path)
+            model = fasttext.load_model(local_copy(uri, storage))
             _MODELS[uri] = model
     return model
 
@@ -41,14 +39,16 @@ def load_model(uri: str) -> Any:
 MAX_CHARS = 300  # fastText's answer on 10k real captions is unchanged at 300 chars; cost grows with length
 
 
-def predict(texts: list[str], uri: str) -> tuple[list[str | None], np.ndarray]:
+def predict(
+    texts: list[str], uri: str, storage: StorageConfig | None = None
+) -> tuple[list[str | None], np.ndarray]:
     """(language codes, float32 scores) for cleaned one-line texts; empty text -> (None, 0).
 
     Each distinct text is predicted once per call (captions repeat across a page set).
     """
     if not texts:
         return [], np.zeros(0, dtype=np.float32)
-    model = load_model(uri)
+    model = load_model(uri, storage)
     pos: dict[str, int] = {}
     setdefault = pos.setdefault
     row_to_uniq = [setdefault(t, len(pos)) for t in texts]  # index of each row's distinct text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -116,3 +118,59 @@ def test_langid_on_real_captions(data_dir):
     assert langs == ["en", "de", "fr", "es", None]
     assert scores[4] == 0.0
     assert langid.load_model(uri) is langid.load_model(uri)  # loaded once per process
+
+
+@pytest.mark.integration
+def test_lid_model_from_s3_on_the_configured_endpoint(data_dir, lid_model, cfg, s3_server, tmp_path, monkeypatch):
+    """An s3:// `--lid-model` is fetched from `storage.s3_endpoint` (SeaweedFS here), not AWS."""
+    import io
+
+    import pyarrow as pa
+
+    from crawlpairs import storage
+    from crawlpairs.stats import Stats
+    from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_stream
+
+    monkeypatch.setenv("CRAWLPAIRS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    uri = s3_server.uri("models", f"{tmp_path.name}-lid.176.ftz")  # a fresh key: not in langid's cache
+    storage.write_bytes(uri, Path(lid_model).read_bytes(), s3_server.storage)
+    wat = data_dir / "wat/CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.wat"
+
+    def languages(model: str) -> tuple[list, Stats]:
+        cfg.lid_model, stats = model, Stats()
+        batches = extract_stream(io.BytesIO(wat.read_bytes()), str(wat), cfg, stats, storage=s3_server.storage)
+        return pa.Table.from_batches(list(batches), schema=CANDIDATE_SCHEMA).column("language").to_pylist(), stats
+
+    local, _ = languages(lid_model)
+    remote, stats = languages(uri)
+    assert remote == local and len(local) == 2 and local[0] == "en"
+    assert not stats.errors
+    assert langid.load_model(uri) is langid.load_model(uri, s3_server.storage)  # once per process
+
+
+def test_shortcuts_lose_nothing_on_real_captions(data_dir, lid_model):
+    """What docs/extract.md claims for the 10,000 real captions: ftfy only on suspected
+    mojibake gives what ftfy on every non-ASCII text gives, and language ID on the first
+    `MAX_CHARS` characters gives the labels of the whole text."""
+    import html
+
+    from crawlpairs.udfs import text as textmod
+
+    def ftfy_always(raw: str) -> str:
+        t = html.unescape(raw) if "&" in raw else raw
+        if not t.isascii():
+            t = textmod._INVISIBLE.sub("", textmod._CONTROL.sub(" ", textmod.ftfy.fix_text(t, textmod._FTFY)))
+        return " ".join(textmod._CONTROL.sub(" ", t).split())
+
+    raw = [t for t in pq.read_table(data_dir / "captions/test_10000.parquet", columns=["TEXT"]).column("TEXT")
+           .to_pylist() if t]
+    assert len(raw) > 9000
+    non_ascii = [t for t in raw if not t.isascii()]
+    assert len(non_ascii) > 300
+    assert [clean_text(t) for t in non_ascii] == [ftfy_always(t) for t in non_ascii]
+    texts = [clean_text(t) for t in raw]
+    assert sum(len(t) > langid.MAX_CHARS for t in texts) > 20  # the cut happens
+    model = langid.load_model(lid_model)
+    langs, _ = langid.predict(texts, lid_model)
+    assert langs == [model.predict(t, k=1)[0][0][9:] if t else None for t in texts]
