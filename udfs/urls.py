@@ -133,15 +133,6 @@ def _has_scheme(href: str) -> bool:
     return bool(scheme) and scheme[0].isalpha() and all(c.isalnum() or c in "+-." for c in scheme)
 
 
-def scheme_of(url: str) -> str:
-    """Lower-case scheme, or "" for none."""
-    i = url.find(":")
-    if i <= 0:
-        return ""
-    scheme = url[:i]
-    return scheme.lower() if _has_scheme(url) else ""
-
-
 def host_of(url: str) -> str:
     """Lower-case host of an absolute http(s) URL without userinfo or port ("" if none)."""
     i = url.find("://")
