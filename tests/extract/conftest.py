@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import pytest
 
 from crawlpairs.config import ExtractConfig
 
-LID = "models/lid.176.ftz"
-
-
-def _shared() -> Path:
-    env = os.environ.get("CRAWLPAIRS_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-
 
 @pytest.fixture(scope="session")
-def data_dir() -> Path:
-    d = _shared()
-    if not (d / "wat").is_dir():
-        pytest.skip(f"shared test data not found at {d} (set CRAWLPAIRS_SHARED_DATA)")
-    return d
+def data_dir(shared_data: Path) -> Path:
+    """The shared real crawl files (tests/conftest.py's `shared_data`, under this area's name)."""
+    return shared_data
 
 
 @pytest.fixture
-def cfg(data_dir: Path) -> ExtractConfig:
-    return ExtractConfig(lid_model=str(data_dir / LID))
+def cfg(lid_model: str) -> ExtractConfig:
+    """Default (LAION) filters with the offline lid.176.ftz; each test may change its own copy."""
+    return ExtractConfig(lid_model=lid_model)
 
 
 @pytest.fixture

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 
+import orjson
 import pyarrow as pa
+import pytest
 
 from crawlpairs.stats import Stats
 from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_stream, make_uid
@@ -18,6 +21,15 @@ def run(path, cfg, **kw):
         batches = list(extract_stream(f, str(path), cfg, stats, **kw))
     table = pa.Table.from_batches(batches, schema=CANDIDATE_SCHEMA)
     return table, stats
+
+
+def wat_record(doc: dict, target: str, gz: bool = True) -> bytes:
+    """One WAT metadata record around `doc`'s JSON, framed as Common Crawl writes it."""
+    body = orjson.dumps(doc)
+    rec = (f"WARC/1.0\r\nWARC-Type: metadata\r\nWARC-Target-URI: {target}\r\n"
+           f"WARC-Date: 2024-05-01T10:00:00Z\r\nContent-Type: application/json\r\n"
+           f"Content-Length: {len(body)}\r\n\r\n").encode() + body + b"\r\n\r\n"
+    return gzip.compress(rec) if gz else rec
 
 
 def test_2014_wat_four_alt_images(data_dir, cfg):
@@ -115,8 +127,6 @@ def test_truncated_wat_is_counted_not_raised(data_dir, cfg):
 
 def test_wat_title_fallback_and_entities(cfg):
     # A WAT record written like Common Crawl's, with entity-escaped URL and alt and a Head.Base.
-    import orjson
-
     doc = {
         "Envelope": {
             "WARC-Header-Metadata": {"WARC-Target-URI": "http://example.com/a/page.html"},
@@ -139,10 +149,7 @@ def test_wat_title_fallback_and_entities(cfg):
             },
         }
     }
-    body = orjson.dumps(doc)
-    rec = (b"WARC/1.0\r\nWARC-Type: metadata\r\nWARC-Target-URI: http://example.com/a/page.html\r\n"
-           b"WARC-Date: 2024-05-01T10:00:00Z\r\nContent-Type: application/json\r\n"
-           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body + b"\r\n\r\n")
+    rec = wat_record(doc, "http://example.com/a/page.html", gz=False)
     stats = Stats()
     rows = pa.Table.from_batches(list(extract_stream(io.BytesIO(rec), "mem.wat", cfg, stats)),
                                  schema=CANDIDATE_SCHEMA).to_pylist()
@@ -156,21 +163,13 @@ def test_wat_title_fallback_and_entities(cfg):
 
 
 def test_crawl_from_warcinfo_is_part_of(cfg):
-    import gzip
-
-    import orjson
-
     info = b"isPartOf: CC-MAIN-2024-22\r\npublisher: Common Crawl\r\n\r\n"
     warcinfo = (b"WARC/1.0\r\nWARC-Type: warcinfo\r\nContent-Type: application/warc-fields\r\n"
                 b"Content-Length: " + str(len(info)).encode() + b"\r\n\r\n" + info + b"\r\n\r\n")
     doc = {"Envelope": {"WARC-Header-Metadata": {"WARC-Target-URI": "http://e.com/"},
                         "Payload-Metadata": {"HTTP-Response-Metadata": {"HTML-Metadata": {
                             "Links": [{"path": "IMG@/src", "url": "/a.jpg", "alt": "A caption here"}]}}}}}
-    body = orjson.dumps(doc)
-    rec = (b"WARC/1.0\r\nWARC-Type: metadata\r\nWARC-Target-URI: http://e.com/\r\n"
-           b"WARC-Date: 2024-05-01T10:00:00Z\r\nContent-Type: application/json\r\n"
-           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body + b"\r\n\r\n")
-    data = gzip.compress(warcinfo) + gzip.compress(rec)
+    data = gzip.compress(warcinfo) + wat_record(doc, "http://e.com/")
     rows = pa.Table.from_batches(list(extract_stream(io.BytesIO(data), "x.wat.gz", cfg, Stats())),
                                  schema=CANDIDATE_SCHEMA).to_pylist()
     assert [(r["url"], r["crawl"]) for r in rows] == [("http://e.com/a.jpg", "CC-MAIN-2024-22")]
@@ -190,10 +189,6 @@ def test_batches_are_bounded(data_dir, cfg):
 
 
 def test_braces_and_quotes_in_alt_fall_back_to_full_parse(cfg):
-    import gzip
-
-    import orjson
-
     from crawlpairs.udfs.wat import scan_page
 
     links = [{"alt": "curly {brace} and \"quotes\" here", "path": "IMG@/src", "url": "/a.jpg"},
@@ -201,17 +196,10 @@ def test_braces_and_quotes_in_alt_fall_back_to_full_parse(cfg):
              {"path": "A@/href", "url": "https://creativecommons.org/licenses/by/4.0/", "rel": "license"}]
     doc = {"Envelope": {"WARC-Header-Metadata": {"WARC-Target-URI": "http://e.com/"},
                         "Payload-Metadata": {"HTTP-Response-Metadata": {"HTML-Metadata": {"Links": links}}}}}
-    body = orjson.dumps(doc)
-    try:
-        scan_page(body)
-        raise AssertionError("the cut-out should not parse")
-    except ValueError:
-        pass
-    rec = (b"WARC/1.0\r\nWARC-Type: metadata\r\nWARC-Target-URI: http://e.com/\r\n"
-           b"WARC-Date: 2024-05-01T10:00:00Z\r\nContent-Type: application/json\r\n"
-           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body + b"\r\n\r\n")
+    with pytest.raises(ValueError):  # the cut-out does not parse: the caller falls back
+        scan_page(orjson.dumps(doc))
     stats = Stats()
-    rows = pa.Table.from_batches(list(extract_stream(io.BytesIO(gzip.compress(rec)), "x", cfg, stats)),
+    rows = pa.Table.from_batches(list(extract_stream(io.BytesIO(wat_record(doc, "http://e.com/")), "x", cfg, stats)),
                                  schema=CANDIDATE_SCHEMA).to_pylist()
     assert [(r["url"], r["text"], r["license"]) for r in rows] == [
         ("http://e.com/a.jpg", 'curly {brace} and "quotes" here', "cc-by"),
