@@ -198,3 +198,25 @@ def test_s3_input_and_output(s3_spark, s3_server, shared_data, lid_model, tmp_pa
     assert stats.errors["wat_json"] >= 1
     assert storage.exists(s3_server.uri("out", "candidates", "_stats.json"), st)
     assert table.source_file.str.startswith("s3://").all()
+
+
+def test_http_input_streams_the_same_rows_as_the_local_file(spark, shared_data, lid_model, tmp_path):
+    """An http(s):// input is streamed by the executor (a real loopback server stands in for the web)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shared_data / "warc"))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/dolma-sample-0000.warc.gz"
+    try:
+        cfg = make_cfg([url], tmp_path, lid_model)
+        stats = run_stage(ExtractStage, cfg, spark)
+    finally:
+        server.shutdown()
+    df = read_table(tmp_path / "candidates")
+    assert set(df.uid) == reference_uids([shared_data / "warc" / "dolma-sample-0000.warc.gz"], cfg)
+    assert set(df.source_file) == {url}
+    assert not stats.errors
