@@ -240,20 +240,26 @@ def spark_conf(stage: str, cfg: Config, gpus_per_node: int, tasks_per_gpu: int, 
     return conf
 
 
+def code_uris(stage: str, artefacts: str) -> tuple[str, str]:
+    """(the job's .py, the --py-files zip) in an artefact folder `.../<version>` (cluster/package.py's layout)."""
+    artefacts = artefacts.rstrip("/")
+    version = artefacts.rsplit("/", 1)[-1]
+    return f"{artefacts}/jobs/{stage}.py", f"{artefacts}/crawlpairs-{version}.zip"
+
+
 def spark_submit(stage: str, cfg: Config, artefacts: str, *, deploy_mode: str = "cluster",
                  gpus_per_node: int = 1, tasks_per_gpu: int = 1, gpu_nodes: int = 0,
                  run_config: str | None = None) -> list[str]:
     """The full spark-submit argv for one stage, with the code from the artefact folder."""
-    artefacts = artefacts.rstrip("/")
-    version = artefacts.rsplit("/", 1)[-1]
-    cmd = ["spark-submit", "--deploy-mode", deploy_mode, "--py-files", f"{artefacts}/crawlpairs-{version}.zip"]
+    main_py, py_files = code_uris(stage, artefacts)
+    cmd = ["spark-submit", "--deploy-mode", deploy_mode, "--py-files", py_files]
     if cfg.spark.jars:
         cmd += ["--jars", ",".join(cfg.spark.jars)]
     if run_config:
         cmd += ["--files", run_config]
     for key, value in spark_conf(stage, cfg, gpus_per_node, tasks_per_gpu, gpu_nodes).items():
         cmd += ["--conf", f"{key}={value}"]
-    cmd.append(f"{artefacts}/jobs/{stage}.py")
+    cmd.append(main_py)
     return cmd + stage_args(stage, cfg, run_config)
 
 
@@ -269,29 +275,25 @@ def _emr_json(name: str) -> list[dict[str, Any]]:
     return json.loads((EMR_DIR / name).read_text(encoding="utf-8"))
 
 
-def _ebs(gb: int) -> dict[str, Any]:
-    return {"EbsBlockDeviceConfigs": [{"VolumeSpecification": {"VolumeType": "gp3", "SizeInGB": gb},
-                                       "VolumesPerInstance": 1}]}
+def _group(name: str, role: str, instance_type: str, count: int, ebs_gb: int,
+           market: str = "ON_DEMAND") -> dict[str, Any]:
+    """One `InstanceGroupConfig`, each instance with one gp3 volume."""
+    ebs = {"EbsBlockDeviceConfigs": [{"VolumeSpecification": {"VolumeType": "gp3", "SizeInGB": ebs_gb},
+                                      "VolumesPerInstance": 1}]}
+    return {"Name": name, "InstanceRole": role, "Market": market, "InstanceType": instance_type,
+            "InstanceCount": count, "EbsConfiguration": ebs}
 
 
 def emr_cluster_request(spec: EmrSpec, steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Keyword arguments of `emr.run_job_flow` (also the Parameters of Step Functions' createCluster)."""
-    groups: list[dict[str, Any]] = [
-        {"Name": "master", "InstanceRole": "MASTER", "Market": "ON_DEMAND",
-         "InstanceType": spec.master_type, "InstanceCount": 1, "EbsConfiguration": _ebs(spec.ebs_gb)},
-        {"Name": "core", "InstanceRole": "CORE", "Market": "ON_DEMAND",
-         "InstanceType": spec.core_type, "InstanceCount": spec.core_count, "EbsConfiguration": _ebs(spec.ebs_gb)},
-    ]
+    groups = [_group("master", "MASTER", spec.master_type, 1, spec.ebs_gb),
+              _group("core", "CORE", spec.core_type, spec.core_count, spec.ebs_gb)]
     if spec.cpu_task_count > 0:
-        groups.append({"Name": "task-cpu", "InstanceRole": "TASK",
-                       "Market": "SPOT" if spec.cpu_task_spot else "ON_DEMAND",
-                       "InstanceType": spec.cpu_task_type, "InstanceCount": spec.cpu_task_count,
-                       "EbsConfiguration": _ebs(spec.ebs_gb)})
+        groups.append(_group("task-cpu", "TASK", spec.cpu_task_type, spec.cpu_task_count, spec.ebs_gb,
+                             market="SPOT" if spec.cpu_task_spot else "ON_DEMAND"))
     if spec.gpu_task_count > 0:
-        groups.append({"Name": "task-gpu", "InstanceRole": "TASK", "Market": "ON_DEMAND",
-                       "InstanceType": spec.gpu_task_type, "InstanceCount": spec.gpu_task_count,
-                       "EbsConfiguration": _ebs(spec.ebs_gb),
-                       "Configurations": _emr_json("gpu-configurations.json")})
+        gpu = _group("task-gpu", "TASK", spec.gpu_task_type, spec.gpu_task_count, spec.ebs_gb)
+        groups.append({**gpu, "Configurations": _emr_json("gpu-configurations.json")})
     instances: dict[str, Any] = {
         "InstanceGroups": groups,
         "KeepJobFlowAliveWhenNoSteps": spec.keep_alive,
@@ -485,16 +487,13 @@ def dataproc_cluster(spec: DataprocSpec) -> dict[str, Any]:
 def dataproc_job(stage: str, cfg: Config, spec: DataprocSpec, step_id: str | None = None) -> dict[str, Any]:
     """A Dataproc Job (REST JSON, `jobs.submit` body's `job`) running one stage."""
     _check_stage(stage)
-    artefacts = spec.artefacts.rstrip("/")
-    version = artefacts.rsplit("/", 1)[-1]
-    gpu_nodes = spec.gpu_worker_count
-    conf = spark_conf(stage, cfg, spec.gpus_per_gpu_node, spec.tasks_per_gpu, gpu_nodes)
+    main_py, py_files = code_uris(stage, spec.artefacts)
     job: dict[str, Any] = {
         "pysparkJob": {
-            "mainPythonFileUri": f"{artefacts}/jobs/{stage}.py",
-            "pythonFileUris": [f"{artefacts}/crawlpairs-{version}.zip"],
+            "mainPythonFileUri": main_py,
+            "pythonFileUris": [py_files],
             "args": stage_args(stage, cfg, spec.run_config),
-            "properties": conf,
+            "properties": spark_conf(stage, cfg, spec.gpus_per_gpu_node, spec.tasks_per_gpu, spec.gpu_worker_count),
         },
         "labels": {"crawlpairs-stage": stage},
     }
