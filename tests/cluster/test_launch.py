@@ -20,7 +20,7 @@ import boto3
 import pytest
 import yaml
 from botocore.exceptions import ParamValidationError
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 
 from cluster import launch
 from crawlpairs.config import Config, ConfigError
@@ -77,6 +77,13 @@ def test_run_job_flow_request_passes_emr_validation():
         stub.assert_no_pending_responses()
     roles = [(g["InstanceRole"], g["Name"]) for g in request["Instances"]["InstanceGroups"]]
     assert roles == [("MASTER", "master"), ("CORE", "core"), ("TASK", "task-cpu"), ("TASK", "task-gpu")]
+    markets = [g["Market"] for g in request["Instances"]["InstanceGroups"]]
+    assert markets == ["ON_DEMAND", "ON_DEMAND", "SPOT", "ON_DEMAND"]  # only the CPU task group is spot
+    assert request["Instances"]["Ec2SubnetId"] == "subnet-1" and request["Instances"]["Ec2KeyName"] == "k"
+    assert request["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
+    assert request["AutoTerminationPolicy"] == {"IdleTimeout": 3600}
+    assert [s["Name"] for s in request["Steps"]] == [f"crawlpairs {s}" for s in launch.STAGES]
+    assert {s["ActionOnFailure"] for s in request["Steps"]} == {"CANCEL_AND_WAIT"}
     gpu_group = request["Instances"]["InstanceGroups"][-1]
     gpu_yarn = next(c for c in gpu_group["Configurations"] if c["Classification"] == "yarn-site")["Properties"]
     assert gpu_yarn["yarn.nodemanager.resource-plugins"] == "yarn.io/gpu"
@@ -105,6 +112,8 @@ def test_add_steps_chain_stages_and_only_score_asks_for_gpus():
     with Stubber(emr) as stub:
         stub.add_response("add_job_flow_steps", {"StepIds": ["s-1"] * 5}, expected_params=request)
         emr.add_job_flow_steps(**request)
+    assert request["JobFlowId"] == "j-1"
+    assert {s["HadoopJarStep"]["Jar"] for s in request["Steps"]} == {"command-runner.jar"}
     cmds = {s["Name"].split()[-1]: s["HadoopJarStep"]["Args"] for s in request["Steps"]}
     assert list(cmds) == ["extract", "dedup", "download", "score", "index"]
     for stage, cmd in cmds.items():
@@ -162,21 +171,76 @@ def test_recrawl_state_machine_and_schedule():
         _, unknown = build_parser(recrawl).parse_known_args(job_args)
         assert unknown == []
     # the cluster created by the state machine is a valid RunJobFlow request
+    # the cluster created by the state machine: alive until the step is added, idle timeout as a
+    # safety net, no steps of its own
+    create = states["CreateCluster"]["Parameters"]
     emr = _client("emr")
     with Stubber(emr) as stub:
-        stub.add_response("run_job_flow", {"JobFlowId": "j-2"})
-        emr.run_job_flow(**states["CreateCluster"]["Parameters"])
+        stub.add_response("run_job_flow", {"JobFlowId": "j-2"},
+                          expected_params={**create, "Name": "crawlpairs-recrawl",
+                                           "Instances": {**create["Instances"], "KeepJobFlowAliveWhenNoSteps": True},
+                                           "AutoTerminationPolicy": {"IdleTimeout": spec.idle_timeout_s}})
+        emr.run_job_flow(**create)
+    assert "Steps" not in create
+    assert states["Recrawl"]["Parameters"]["Step"]["ActionOnFailure"] == "CONTINUE"  # so Terminate still runs
+    assert states["TerminateAfterFailure"]["Next"] == "Failed" and states["Terminate"]["End"] is True
     sfn = _client("stepfunctions")
     with Stubber(sfn) as stub:
         stub.add_response("create_state_machine", {"stateMachineArn": spec.state_machine_arn,
-                                                   "creationDate": "2026-01-01T00:00:00Z"}, expected_params=sfn_req)
+                                                   "creationDate": "2026-01-01T00:00:00Z"},
+                          expected_params={"name": "crawlpairs-recrawl", "roleArn": spec.state_machine_role_arn,
+                                           "type": "STANDARD", "definition": ANY})
         sfn.create_state_machine(**sfn_req)
     sched_req = launch.emr_schedule_request(spec)
     scheduler = _client("scheduler")
     with Stubber(scheduler) as stub:
         stub.add_response("create_schedule", {"ScheduleArn": "arn:aws:scheduler:us-east-1:1:schedule/default/x"},
-                          expected_params=sched_req)
+                          expected_params={**sched_req, "Name": "crawlpairs-recrawl",
+                                           "ScheduleExpression": "cron(0 6 ? * MON *)",
+                                           "Target": {**sched_req["Target"], "Arn": spec.state_machine_arn,
+                                                      "RoleArn": spec.scheduler_role_arn}})
         scheduler.create_schedule(**sched_req)
+
+
+def test_cli_apply_sends_the_requests_and_the_schedule_targets_the_new_state_machine(monkeypatch, capsys):
+    """`--apply` through boto3 (Stubber clients): the schedule is pointed at the ARN create_state_machine
+    returned, not the placeholder in the spec; steps go to the cluster named by --cluster-id."""
+    new_arn = "arn:aws:states:us-east-1:999999999999:stateMachine:crawlpairs-recrawl"
+    clients = {name: _client(name) for name in ("emr", "stepfunctions", "scheduler")}
+    stubs = {name: Stubber(c) for name, c in clients.items()}
+    stubs["stepfunctions"].add_response(
+        "create_state_machine", {"stateMachineArn": new_arn, "creationDate": "2026-01-01T00:00:00Z"},
+        expected_params={"name": "crawlpairs-recrawl", "roleArn": launch.EmrSpec().state_machine_role_arn,
+                         "type": "STANDARD", "definition": ANY})
+    stubs["scheduler"].add_response(
+        "create_schedule", {"ScheduleArn": "arn:aws:scheduler:us-east-1:1:schedule/default/crawlpairs-recrawl"},
+        expected_params={"Name": "crawlpairs-recrawl", "ScheduleExpression": ANY, "ScheduleExpressionTimezone": "UTC",
+                         "FlexibleTimeWindow": ANY, "State": "ENABLED", "Description": ANY,
+                         "Target": {"Arn": new_arn, "RoleArn": launch.EmrSpec().scheduler_role_arn,
+                                    "Input": "{}", "RetryPolicy": ANY}})
+    stubs["emr"].add_response(
+        "add_job_flow_steps", {"StepIds": ["s-1", "s-2"]},
+        expected_params={"JobFlowId": "j-9", "Steps": [
+            {"Name": "crawlpairs download", "ActionOnFailure": "CANCEL_AND_WAIT", "HadoopJarStep": ANY},
+            {"Name": "crawlpairs score", "ActionOnFailure": "CANCEL_AND_WAIT", "HadoopJarStep": ANY}]})
+    regions = []
+
+    def client(service, region_name=None, **_):
+        regions.append(region_name)
+        return clients[service]
+
+    monkeypatch.setattr(boto3, "client", client)
+    for stub in stubs.values():
+        stub.activate()
+    assert launch.main(["emr-schedule", "--output", "s3://b/o", "--apply"]) == 0
+    assert json.loads(capsys.readouterr().out)["ScheduleArn"].endswith("/crawlpairs-recrawl")
+    assert launch.main(["emr-steps", "--output", "s3://b/o", "--stages", "download,score",
+                        "--cluster-id", "j-9", "--apply"]) == 0
+    assert json.loads(capsys.readouterr().out)["StepIds"] == ["s-1", "s-2"]
+    for stub in stubs.values():
+        stub.assert_no_pending_responses()
+        stub.deactivate()
+    assert regions == ["us-east-1"] * 3
 
 
 def test_dataproc_requests_structure():
