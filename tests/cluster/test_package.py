@@ -104,11 +104,22 @@ def test_node_setup_dry_run_picks_role_and_venv(tmp_path):
     assert none.returncode == 2 and "usage" in none.stderr
 
 
-def test_gpu_discovery_script_prints_resource_json():
-    out = subprocess.run(["bash", str(REPO / "cluster" / "gpu-discovery.sh")], capture_output=True, text=True,
-                         check=True, env={**os.environ, "PATH": "/usr/bin:/bin"})
-    doc = json.loads(out.stdout)
-    assert doc["name"] == "gpu" and isinstance(doc["addresses"], list)
+def test_gpu_discovery_script_prints_resource_json(tmp_path):
+    """No nvidia-smi: no addresses. With one (a stand-in script: no GPU exists here), its indices,
+    stray lines skipped."""
+    script = str(REPO / "cluster" / "gpu-discovery.sh")
+    bare = tmp_path / "bare"  # a PATH with no nvidia-smi, even where the machine has one
+    bare.mkdir()
+    out = subprocess.run([shutil.which("bash"), script], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PATH": str(bare)})
+    assert json.loads(out.stdout) == {"name": "gpu", "addresses": []}
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nprintf ' 0\\n1\\nNo devices were found\\n'\n")
+    fake.chmod(0o755)
+    out = subprocess.run(["bash", script], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PATH": f"{fake.parent}:/usr/bin:/bin"})
+    assert json.loads(out.stdout) == {"name": "gpu", "addresses": ["0", "1"]}
 
 
 @pytest.mark.integration
