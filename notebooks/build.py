@@ -27,7 +27,6 @@ import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import matplotlib.pyplot as plt
 
@@ -102,16 +101,26 @@ def stage_stats(stage):
 
 
 def show_stats(stage):
+    """Print a stage's _stats.json (time, counts, drops, errors); returns it (or None) for further use."""
     st = stage_stats(stage)
     if st is None:
         print(f"stage {stage}: no _stats.json")
-        return
+        return None
     print(f"{stage}: {st.get('seconds', '?')} s, version {st.get('version', '?')}")
     for key in ("counts", "dropped", "errors"):
         value = st.get(key)
         if value:
             print(f"  {key}:", json.dumps({k: v for k, v in value.items() if not isinstance(v, (list, dict))}
                                           if isinstance(value, dict) else value, sort_keys=True)[:1500])
+    return st
+
+
+def npy_header(fh):
+    """(shape, dtype) of an open .npy file, leaving fh at the first row: no need to read the array."""
+    version = np.lib.format.read_magic(fh)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(fh)
+    return shape, dtype
 
 
 def top(series, n=20, name="rows"):
@@ -219,13 +228,12 @@ if cand is not None and "license" in cand:
         md("## Dedup: deduped"),
         code("""
 dedup = read_stage("deduped", columns=["uid", "url", "crawl", "language"])
-show_stats("deduped")
+st = show_stats("deduped")
 if dedup is not None and cand is not None:
     print(f"kept {len(dedup):,} of {len(cand):,} candidates ({len(dedup) / max(1, len(cand)):.1%})")
     if "crawl" in dedup and "crawl" in cand:
         display(pd.DataFrame({"candidates": cand["crawl"].value_counts(),
                               "deduped": dedup["crawl"].value_counts()}).fillna(0).astype(int))
-st = stage_stats("deduped")
 if st and st.get("dropped"):
     drops = pd.Series(st["dropped"], dtype="int64").sort_values()
     drops.plot.barh(title="dedup drops by reason", figsize=(7, 0.3 * len(drops) + 1))
@@ -370,8 +378,7 @@ else:
     rows = []
     for path in emb_files[:50]:
         with fs.open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            shape, _, dtype = np.lib.format._read_array_header(fh, version)
+            shape, dtype = npy_header(fh)
         rows.append({"file": posixpath.relpath(path, ROOT), "rows": shape[0],
                      "dim": shape[1] if len(shape) > 1 else None, "dtype": str(dtype)})
     display(pd.DataFrame(rows))
@@ -405,23 +412,23 @@ else:
         knn = None
         print(f"kNN query skipped: {exc} (install crawlpairs[index])")
     if knn is not None:
-        with fs.open(info_path, "rb") as fh:
-            info = json.load(fh)
-        clip = info.get("clip") or {}
         try:
+            index = knn.open_index(index_uri)  # reads index_info.json (with the CLIP model it records)
+            clip = index.info.get("clip") or {}
             if clip.get("model"):
                 print(f"text query {QUERY_TEXT!r} with {clip['model']}")
-                hits = knn.query(index_uri, text=QUERY_TEXT, k=K)
+                hits = knn.query(index, text=QUERY_TEXT, k=K)
             else:
                 emb = stage_files("embeddings", suffix=".npy")
                 emb = [p for p in emb if "img_emb" in p] or emb
                 if not emb:
                     print("no CLIP model recorded and no embeddings to query with: skipped")
                 else:
-                    with fs.open(emb[0], "rb") as fh:
-                        vector = np.load(io.BytesIO(fh.read()))[0]
+                    with fs.open(emb[0], "rb") as fh:  # only the first row, not the whole part
+                        shape, dtype = npy_header(fh)
+                        vector = np.frombuffer(fh.read(int(np.prod(shape[1:])) * dtype.itemsize), dtype=dtype)
                     print("no CLIP model recorded: querying with the first image embedding")
-                    hits = knn.query(index_uri, vector=vector, k=K)
+                    hits = knn.query(index, vector=vector, k=K)
         except Exception as exc:  # a missing model or faiss build: the notebook goes on
             print(f"kNN query failed: {exc.__class__.__name__}: {exc}")
 """),
