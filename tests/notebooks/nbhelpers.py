@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -13,6 +12,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from crawlpairs.udfs.extract import make_uid
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 CRAWLS = ("CC-MAIN-2024-33", "CC-MAIN-2024-38")
@@ -63,7 +64,7 @@ def write_candidates(out: Path, shared_data: Path, n: int = 300) -> pa.Table:
         url, text = c["URL"], c["TEXT"] or ""
         page = f"https://site{i % 17}.example.org/page/{i // 3}"
         rows.append({
-            "uid": hashlib.sha256(f"{url}\t{text}".encode()).hexdigest()[:32],
+            "uid": make_uid(url, text),
             "url": url, "text": text, "text_source": "alt" if i % 5 else "title",
             "page_url": page, "page_domain": urlsplit(page).hostname,
             "image_domain": urlsplit(url).hostname, "language": LANGS[i % len(LANGS)],
