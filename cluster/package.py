@@ -10,7 +10,7 @@ Choice: dependencies are installed once per node by the bootstrap / init action
   install happens once, when the node joins.
 * a packed venv carries a CPython that must match the nodes' glibc and paths;
   building it for Amazon Linux / Debian images from a developer laptop is a trap.
-* the code changes far more often than the dependencies: a new zip (~100 KB) per
+* the code changes far more often than the dependencies: a new zip (~150 KB) per
   release, no cluster rebuild, and every executor runs exactly the driver's code.
 
 pyspark is left out of every requirements file: the cluster's own Spark provides
