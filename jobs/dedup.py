@@ -23,16 +23,18 @@ from crawlpairs.udfs import dedup_seen
 from crawlpairs.udfs.dedup_seen import SeenSet
 
 REASONS = ("seen_uid", "seen_url", "exact_uid", "exact_url", "near_dup")
-INTERNAL = "batch"
-BROADCAST_EDGES = 2_000_000  # up to this many near-dup pairs, join them by broadcast (~32 MB)  # extract's commit-batch partition column: not part of the dataset
+INTERNAL = "batch"  # extract's commit-batch partition column: not part of the dataset
+BROADCAST_EDGES = 2_000_000  # up to this many near-dup pairs, join them by broadcast (~32 MB)
+# The full table is cached twice (before near-dup, and annotated). DISK_ONLY streams each
+# partition to local disk: MEMORY_AND_DISK builds whole cached partitions on the heap and
+# ran a 3 GB local[2] JVM out of memory at 10M rows (bench/dedup/RESULTS.md).
+CACHE_LEVEL = "DISK_ONLY"  # a pyspark StorageLevel name
 
 
 def rank_columns(url_keep: str):
     """Sort order of "better" rows; the first row of a group survives."""
     from pyspark.sql import functions as F
 
-    if url_keep not in ("earliest", "longest_text"):
-        raise UsageError(f"--url-keep {url_keep}: expected earliest or longest_text")
     early = F.col("fetch_time").asc_nulls_last()
     longer = F.length("text").desc_nulls_last()
     first = [early, longer] if url_keep == "earliest" else [longer, early]
@@ -62,10 +64,7 @@ class DedupStage(Stage):
         from pyspark import StorageLevel
         from pyspark.sql import functions as F
 
-        # The full table is cached twice (before near-dup, and annotated). DISK_ONLY streams each
-        # partition to local disk: MEMORY_AND_DISK builds whole cached partitions on the heap and
-        # ran a 3 GB local[2] JVM out of memory at 10M rows (bench/dedup/RESULTS.md).
-        CACHE_LEVEL = StorageLevel.DISK_ONLY  # noqa: N806
+        cache_level = getattr(StorageLevel, CACHE_LEVEL)
         cfg, spark, d = ctx.cfg, ctx.spark, ctx.cfg.dedup
         self.check(ctx)
         phase(ctx, "read")
@@ -124,13 +123,13 @@ class DedupStage(Stage):
         cached = None
         if d.near_dup:
             phase(ctx, "near_dup")
-            rows = cached = rows.persist(CACHE_LEVEL)
+            rows = cached = rows.persist(cache_level)
             live = rows.where(F.col("_reason").isNull())
             drops = self.near_dup_drops(ctx, live, order)
             if drops is not None:
                 rows = (rows.join(drops.select("_id", F.lit("near_dup").alias("_nd")), "_id", "left")
                         .withColumn("_reason", F.coalesce("_reason", "_nd")))
-        ann = rows.select(*columns, "_ukey", "_reason").persist(CACHE_LEVEL)
+        ann = rows.select(*columns, "_ukey", "_reason").persist(cache_level)
 
         # -- outputs: deduped rows, counts, then the seen-set -------------------------------
         phase(ctx, "write")
@@ -154,6 +153,8 @@ class DedupStage(Stage):
 
     def check(self, ctx: Context) -> None:
         d = ctx.cfg.dedup
+        if d.url_keep not in ("earliest", "longest_text"):
+            raise UsageError(f"--url-keep {d.url_keep}: expected earliest or longest_text")
         if d.near_dup_scope not in ("image_domain", "global"):
             raise UsageError(f"--near-dup-scope {d.near_dup_scope}: expected image_domain or global")
         if d.bands * d.rows_per_band > d.num_perm:
@@ -186,8 +187,10 @@ class DedupStage(Stage):
         fresh = ann.where(~F.coalesce(F.col("_reason").isin("seen_uid", "seen_url"), F.lit(False)))
         keys = {"uid": fresh.select(F.col("uid").alias("key")).distinct()}
         url_keys = fresh.select(F.col("_ukey").alias("key")).distinct()
-        needed = {r[0] for r in url_keys.select(F.substring("key", 1, n)).distinct().collect()}
-        known = self.read_seen(ctx, seen, "url", commits, needed, {}) if commits else None
+        known = None
+        if commits and not d.seen_by_url:  # with --seen-by-url, `fresh` holds no published url already
+            needed = {r[0] for r in url_keys.select(F.substring("key", 1, n)).distinct().collect()}
+            known = self.read_seen(ctx, seen, "url", commits, needed, prefixes_read)
         keys["url"] = url_keys.join(known, "key", "left_anti") if known is not None else url_keys
         kinds = {}
         for kind, df in keys.items():
@@ -251,6 +254,8 @@ class DedupStage(Stage):
         n_edges = edges.count()
         ctx.stats.extra["near_dup_verified_pairs"] = n_edges
         if n_edges == 0:
+            raw.unpersist()
+            edges.unpersist()
             return None
         phase(ctx, "components")
         comp = self.components(ctx, edges, hint)

@@ -23,51 +23,36 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as dt
-import gzip
 import os
-import re
 import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from crawlpairs import storage
+from crawlpairs import inputs, storage
 from crawlpairs.config import Config
 from crawlpairs.stage import Context, Stage, UsageError, main, run_stage
-
-CRAWL_RE = re.compile(r"^CC-MAIN-(\d{4})-(\d{2})$")
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
 
-def fetch(uri: str, cfg: Config) -> bytes:
-    """Bytes of a URI or local path (file:// accepted), gunzipped when gzipped."""
-    if uri.startswith("file://"):
-        uri = uri[len("file://") :]
-    data = storage.read_bytes(uri, cfg.storage)
-    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-
-
 def list_crawls(cfg: Config) -> list[str]:
     """Crawl ids from collinfo.json, oldest first (CC-MAIN-YYYY-WW sorts by time)."""
-    doc = orjson.loads(fetch(cfg.recrawl.collinfo_url, cfg))
+    doc = storage.read_json(cfg.recrawl.collinfo_url, cfg.storage)
     ids = {e.get("id", "") for e in doc if isinstance(e, dict)}
-    return sorted(i for i in ids if CRAWL_RE.match(i))
+    return sorted(i for i in ids if inputs.CRAWL_ID.match(i))
 
 
 def wat_files(crawl: str, cfg: Config) -> list[str]:
-    """The crawl's WAT files (its wat.paths.gz, relative paths joined to the prefix), first N."""
-    listing = cfg.extract.crawl_index_url.format(crawl=crawl)
-    lines = [ln.strip() for ln in fetch(listing, cfg).decode("utf-8", "replace").splitlines()]
-    rels = [ln for ln in lines if ln and not ln.startswith("#")]
-    if cfg.recrawl.max_files > 0:
-        rels = rels[: cfg.recrawl.max_files]
-    prefix = cfg.extract.prefix
-    return [r if "://" in r or r.startswith("/") else storage.join(prefix, r) for r in rels]
+    """The crawl's WAT files, resolved as `extract --input <crawl id>` does; the first --max-files."""
+    resolved = inputs.resolve([crawl], cfg.extract, cfg.storage)
+    if resolved.errors:
+        kind, _, message = resolved.errors[0]
+        raise RuntimeError(f"crawl {crawl}: {kind}: {message}")
+    files = [f.uri for f in resolved.files]
+    return files[: cfg.recrawl.max_files] if cfg.recrawl.max_files > 0 else files
 
 
 class State:
@@ -157,7 +142,7 @@ class RecrawlStage(Stage):
         cfg = ctx.cfg
         root = cfg.output
         r = cfg.recrawl
-        if r.since and not CRAWL_RE.match(r.since):
+        if r.since and not inputs.CRAWL_ID.match(r.since):
             raise UsageError(f"--since {r.since}: expected a crawl id like CC-MAIN-2024-33")
         with run_lock(root):
             state = State(root, cfg)

@@ -68,6 +68,19 @@ def check_config(ctx: Context) -> None:
                 raise UsageError(f"--{kind}-model {uri}: cannot load ({exc.__class__.__name__}: {exc})") from None
 
 
+def _existing(uris: list[str], st) -> list[str]:
+    """The URIs that exist: one listing per parent folder, not one request per URI (10k shards on S3)."""
+    names: dict[str, set[str]] = {}
+    out = []
+    for uri in uris:
+        parent = uri.rsplit("/", 1)[0]
+        if parent not in names:
+            names[parent] = {storage.basename(u) for u in storage.ls(parent, st)}
+        if storage.basename(uri) in names[parent]:
+            out.append(uri)
+    return out
+
+
 class ScoreStage(Stage):
     name = "score"
     section = "score"
@@ -117,25 +130,30 @@ class ScoreStage(Stage):
         from crawlpairs.udfs.clip import emb_uris, rows_uri
         from crawlpairs.udfs.wds import shard_id
 
-        rows = [rows_uri(out_root, shard_id(s)) for s in shards]
-        rows = [u for u in rows if storage.exists(u, st)]
+        rows = _existing([rows_uri(out_root, shard_id(s)) for s in shards], st)
         df = spark.read.option("mergeSchema", "true").parquet(*[ctx.spark_uri(u) for u in rows])
         kept = df.filter(F.col("drop_reason").isNull())
         w = float(sc.similarity_band_width)
         kept = (kept.withColumn("language", F.coalesce(F.col("language"), F.lit("und")))
                 .withColumn("similarity_band", F.format_string(
                     "%.2f", F.floor(F.round(F.col("similarity") / F.lit(w), 6)) * F.lit(w))))
-        if sc.semantic_dup_threshold > 0:
+        flagged = sc.semantic_dup_threshold > 0
+        if flagged:
             kept = self.flag_semantic_dups(kept, sc.semantic_dup_threshold)
-            ctx.stats.incr("semantic_dups_flagged", kept.filter(F.col("semantic_dup")).count())
         kept = kept.drop(*[c for c in DROP_COLUMNS if c in kept.columns])
+        if flagged:
+            # the count, spread's per-partition sizes and the write would each redo the flagging
+            kept = kept.persist()
+            ctx.stats.incr("semantic_dups_flagged", kept.filter(F.col("semantic_dup")).count())
         (self.spread(kept, sc.rows_per_file)
          .write.mode("overwrite").option("partitionOverwriteMode", "static")
          .option("maxRecordsPerFile", max(0, sc.rows_per_file))
          .partitionBy("language", "similarity_band").parquet(ctx.spark_uri(ctx.out)))
+        if flagged:
+            kept.unpersist()
         ctx.stats.extra["embeddings"] = storage.join(out_root, "embeddings")
-        ctx.stats.extra["embedding_files"] = sum(1 for s in shards if storage.exists(
-            emb_uris(out_root, shard_id(s))["img_emb"], st))
+        ctx.stats.extra["embedding_files"] = len(_existing([emb_uris(out_root, shard_id(s))["img_emb"]
+                                                            for s in shards], st))
         ctx.stats.extra.setdefault("executor_cores", executor_cores)
         ctx.stats.extra.setdefault("pid", os.getpid())
 

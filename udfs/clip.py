@@ -22,7 +22,6 @@ an extract node.
 from __future__ import annotations
 
 import io
-import json
 import os
 import threading
 import time
@@ -92,7 +91,7 @@ def load_image(data: bytes | None, spec: ImageSpec, min_side: int = 1,
     Pillow's draft mode first decodes at the smallest 1/2^k scale still >= size, which
     is most of the decode cost saved on large photos. Raises ImageError.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if timing is not None:
         timing["_t"] = time.perf_counter()
@@ -108,9 +107,7 @@ def load_image(data: bytes | None, spec: ImageSpec, min_side: int = 1,
         im.load()
     except Image.DecompressionBombError as exc:
         raise ImageError("image_too_large", str(exc)[:200]) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageError("corrupt_image", f"{exc.__class__.__name__}: {exc}"[:200]) from None
-    except Exception as exc:  # noqa: BLE001 - a decoder bug on one image must not fail the task
+    except Exception as exc:  # noqa: BLE001 - truncated/unknown data, or a decoder bug: never fail the task
         raise ImageError("corrupt_image", f"{exc.__class__.__name__}: {exc}"[:200]) from None
     if min(orig) < min_side:
         raise ImageError("image_too_small", f"{orig[0]}x{orig[1]}")
@@ -519,28 +516,27 @@ def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig |
     if cfg.multilingual_model:
         ml = get_encoder(cfg.multilingual_model, cfg.multilingual_pretrained, device, cfg.precision,
                          cfg.model_config_dir, st)
-    head_objs: dict[str, heads_mod.Head] = {}
-    for kind, uri in (("punsafe", cfg.nsfw_model), ("aesthetic", cfg.aesthetic_model),
-                      ("pwatermark", cfg.watermark_model)):
+    head_objs: dict[str, heads_mod.Head] = {}  # output column -> head
+    for column, kind, uri in (("punsafe", "nsfw", cfg.nsfw_model), ("aesthetic", "aesthetic", cfg.aesthetic_model),
+                              ("pwatermark", "watermark", cfg.watermark_model)):
         if not uri:
             continue
         try:
-            head = get_head("watermark" if kind == "pwatermark" else kind, uri, st)
+            head = get_head(kind, uri, st)
         except Exception as exc:  # noqa: BLE001 - a missing head file is a config error worth one line
-            raise RuntimeError(f"--{ {'punsafe': 'nsfw', 'aesthetic': 'aesthetic', 'pwatermark': 'watermark'}[kind]}-model {uri}: {exc}") from exc
+            raise RuntimeError(f"--{kind}-model {uri}: {exc}") from exc
         why = head.check_dim(enc.dim)
         if why:
             stats.error("head_dim_mismatch", input=uri, message=why)
-            stats.incr(f"head_skipped_{kind}")
+            stats.incr(f"head_skipped_{column}")
             continue
-        head_objs[kind] = head
+        head_objs[column] = head
     stats.incr("ms_model_load", int((time.perf_counter() - t0) * 1000))
 
     kept: list[Record] = []
     all_rows: list[Record] = []
     kept_img: list[np.ndarray] = []
     kept_txt: list[np.ndarray] = []
-    dup_emb: list[np.ndarray] = []
     timing = {"decode_wait": 0.0, "decode_cpu": 0.0, "resize_cpu": 0.0, "model_image": 0.0, "model_text": 0.0,
               "heads": 0.0, "multilingual": 0.0}
     enc.profile = cfg.profile
@@ -599,8 +595,6 @@ def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig |
                 kept.append(r)
                 kept_img.append(img[i])
                 kept_txt.append(txt[i])
-            if cfg.semantic_dup_threshold > 0 and r.reason is None:
-                dup_emb.append(img[i])
 
     prefetch = 2
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode") as pool:
@@ -628,7 +622,9 @@ def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig |
     else:
         for uri in uris.values():  # an earlier run's triple must not outlive this one
             storage.rm(uri, st, recursive=False)
-    buckets = lsh_buckets(np.stack(dup_emb), cfg.semantic_dup_bits, cfg.semantic_dup_tables) if dup_emb else None
+    buckets = None
+    if cfg.semantic_dup_threshold > 0 and kept_img:
+        buckets = lsh_buckets(np.stack(kept_img), cfg.semantic_dup_bits, cfg.semantic_dup_tables)
     for r in all_rows:
         if r.reason is None:
             stats.incr("rows_out")
@@ -648,7 +644,7 @@ def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig |
     stats.extra["precision"] = enc.precision
     stats.extra["embedding_dim"] = enc.dim
     storage.write_json(stats_uri, stats.to_dict(), st)
-    storage.write_bytes(marker, _rows_parquet(all_rows, kept, sid, cfg, buckets, dup_emb), st)
+    storage.write_bytes(marker, _rows_parquet(all_rows, kept, sid, cfg, buckets, kept_img), st)
     return stats
 
 
@@ -721,7 +717,7 @@ def rows_schema(cfg: ScoreConfig):
 
 
 def _rows_parquet(all_rows: list[Record], kept: list[Record], sid: str, cfg: ScoreConfig,
-                  buckets: np.ndarray | None, dup_emb: list[np.ndarray]) -> bytes:
+                  buckets: np.ndarray | None, kept_img: list[np.ndarray]) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -738,7 +734,7 @@ def _rows_parquet(all_rows: list[Record], kept: list[Record], sid: str, cfg: Sco
         if cfg.semantic_dup_threshold > 0:
             i = emb_row.get(id(r))
             row["lsh_buckets"] = None if i is None or buckets is None else buckets[i].tolist()
-            row["img_emb"] = None if i is None else dup_emb[i].astype(np.float32).tolist()
+            row["img_emb"] = None if i is None else kept_img[i].astype(np.float32).tolist()
         rows.append(row)
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=rows_schema(cfg)), buf, compression="zstd")
@@ -762,6 +758,3 @@ def flag_semantic_dups(keys: Sequence[str], emb: np.ndarray, threshold: float, b
                 out[order[start + j]] = k_sorted[int(hit[0])]
     return out
 
-
-def summarize_json(stats: Stats) -> str:
-    return json.dumps(stats.to_dict())

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,7 +40,6 @@ class Head:
     mean: np.ndarray | None = None
     scale: np.ndarray | None = None  # divide by this after subtracting mean
     source: str = ""
-    meta: dict = field(default_factory=dict)
 
     @property
     def in_dim(self) -> int:

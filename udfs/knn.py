@@ -569,11 +569,11 @@ def _autofaiss_version() -> str | None:
 # --------------------------------------------------------------------------- querying
 
 
-def _local_index_dir(uri: str, storage: StorageConfig | None, kind: str, cache_dir: str | None) -> str:
+def _local_index_dir(uri: str, storage: StorageConfig | None, kind: str, cache_dir: str | None,
+                     info: dict[str, Any]) -> str:
     """A local folder with the files a query needs; remote indices are fetched once per version."""
     if not st.is_remote(uri):
         return uri[len("file://") :] if uri.startswith("file://") else uri
-    info = st.read_json(st.join(uri, INFO_NAME), storage)
     root = Path(cache_dir or os.environ.get("CRAWLPAIRS_CACHE", Path.home() / ".cache" / "crawlpairs"))
     target = root / "index" / hashlib.sha256(uri.encode()).hexdigest()[:16] / str(info.get("fingerprint", "x"))
     wanted = [s["file"] for s in info["kinds"][kind]["shards"]] + list(info["metadata"]["files"])
@@ -592,18 +592,19 @@ class KnnIndex:
     """An index folder opened for search: shards, their id offsets, and lazily read metadata."""
 
     def __init__(self, uri: str, kind: str | None = None, storage: StorageConfig | None = None,
-                 mmap: bool = False, cache_dir: str | None = None, nprobe_param: str | None = None):
+                 mmap: bool = False, cache_dir: str | None = None, nprobe_param: str | None = None,
+                 info: dict[str, Any] | None = None):
+        """`info`: the index_info.json already read by the caller (open_index), else read here once."""
         import faiss
 
         self.uri = uri
         self.storage = storage
-        first = st.read_json(st.join(uri, INFO_NAME), storage)
-        kinds = list(first["kinds"])
+        self.info = info if info is not None else st.read_json(st.join(uri, INFO_NAME), storage)
+        kinds = list(self.info["kinds"])
         self.kind = kind or ("img_emb" if "img_emb" in kinds else kinds[0])
-        if self.kind not in first["kinds"]:
+        if self.kind not in self.info["kinds"]:
             raise ValueError(f"index {uri} has no {self.kind!r} index (it has {', '.join(kinds)})")
-        self.local = _local_index_dir(uri, storage, self.kind, cache_dir)
-        self.info = st.read_json(os.path.join(self.local, INFO_NAME))
+        self.local = _local_index_dir(uri, storage, self.kind, cache_dir, self.info)
         self.metric = self.info.get("metric_type", "ip")
         self.dim = int(self.info["dim"])
         self.shards = []
@@ -711,76 +712,37 @@ class KnnIndex:
 class ClipEncoder:
     """Text and image embeddings made exactly as the score stage made them, L2-normalised.
 
-    Uses score's own encoder (udfs/clip.py: same config registration, same seeded random
-    weights when `pretrained` is None, same pixel pipeline); plain open_clip only where that
-    module is not installed.
+    A thin adapter over score's cached encoder (`udfs/clip.py` get_encoder: same config
+    registration, same seeded random weights when `pretrained` is None, same pixel pipeline,
+    loaded once per process).
     """
 
     def __init__(self, model: str, pretrained: str | None = None, model_config_dir: str | None = None,
                  storage: StorageConfig | None = None, device: str = "auto"):
+        from crawlpairs.udfs import clip
+
         self.storage = storage
-        self._score = None
-        try:
-            from crawlpairs.udfs import clip as score_clip
-        except ImportError:
-            score_clip = None
-        if score_clip is not None and hasattr(score_clip, "get_encoder"):
-            dev = score_clip.pick_device(device) if device == "auto" else device
-            self._score = score_clip.get_encoder(model, pretrained, dev, "fp32", model_config_dir, storage)
-            self._clip = score_clip
-        else:
-            self.model, self.preprocess, self.tokenizer = _load_open_clip(
-                model, pretrained, model_config_dir, storage, "cpu" if device == "auto" else device)
+        self._clip = clip
+        self._enc = clip.get_encoder(model, pretrained, clip.pick_device(device), "fp32", model_config_dir, storage)
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        if self._score is not None:
-            return _normalise(self._score.encode_texts(list(texts)))
-        import torch
-
-        with torch.no_grad():
-            emb = self.model.encode_text(self.tokenizer(list(texts))).float()
-        return _normalise(emb.cpu().numpy())
+        return self._enc.encode_texts(list(texts))
 
     def encode_images(self, images: Sequence[Any]) -> np.ndarray:
         """Images as paths/URIs or bytes."""
         blobs = [bytes(i) if isinstance(i, (bytes, bytearray)) else st.read_bytes(str(i), self.storage)
                  for i in images]
-        if self._score is not None:
-            pixels = np.stack([self._clip.load_image(b, self._score.spec)[0] for b in blobs])
-            return _normalise(self._score.encode_images(pixels))
-        import io
-
-        import torch
-        from PIL import Image
-
-        batch = torch.stack([self.preprocess(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs])
-        with torch.no_grad():
-            emb = self.model.encode_image(batch).float()
-        return _normalise(emb.cpu().numpy())
+        try:
+            pixels = np.stack([self._clip.load_image(b, self._enc.spec)[0] for b in blobs])
+        except self._clip.ImageError as exc:  # query's CLI turns ValueError into a one-line error
+            raise ValueError(f"query image: {exc.kind} ({exc})") from None
+        return self._enc.encode_images(pixels)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(n, 1e-12)
-
-
-def _load_open_clip(model, pretrained, config_dir, storage, device):
-    import open_clip
-    import torch
-
-    if config_dir:
-        open_clip.add_model_config(config_dir)
-    if pretrained and "://" in pretrained and not pretrained.startswith("hf-hub:"):
-        pretrained = st.local_copy(pretrained, storage)
-    if pretrained:
-        net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained, device=device)
-    else:  # score seeds random weights with 0: do the same so both sides share one space
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None, device=device)
-    net.eval()
-    return net, preprocess, open_clip.get_tokenizer(model)
 
 
 _OPEN: dict[tuple, KnnIndex] = {}
@@ -792,7 +754,7 @@ def open_index(uri: str, kind: str | None = None, storage: StorageConfig | None 
     key = (uri, kind, info.get("fingerprint"), info.get("created"),
            json.dumps(asdict(storage), sort_keys=True) if storage else None, json.dumps(kw, sort_keys=True, default=str))
     if key not in _OPEN:
-        _OPEN[key] = KnnIndex(uri, kind=kind, storage=storage, **kw)
+        _OPEN[key] = KnnIndex(uri, kind=kind, storage=storage, info=info, **kw)
     return _OPEN[key]
 
 

@@ -8,10 +8,9 @@ Signatures are datasketch's `affine32` MinHash: the same permutations
 same `min(a*h + b mod 2^32)`. What differs is only *how* they are computed: a
 whole Arrow batch at once in numpy instead of one Python `MinHash` object per
 caption (datasketch's `MinHash.bulk` spends most of its time creating and copying
-those objects: ~4.5k captions/s/core here against ~30-60k/s vectorised). The
-shingles are hashed with a vectorised polynomial hash of `k` Unicode code points;
-`reference_signatures` feeds the very same shingle hashes to `MinHash.bulk` and the
-tests check that both give identical hash values.
+those objects). The shingles are hashed with a vectorised polynomial hash of `k`
+Unicode code points; `reference_signatures` feeds the very same shingle hashes to
+`MinHash.bulk` and the tests check that both give identical hash values.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ except ImportError:  # pragma: no cover - older/newer datasketch: same constants
     _ds_fmix = None
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
-_MASK32 = np.uint64(0xFFFFFFFF)
 _POLY = np.uint32(0x01000193)  # FNV prime: odd, spreads code points over 32 bits
 _MAX32 = np.uint32(0xFFFFFFFF)
 SHINGLE_CHUNK = 2048  # shingles per numpy block: 2048 x 128 perms x 4 B = 1 MB, stays in cache

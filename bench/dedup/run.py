@@ -122,7 +122,7 @@ class MemorySampler(threading.Thread):
 
 def run_one(data: Path, work: Path, n: int, cores: int, driver_mem: str) -> dict:
     from crawlpairs.config import Config
-    from crawlpairs.jobs.dedup import DedupStage
+    from crawlpairs.jobs.dedup import CACHE_LEVEL, DedupStage
     from crawlpairs.spark import get_spark
     from crawlpairs.stage import run_stage
 
@@ -146,7 +146,7 @@ def run_one(data: Path, work: Path, n: int, cores: int, driver_mem: str) -> dict
     sampler.stop.set()
     sampler.join()
     return {
-        "rows": n, "seconds": round(seconds, 1), "cores": cores,
+        "rows": n, "seconds": round(seconds, 1), "cores": cores, "driver_memory": driver_mem, "cache": CACHE_LEVEL,
         "rows_per_s_per_core": round(n / seconds / cores, 1),
         "core_us_per_row": round(seconds * cores / n * 1e6, 2),
         "usd_per_million_rows": round(seconds * cores / 3600 * PRICE_PER_CORE_HOUR / n * 1e6, 5),
@@ -162,13 +162,13 @@ def write_md(doc: dict) -> None:
              f"Session: local[{doc['cores']}], driver (= the only executor) memory {doc['driver_memory']}; "
              "default dedup parameters (shingle 3, 50 perms, 10 bands x 5 rows, Jaccard check 0.6, scope "
              "image_domain), seen-set on (first run: reads nothing, appends everything).", "",
-             "| rows | seconds | rows/s/core | core-µs/row | USD / 1M rows | rows out | peak RSS all / JVM / "
-             "py worker (MB) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| rows | heap | cache | seconds | rows/s/core | core-µs/row | USD / 1M rows | rows out | "
+             "peak RSS all / JVM / py worker (MB) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in doc["results"]:
         m = r["peak_rss_mb"]
-        lines.append(f"| {r['rows']:,} | {r['seconds']} | {r['rows_per_s_per_core']:,} | {r['core_us_per_row']} | "
-                     f"{r['usd_per_million_rows']} | {r['rows_out']:,} | {m['all']} / {m['jvm']} / "
-                     f"{m['largest_python_worker']} |")
+        lines.append(f"| {r['rows']:,} | {r['driver_memory']} | {r['cache']} | {r['seconds']} | "
+                     f"{r['rows_per_s_per_core']:,} | {r['core_us_per_row']} | {r['usd_per_million_rows']} | "
+                     f"{r['rows_out']:,} | {m['all']} / {m['jvm']} / {m['largest_python_worker']} |")
     if len(doc["results"]) >= 2:
         a, b = doc["results"][0], doc["results"][-1]
         lines += ["", f"Cost per row, {b['rows']:,} vs {a['rows']:,} rows: "

@@ -319,13 +319,15 @@ def summarize(result: dict) -> dict:
 
 def write_markdown(r: dict) -> None:
     m, p = r["machine"], r["params"]
+    used = f"; only the first {p['shards']} shards used" if p.get("shards") else ""
     lines = [
         "# score benchmark: Spark job vs bare open_clip loop",
         "",
         f"- machine: {m['cpu_count']} CPUs ({m['cores_used']} used), {m['platform']}, torch {m['torch']}, "
         f"GPU: {m['cuda'] or 'none'}; 1-min load average at the end: {m['loadavg_1m_end']}",
         f"- command: `{r['command']}`",
-        f"- data: {p['images']} JPEGs of {p['image_size']} px in shards of {p['per_shard']} (img2dataset layout), "
+        f"- data: {p['images']} JPEGs of {p['image_size']} px in shards of {p['per_shard']} (img2dataset layout"
+        f"{used}), "
         f"model `{p['model']}` ({'random weights' if not p['pretrained'] else p['pretrained']}), batch {p['batch_size']}",
         "",
         "| arm | repeat | images | seconds | images/s | steady images/s | load before |",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pyarrow.parquet as pq
 from dedup_support import row, write_candidates
 
 # Real alt texts from captions/test_10000.parquet and hand-made near-duplicate variants
@@ -74,3 +75,36 @@ def test_chained_near_duplicates_form_one_cluster(tmp_path, run_dedup):
     kept, stats = run_dedup(write_candidates(tmp_path / "c", rows), tmp_path / "o")
     assert [r["text"] for r in kept] == [a]
     assert stats["dropped"] == {"near_dup": 2}
+
+
+def test_seen_set_by_url_across_runs(tmp_path, run_dedup):
+    """--seen-by-url drops a published url even under a new caption; the seen-set keeps each key once."""
+    from crawlpairs.udfs.dedup_seen import SeenSet
+
+    seen = tmp_path / "seen"
+    a, b, c = (f"https://img.example.com/{x}.jpg" for x in "abc")
+    opts = {"near_dup": False}
+    first = [row(a, "Tavern Brawl by velinov"), row(b, "Stir Fry Mango Chicken")]
+    run_dedup(write_candidates(tmp_path / "c1", first), tmp_path / "o1", seen, seen_by_url=True, **opts)
+    second = [row(a, "Tavern Brawl by velinov"),  # published uid
+              row(b, "Mango chicken stir fry with rice"),  # published url, new caption
+              row(c, DRAGONFLY)]  # new
+    kept, stats = run_dedup(write_candidates(tmp_path / "c2", second), tmp_path / "o2", seen, seen_by_url=True, **opts)
+    assert [r["url"] for r in kept] == [c]
+    assert stats["dropped"] == {"seen_uid": 1, "seen_url": 1}
+    assert stats["extra"]["seen"]["appended"] == {"uid": 1, "url": 1}
+    # without --seen-by-url a new caption of a published url is kept, even against an earlier copy of the
+    # published pair (a dropped row never wins a later rule), and its url key is not appended again
+    third = [row(a, "Tavern Brawl by velinov", minutes=0), row(a, GRANITE, minutes=5)]
+    kept3, stats3 = run_dedup(write_candidates(tmp_path / "c3", third), tmp_path / "o3", seen, **opts)
+    assert [r["text"] for r in kept3] == [GRANITE]
+    assert stats3["dropped"] == {"seen_uid": 1}
+    assert stats3["extra"]["seen"]["appended"] == {"uid": 1, "url": 0}
+
+    s = SeenSet(str(seen))
+    commits = s.commits()
+    assert len(commits) == 3
+    for kind, n in (("uid", 4), ("url", 3)):
+        keys = [k for p in s.paths(kind, commits, None)
+                for k in pq.read_table(p, columns=["key"]).column("key").to_pylist()]
+        assert len(keys) == len(set(keys)) == n, kind

@@ -146,6 +146,16 @@ def test_query_needs_exactly_one_input_and_the_right_dimension(tmp_path, make_em
     assert len(knn.query(str(tmp_path / "index"), vector=np.ones(16), k=50)) == 30  # k > rows
 
 
+def test_opening_an_index_reads_its_info_once(tmp_path, make_embeddings, monkeypatch):
+    vecs = make_embeddings(tmp_path / "emb", [30], dim=16, kinds=("img_emb",))["img_emb"]
+    knn.build(str(tmp_path / "emb"), str(tmp_path / "index"), IndexConfig(index_key="Flat"))
+    reads = []
+    real = knn.st.read_json
+    monkeypatch.setattr(knn.st, "read_json", lambda uri, *a, **k: reads.append(uri) or real(uri, *a, **k))
+    assert knn.query(str(tmp_path / "index"), vector=vecs[3], k=1)[0]["id"] == 3
+    assert reads == [str(tmp_path / "index" / knn.INFO_NAME)]
+
+
 def _clip_folder(root, img, txt, captions, names, score_cfg):
     for kind, x in (("img_emb", img), ("text_emb", txt)):
         (root / kind).mkdir(parents=True)
@@ -183,6 +193,10 @@ def test_queries_reproduce_score_embeddings(tmp_path, shared_data):
         hit = knn.query(out, image=str(img), k=1)[0]
         assert hit["text"] == CAPTIONS[i] and hit["score"] == pytest.approx(1.0, abs=1e-4)
     text_to_image = knn.query_df(out, text="a cat", k=4)
+    with pytest.raises(ValueError, match="corrupt_image"):
+        knn.query(out, image=b"not an image", k=1)
+    # query's encoder is score's cached one, not a second copy of the model
+    assert knn.open_index(out).encoder()._enc is clip.get_encoder("tiny-clip", None, clip.pick_device("auto"), "fp32")
     assert list(text_to_image["rank"]) == [1, 2, 3, 4] and set(text_to_image["uid"]) == set("abcd")
 
 

@@ -13,6 +13,7 @@ from score_helpers import TINY
 from crawlpairs.config import Config, ScoreConfig
 from crawlpairs.jobs.score import ScoreStage, list_shards
 from crawlpairs.stage import UsageError, run_stage
+from crawlpairs.udfs import clip
 
 
 def config(images_dir: Path, out: Path, **kw) -> Config:
@@ -58,6 +59,12 @@ def test_job_writes_scored_partitions_and_counts_every_row(job, spark):
     rows = df.select("similarity", "similarity_band").toPandas()
     band = rows.similarity_band.astype(float)
     assert ((rows.similarity >= band - 1e-6) & (rows.similarity < band + 0.05 + 1e-6)).all()
+    # the job's Spark expression names band folders exactly as the udf does
+    band_dirs = list((out / "scored").glob("language=*/similarity_band=*"))
+    assert len(band_dirs) > 1
+    for d in band_dirs:
+        sims = pq.read_table(d, columns=["similarity"]).column(0).to_pylist()
+        assert sims and {clip.similarity_band(s, 0.05) for s in sims} == {d.name.split("=", 1)[1]}
 
 
 def test_embeddings_one_aligned_triple_per_shard(job):
@@ -73,12 +80,14 @@ def test_embeddings_one_aligned_triple_per_shard(job):
         assert set(meta.language) <= {"en", "de"}
         total += len(meta)
     assert total == stats.counts["rows_out"]
+    assert stats.extra["embedding_files"] == 3
 
 
 def test_semantic_duplicates_flagged_across_shards(job, spark):
-    out, _ = job
+    out, stats = job
     df = spark.read.parquet(str(out / "scored")).select("key", "semantic_dup", "semantic_dup_of").toPandas()
     flagged = df[df.semantic_dup].set_index("key").semantic_dup_of
+    assert stats.counts["semantic_dups_flagged"] == len(flagged)
     # shards 00000 ("a…") and 00001 ("b…") hold the same photos: the later key points at the earlier;
     # in the bad-input shard c00003 and c00006 are the same image with different captions
     assert flagged.pop("c00006") == "c00003"

@@ -265,6 +265,23 @@ def test_heads_run_on_the_stage_embeddings_when_widths_match(images_dir, tmp_pat
     assert load_outputs(tmp_path / "out3", "00001")[3].punsafe.isna().all()
 
 
+def test_model_and_heads_load_once_per_process(images_dir, tmp_path, shared_data, conf, monkeypatch):
+    """Later shards in the same Python worker reuse the cached encoder and heads: nothing is rebuilt."""
+    from crawlpairs.udfs import heads
+
+    nsfw = str(shared_data / "models" / "laion-nsfw" / "clip_autokeras_nsfw_b32_weights.npz")
+    c = cfg(model="tiny-clip-512", model_config_dir=str(conf), nsfw_model=nsfw, punsafe_max=1.01)
+    clip.score_shard(str(images_dir / "00002.tar"), str(tmp_path / "first"), c)  # loads (or finds) them
+    enc = clip.get_encoder("tiny-clip-512", None, "cpu", "fp32", str(conf))
+    builds = []
+    monkeypatch.setattr(clip, "ClipEncoder", lambda *a, **k: builds.append(a))
+    monkeypatch.setattr(heads, "load_head", lambda *a, **k: builds.append(a))
+    for i, shard in enumerate(("00001.tar", "00002.tar")):
+        stats = clip.score_shard(str(images_dir / shard), str(tmp_path / f"again{i}"), c)
+        assert stats.counts["rows_out"] > 0 and "head_skipped_punsafe" not in stats.counts
+    assert builds == [] and clip.get_encoder("tiny-clip-512", None, "cpu", "fp32", str(conf)) is enc
+
+
 def test_semantic_duplicates_found_within_lsh_neighbourhoods():
     rng = np.random.default_rng(3)
     base = rng.standard_normal((50, 64)).astype(np.float32)
