@@ -529,3 +529,24 @@ def extract_stream(
     batch = b.build(crawl_id or "unknown")
     if batch is not None:
         yield batch
+
+
+def extract_file(
+    uri: str,
+    crawl: str | None,
+    cfg: ExtractConfig,
+    storage: StorageConfig | None,
+    stats: Stats,
+    batch_rows: int = 20000,
+) -> Iterator[pa.RecordBatch]:
+    """Open one crawl file (local path, s3://, https://) and yield its candidate batches.
+
+    The one entry point the extract job calls per input file. Bad data is counted in
+    `stats` and skipped; `FileNotFoundError` for a missing input propagates;
+    `crawlpairs.errors.TransientIOError` means transient failures outlasted the retries
+    (the caller must not commit the file).
+    """
+    from crawlpairs import storage as _storage
+
+    with _storage.open_uri(uri, "rb", storage) as fh:
+        yield from extract_stream(fh, uri, cfg, stats, crawl=crawl, batch_rows=batch_rows, storage=storage)
