@@ -36,7 +36,7 @@ from crawlpairs.udfs import langid
 from crawlpairs.udfs.html import decode_body, decode_html, parse_html
 from crawlpairs.udfs.license import detect_license
 from crawlpairs.udfs.text import clean_text
-from crawlpairs.udfs.urls import base_prefixes, host_of, resolve
+from crawlpairs.udfs.urls import base_prefixes, host_of, normalize_url, resolve
 from crawlpairs.udfs.wat import WatLayoutError, decode_attr_url, parse_page, scan_page
 
 CANDIDATE_SCHEMA = pa.schema(
@@ -233,6 +233,8 @@ class _Builder:
                     scheme = url[:colon].lower() if colon > 0 else ""
                     if scheme not in schemes:
                         reason = "data_uri" if scheme == "data" else "scheme"
+                    elif (url := normalize_url(url, schemes)) is None:  # type: ignore[assignment]
+                        reason = "bad_url"  # no browser could request it (urls.normalize_url)
                     elif len(url) > max_url:
                         reason = "url_too_long"
                     else:

@@ -4,11 +4,20 @@ Resolution follows the WHATWG URL standard where it differs from RFC 3986 in way
 that matter for `<img src>`: leading/trailing C0-control-or-space is stripped, tabs
 and newlines inside are removed, and for http(s) a backslash is a path separator.
 `urllib.parse.urljoin` does the rest (dot segments, scheme-relative `//host/x`).
+
+`normalize_url` then gives the URL as a browser would request it: the WHATWG URL
+standard's serialisation (ada, a compliant parser), without the fragment. extract and
+download both use it, so every later stage, every user and the HTTP client see one
+spelling of each URL, and the SSRF guard vets the host that is really connected to.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
 from urllib.parse import urljoin
+
+import ada_url
 
 _STRIP = "".join(chr(c) for c in range(0x21))  # C0 controls and space
 _TAB_NL = str.maketrans("", "", "\t\n\r")
@@ -170,3 +179,36 @@ def extension_of(url: str) -> str:
         return ""  # only a host
     dot = url.rfind(".", slash + 1, end)
     return url[dot + 1 : end].lower() if dot >= 0 else ""
+
+
+# A URL the WHATWG parser would return unchanged: lower-case http(s), a lower-case ASCII
+# domain whose last label starts with a letter (so it is not an IPv4 number in any radix),
+# no userinfo or port, a path, and only characters no percent-encode set touches. Checked
+# against ada over real URLs in tests/extract/test_urls.py.
+_HTTP = frozenset({"http", "https"})
+_CLEAN = re.compile(r"https?://(?:[a-z0-9-]+\.)*[a-z][a-z0-9-]*\.?/[!$%&()*+,\-./0-9:;=?@A-Z\[\]^_a-z|~]*")
+
+
+def normalize_url(url: str, schemes: Collection[str] = _HTTP) -> str | None:
+    """WHATWG serialisation of an absolute http(s) URL, fragment dropped; None if not valid.
+
+    `schemes` (lower-case) widens what is accepted (extract's `allowed_schemes`, e.g. ftp).
+
+    Spaces and other illegal characters are percent-encoded, hosts are IDNA-mapped to
+    lower-case punycode (so Unicode digits become ASCII: `１２７.０.０.１` is `127.0.0.1`),
+    IPv4 in any number form is written as a dotted quad, IPv6 in its short form, default
+    ports and dot segments are removed. About 1 us for URLs that are already clean (the
+    fast path above), about 14 us through the parser.
+    """
+    if (_CLEAN.fullmatch(url) is not None and "/." not in url and "%2e" not in url and "%2E" not in url
+            and "xn--" not in url and (schemes is _HTTP or url[: url.find(":")] in schemes)):
+        return url
+    try:
+        href = ada_url.normalize_url(url)
+    except ValueError:
+        return None
+    if href[: href.find(":")] not in schemes:
+        return None
+    # '#' is percent-encoded everywhere before the fragment, so the first one starts it
+    i = href.find("#")
+    return href if i < 0 else href[:i]

@@ -17,6 +17,7 @@ import re
 import unicodedata
 from urllib.parse import urljoin
 
+import ada_url
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -47,6 +48,18 @@ def ref_resolve(base: str, href: str) -> str:
     except ValueError:
         return ""
     return url.replace("\\", "/").split("#", 1)[0]
+
+
+def ref_normalize(url: str) -> str | None:
+    """WHATWG serialisation by the parser alone (no fast path), fragment dropped."""
+    try:
+        u = ada_url.URL(url)
+    except ValueError:
+        return None
+    if u.protocol not in ("http:", "https:"):
+        return None
+    u.hash = ""
+    return u.href
 
 
 def ref_clean(raw: str) -> str:
@@ -100,6 +113,10 @@ def reference_rows(path: str, cfg: ExtractConfig) -> tuple[list[tuple], dict[str
                     continue
                 if scheme not in cfg.allowed_schemes:
                     drop("data_uri" if scheme == "data" else "scheme")
+                    continue
+                url = ref_normalize(url)
+                if url is None:
+                    drop("bad_url")
                     continue
                 if len(url) > cfg.max_url_length:
                     drop("url_too_long")

@@ -19,6 +19,18 @@ def run_bytes(data: bytes, cfg, name="mem.warc.gz"):
     return pa.Table.from_batches(batches, schema=CANDIDATE_SCHEMA).to_pylist(), stats
 
 
+def browser_url(url: str) -> str | None:
+    """The WHATWG parser's serialisation (ada, no fast path), fragment dropped."""
+    import ada_url
+
+    try:
+        u = ada_url.URL(url)
+    except ValueError:
+        return None
+    u.hash = ""
+    return u.href
+
+
 def laion_pairs_bs4(path) -> list[tuple[str, str, str]]:
     """Independent reference: warcio + BeautifulSoup(lxml), `<img src>` + non-empty alt,
     resolved against <base>/page URL, LAION's filters, exact dedup per page."""
@@ -61,7 +73,10 @@ def laion_pairs_bs4(path) -> list[tuple[str, str, str]]:
                     src = max(cands, key=key)[0]
                 url = urljoin(base, src.strip()).split("#")[0]
                 parts = urlsplit(url)
-                if parts.scheme not in ("http", "https") or len(url) > 2000:
+                if parts.scheme not in ("http", "https"):
+                    continue
+                url = browser_url(url)  # what a browser requests (WHATWG), as extract keeps it
+                if url is None or len(url) > 2000:
                     continue
                 host = (parts.hostname or "").rstrip(".")
                 if not host or len(host) > 60:
