@@ -121,6 +121,7 @@ class DownloadConfig:
     do_not_train: str | None = None  # file of domains / url hashes
     url_blocklist: str | None = None  # file of url md5/sha1/sha256 hashes
     hash_blocklist: str | None = None  # file of image md5/sha1/sha256 hashes
+    robots_max_bytes: int = 500_000  # bytes read of robots.txt / ai.txt (RFC 9309 asks for at least 500 KiB)
     ssrf_guard: bool = True
     allow_network: list[str] = field(default_factory=list)  # IP[/len][:port] allowed past the guard
     resolve_overrides: dict[str, str] = field(default_factory=dict)  # host=IP[:port] (tests, benchmarks)

@@ -7,13 +7,20 @@ partitions rows by host key, so a host is fetched by one task at a time, and her
   - per host: at most `per_host_concurrency` requests at once and one request start
     every 1/`per_host_rps` seconds; a 429/503 pushes the whole host back by its
     Retry-After (or exponential backoff) before the URL is retried;
-  - per URL, before any request: URL blocklist, Do-Not-Train list, IP-literal SSRF
-    check, robots.txt of the host (fetched once per task, through the same guard and
-    limiter); after the headers and before the body: X-Robots-Tag / TDMRep opt-outs
-    and the declared length; then the body is streamed with a hard cap;
-  - redirects are followed by hand (bounded), every hop re-checked from the top;
+  - per URL, before any request: the URL is normalised once (urls.normalize_url, the
+    WHATWG serialisation a browser would request) and from then on only that string is
+    used: blocklists, Do-Not-Train list, the SSRF check of an IP-literal host, robots.txt
+    of the host (fetched once per task, through the same guard and limiter), and the
+    request itself (handed to aiohttp as an already-encoded yarl URL, so the client cannot
+    re-spell the host after the check); after the headers and before the body:
+    X-Robots-Tag / TDMRep opt-outs and the declared length; the body is streamed with a cap;
+  - redirects are followed by hand (bounded): the Location is joined and normalised the
+    same way, and every hop is re-checked from the top;
   - every connection is made by a connector whose resolver vets each DNS answer
-    (dl_ssrf.GuardedResolver), without a DNS cache.
+    (dl_ssrf.GuardedResolver, no DNS cache) and whose socket factory vets the address the
+    socket is about to connect to (dl_ssrf.NetPolicy): the last word, whatever the spelling.
+
+Settings are read from the stage's own `DownloadConfig` (one source of truth).
 """
 
 from __future__ import annotations
@@ -22,18 +29,23 @@ import asyncio
 import contextlib
 import email.utils
 import queue
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
+import ada_url
 import aiohttp
+import yarl
 
+from crawlpairs.config import DownloadConfig
 from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, header_optout
 from crawlpairs.udfs.dl_robots import Robots, robots_url
 from crawlpairs.udfs.dl_ssrf import GuardedResolver, NetPolicy, SSRFBlocked, ssrf_cause
+from crawlpairs.udfs.urls import normalize_url
 
 SUCCESS, OPT_OUT, BLOCKED, ERROR = "success", "opt-out", "blocked", "error"
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -53,36 +65,38 @@ def is_transient(status: str | None, error_message: str | None) -> bool:
 
 
 def host_key(url: str) -> str:
-    """`host:port` (lower-case, default port filled in): the unit of politeness."""
-    try:
-        p = urlsplit(url)
-        host = (p.hostname or "").rstrip(".")
-        port = p.port or (443 if p.scheme == "https" else 80)
-    except ValueError:
+    """`host:port` of the URL as it will be requested (normalised: lower-case punycode or a
+    canonical IP, default port filled in): the unit of politeness. "" if not a valid URL."""
+    norm = normalize_url(url)
+    if norm is None:
         return ""
-    return f"{host}:{port}"
+    p = urlsplit(norm)
+    host = (p.hostname or "").rstrip(".")
+    return f"{host}:{p.port or (443 if p.scheme == 'https' else 80)}"
 
 
-@dataclass
-class FetchOptions:
-    user_agent: str = "crawlpairs/0.1 (+https://github.com/crawlpairs/crawlpairs)"
-    connect_timeout: float = 10.0
-    read_timeout: float = 20.0
-    total_timeout: float = 60.0
-    max_redirects: int = 5
-    max_body_bytes: int = 30_000_000
-    per_host_rps: float = 2.0
-    per_host_concurrency: int = 2
-    in_flight: int = 64
-    retries: int = 1
-    max_retry_after: float = 60.0
-    backoff_base: float = 1.0
-    respect_robots: bool = True
-    respect_noindex: bool = False
-    robots_max_bytes: int = 500_000
-    ssrf_guard: bool = True
-    allow_network: list[str] = field(default_factory=list)
-    resolve_overrides: dict[str, str] = field(default_factory=dict)
+def user_agent(cfg: DownloadConfig) -> str:
+    """The User-Agent header (and robots.txt product token source) of every request."""
+    return cfg.user_agent.replace("{contact_url}", cfg.contact_url)
+
+
+def join_url(base: str, location: str) -> str | None:
+    """A redirect's Location resolved against the URL that answered, normalised (None: invalid)."""
+    try:
+        return normalize_url(ada_url.join_url(base, location))
+    except ValueError:
+        return None
+
+
+def request_url(norm: str) -> yarl.URL:
+    """What aiohttp is handed: the normalised URL without userinfo (browsers send none for
+    images), marked as already encoded so that yarl does not re-encode or re-spell it."""
+    start = norm.find("//") + 2
+    end = norm.find("/", start)
+    at = norm.rfind("@", start, end if end > 0 else len(norm))  # userinfo's own '@'s are encoded
+    if at >= 0:
+        norm = norm[:start] + norm[at + 1 :]
+    return yarl.URL(norm, encoded=True)
 
 
 @dataclass
@@ -125,28 +139,36 @@ def _retry_after(value: str | None) -> float | None:
 class Fetcher:
     """All requests of one task; use inside a running event loop (see FetchPool)."""
 
-    def __init__(self, opts: FetchOptions, url_blocklist: HashList | None = None,
+    def __init__(self, cfg: DownloadConfig, url_blocklist: HashList | None = None,
                  do_not_train: DoNotTrain | None = None, base_resolver: Any = None) -> None:
-        self.o = opts
+        self.o = cfg
+        self.agent = user_agent(cfg)
         self.url_blocklist = url_blocklist or HashList()
         self.dnt = do_not_train or DoNotTrain()
-        self.resolver = GuardedResolver(NetPolicy(opts.ssrf_guard, opts.allow_network),
-                                        opts.resolve_overrides, base_resolver)
+        self.policy = NetPolicy(cfg.ssrf_guard, cfg.allow_network)
+        self.resolver = GuardedResolver(self.policy, cfg.resolve_overrides, base_resolver)
         self.hosts: dict[str, _Host] = {}
         self.robots: dict[str, asyncio.Future[Robots | _Outcome]] = {}
         self.session: aiohttp.ClientSession | None = None
         self.global_sem: asyncio.Semaphore | None = None
-        self.timeout = aiohttp.ClientTimeout(total=opts.total_timeout, sock_connect=opts.connect_timeout,
-                                             sock_read=opts.read_timeout)
+        self.timeout = aiohttp.ClientTimeout(total=cfg.total_timeout, sock_connect=cfg.connect_timeout,
+                                             sock_read=cfg.read_timeout)
+
+    def guarded_socket(self, addr_info: tuple[Any, ...]) -> socket.socket:
+        """The connector's socket factory: vets the very address the socket will connect to
+        (after any resolver, literal or not), so no spelling can slip past the guard."""
+        family, type_, proto, _, sockaddr = addr_info
+        self.policy.check(str(sockaddr[0]), int(sockaddr[1]))
+        return socket.socket(family, type_, proto)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(resolver=self.resolver, use_dns_cache=False,  # type: ignore[arg-type]
-                                         limit=self.o.in_flight, limit_per_host=0,
-                                         enable_cleanup_closed=True)
+                                         limit=self.o.in_flight_per_task, limit_per_host=0,
+                                         enable_cleanup_closed=True, socket_factory=self.guarded_socket)
         self.session = aiohttp.ClientSession(
-            connector=connector, headers={"User-Agent": self.o.user_agent, "Accept": "image/*,*/*;q=0.5"},
+            connector=connector, headers={"User-Agent": self.agent, "Accept": "image/*,*/*;q=0.5"},
             cookie_jar=aiohttp.DummyCookieJar(), trust_env=False, auto_decompress=True)
-        self.global_sem = asyncio.Semaphore(self.o.in_flight)
+        self.global_sem = asyncio.Semaphore(self.o.in_flight_per_task)
 
     async def close(self) -> None:
         if self.session is not None:
@@ -182,24 +204,28 @@ class Fetcher:
         h.next_time = max(h.next_time, asyncio.get_running_loop().time() + delay)
 
     # -- checks -------------------------------------------------------------------------
-    def _precheck(self, url: str) -> None:
-        try:
-            p = urlsplit(url)
-            port = p.port or (443 if p.scheme == "https" else 80)
-        except ValueError as exc:
-            raise _Outcome(ERROR, f"bad_url: {exc}") from None
-        if p.scheme not in ("http", "https") or not p.hostname:
-            raise _Outcome(ERROR, f"bad_url: scheme or host missing in {url[:200]!r}")
-        alg = self.url_blocklist.match_url(url)
+    def _precheck(self, url: str) -> str:
+        """The normalised URL, after the list and IP-literal checks (raises _Outcome otherwise)."""
+        norm = self._vet_host(url, "bad_url")
+        alg = self.url_blocklist.match_url(norm) or (self.url_blocklist.match_url(url) if norm != url else None)
         if alg:
             raise _Outcome(BLOCKED, f"blocklist_url: {alg} of url listed")
-        why = self.dnt.match(url)
+        why = self.dnt.match(norm)
         if why:
             raise _Outcome(OPT_OUT, f"do_not_train: {why}")
+        return norm
+
+    def _vet_host(self, url: str, kind: str) -> str:
+        """Normalise once, then vet an IP-literal host exactly as it will be connected to."""
+        norm = normalize_url(url)
+        if norm is None:
+            raise _Outcome(ERROR, f"{kind}: not a valid http(s) URL: {url[:200]!r}")
+        p = urlsplit(norm)
         try:
-            self.resolver.check_literal(p.hostname, port)
+            self.resolver.check_literal(p.hostname or "", p.port or (443 if p.scheme == "https" else 80))
         except SSRFBlocked as exc:
             raise _Outcome(BLOCKED, f"ssrf: {exc}") from None
+        return norm
 
     def _net_error(self, exc: BaseException, what: str = "") -> _Outcome:
         s = ssrf_cause(exc)
@@ -241,16 +267,19 @@ class Fetcher:
         """RFC 9309: 2xx -> rules, 4xx -> allow all, 5xx / unreachable -> fetch nothing."""
         assert self.session is not None
         for _ in range(5):
-            self._precheck_robots(url)
+            url = self._vet_host(url, "robots_unavailable")
             try:
-                async with self._slot(url), self.session.get(url, allow_redirects=False,
+                async with self._slot(url), self.session.get(request_url(url), allow_redirects=False,
                                                              timeout=self.timeout) as resp:
                     if resp.status in REDIRECTS and resp.headers.get("Location"):
-                        url = urljoin(url, resp.headers["Location"])
+                        nxt = join_url(url, resp.headers["Location"])
+                        if nxt is None:
+                            raise _Outcome(ERROR, "robots_unavailable: robots.txt redirects to an invalid URL")
+                        url = nxt
                         continue
                     if 200 <= resp.status < 300:
                         data = await resp.content.read(self.o.robots_max_bytes)
-                        return Robots(data.decode("utf-8", "replace"), self.o.user_agent)
+                        return Robots(data.decode("utf-8", "replace"), self.agent)
                     if 400 <= resp.status < 500 and resp.status != 429:
                         return Robots.allow_all()
                     raise _Outcome(ERROR, f"robots_unavailable: robots.txt answered {resp.status}",
@@ -263,15 +292,6 @@ class Fetcher:
                     raise out from None
                 raise _Outcome(ERROR, f"robots_unavailable: {out.message}") from None
         return Robots.allow_all()  # a redirect chain longer than 5 hops: RFC says treat as 404
-
-    def _precheck_robots(self, url: str) -> None:
-        p = urlsplit(url)
-        if p.scheme not in ("http", "https") or not p.hostname:
-            raise _Outcome(ERROR, "robots_unavailable: bad robots.txt redirect")
-        try:
-            self.resolver.check_literal(p.hostname, p.port or (443 if p.scheme == "https" else 80))
-        except SSRFBlocked as exc:
-            raise _Outcome(BLOCKED, f"ssrf: {exc}") from None
 
     # -- one URL ------------------------------------------------------------------------
     async def fetch(self, url: str) -> Fetched:
@@ -288,13 +308,13 @@ class Fetcher:
         hops = 0
         attempt = 0
         while True:
-            self._precheck(url)
+            url = self._precheck(url)
             if self.o.respect_robots:
                 robots = await self._robots_for(url)
                 if not robots.allowed(url):
                     raise _Outcome(OPT_OUT, f"robots: disallowed by {robots_url(url)}")
             try:
-                async with self._slot(url), self.session.get(url, allow_redirects=False,
+                async with self._slot(url), self.session.get(request_url(url), allow_redirects=False,
                                                              timeout=self.timeout) as resp:
                     st = resp.status
                     if st in REDIRECTS:
@@ -304,7 +324,10 @@ class Fetcher:
                         hops += 1
                         if hops > self.o.max_redirects:
                             raise _Outcome(ERROR, f"redirects: more than {self.o.max_redirects}", st)
-                        url = urljoin(url, loc)
+                        nxt = join_url(url, loc)
+                        if nxt is None:
+                            raise _Outcome(ERROR, f"bad_url: redirect to an invalid URL {loc[:200]!r}", st)
+                        url = nxt
                         continue
                     if st in (429, 503):
                         delay = _retry_after(resp.headers.get("Retry-After"))
@@ -322,7 +345,7 @@ class Fetcher:
                     if st != 200:
                         kind = "http_5xx" if st >= 500 else f"http_{st}"
                         raise _Outcome(ERROR, f"{kind}: {st}", st)
-                    why = header_optout(resp.headers.items(), self.o.user_agent, self.o.respect_noindex)
+                    why = header_optout(resp.headers.items(), self.agent, self.o.respect_noindex)
                     if why:
                         raise _Outcome(OPT_OUT, why, st)
                     declared = resp.content_length
@@ -346,9 +369,9 @@ class Fetcher:
 class FetchPool:
     """Runs a Fetcher's event loop in a thread; submit URLs, take results as they finish."""
 
-    def __init__(self, opts: FetchOptions, url_blocklist: HashList | None = None,
+    def __init__(self, cfg: DownloadConfig, url_blocklist: HashList | None = None,
                  do_not_train: DoNotTrain | None = None, base_resolver: Any = None) -> None:
-        self.fetcher = Fetcher(opts, url_blocklist, do_not_train, base_resolver)
+        self.fetcher = Fetcher(cfg, url_blocklist, do_not_train, base_resolver)
         self.results: queue.Queue[tuple[Any, Fetched]] = queue.Queue()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="crawlpairs-fetch", daemon=True)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from crawlpairs.config import DownloadConfig
+
 # We do the pixel-limit check ourselves (configurable) before decoding, so Pillow's own
 # global limit must not fire first with a warning-or-exception of its own.
 Image.MAX_IMAGE_PIXELS = None
@@ -47,19 +49,7 @@ class Processed:
     phash: str  # 64-bit DCT perceptual hash, hex
 
 
-@dataclass
-class ImageOptions:
-    image_size: int = 256
-    resize_mode: str = "border"
-    resize_only_if_bigger: bool = False
-    output_format: str = "jpg"
-    quality: int = 95
-    min_image_bytes: int = 5000
-    min_side: int = 0
-    max_pixels: int = 89_478_485
-
-
-def _target_size(w: int, h: int, o: ImageOptions) -> tuple[int, int]:
+def _target_size(w: int, h: int, o: DownloadConfig) -> tuple[int, int]:
     """Size after scaling, before any crop or border."""
     s = o.image_size
     if o.resize_mode == "no":
@@ -94,8 +84,11 @@ def phash(im: Image.Image) -> str:
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
 
 
-def process(body: bytes, o: ImageOptions) -> Processed:
-    """Vet and transform one image body; raises ImageReject with the reason otherwise."""
+def process(body: bytes, o: DownloadConfig) -> Processed:
+    """Vet and transform one image body; raises ImageReject with the reason otherwise.
+
+    The settings (image_size, resize_mode, min_image_bytes, max_pixels, ...) are read from
+    the stage's DownloadConfig itself: one source of truth."""
     if len(body) < o.min_image_bytes:
         raise ImageReject("too_small", f"{len(body)} bytes < {o.min_image_bytes}")
     try:

@@ -89,6 +89,8 @@ class Robots:
         return True if best is None else best[1]
 
 
-def robots_url(url: str) -> str:
+def robots_url(url: str, name: str = "robots.txt") -> str:
+    """`scheme://host[:port]/robots.txt` of a normalised URL (userinfo dropped: one file per origin)."""
     p = urlsplit(url)
-    return f"{p.scheme}://{p.netloc}/robots.txt"
+    netloc = p.netloc.rpartition("@")[2]
+    return f"{p.scheme}://{netloc}/{name}"

@@ -21,8 +21,8 @@ import pyarrow as pa
 
 from crawlpairs import storage
 from crawlpairs.config import DownloadConfig, StorageConfig
-from crawlpairs.udfs.dl_fetch import BLOCKED, ERROR, SUCCESS, Fetched, FetchOptions, FetchPool
-from crawlpairs.udfs.dl_images import ImageOptions, ImageReject, process
+from crawlpairs.udfs.dl_fetch import BLOCKED, ERROR, SUCCESS, Fetched, FetchPool
+from crawlpairs.udfs.dl_images import ImageReject, process
 from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, list_entries
 
 # Columns the stage adds to every input row (the input's own columns pass through).
@@ -40,28 +40,6 @@ RESULT_SCHEMA = pa.schema([
     ("image", pa.binary()),
 ])
 RESULT_COLUMNS = [f.name for f in RESULT_SCHEMA]
-
-
-def user_agent(cfg: DownloadConfig) -> str:
-    return cfg.user_agent.replace("{contact_url}", cfg.contact_url)
-
-
-def fetch_options(cfg: DownloadConfig) -> FetchOptions:
-    return FetchOptions(
-        user_agent=user_agent(cfg), connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout,
-        total_timeout=cfg.total_timeout, max_redirects=cfg.max_redirects, max_body_bytes=cfg.max_body_bytes,
-        per_host_rps=cfg.per_host_rps, per_host_concurrency=cfg.per_host_concurrency,
-        in_flight=cfg.in_flight_per_task, retries=cfg.retries, max_retry_after=cfg.max_retry_after,
-        backoff_base=cfg.backoff_base, respect_robots=cfg.respect_robots,
-        respect_noindex=cfg.respect_noindex, ssrf_guard=cfg.ssrf_guard,
-        allow_network=list(cfg.allow_network), resolve_overrides=dict(cfg.resolve_overrides))
-
-
-def image_options(cfg: DownloadConfig) -> ImageOptions:
-    return ImageOptions(image_size=cfg.image_size, resize_mode=cfg.resize_mode,
-                        resize_only_if_bigger=cfg.resize_only_if_bigger, output_format=cfg.output_format,
-                        quality=cfg.quality, min_image_bytes=cfg.min_image_bytes, min_side=cfg.min_side,
-                        max_pixels=cfg.max_pixels)
 
 
 _LISTS: dict[tuple[str, str | None], Any] = {}
@@ -97,7 +75,6 @@ def download_frames(batches: Iterator[pd.DataFrame], cfg: DownloadConfig, st: St
                     out_rows: int = 256, base_resolver: Any = None) -> Iterator[pd.DataFrame]:
     """Fetch and process the `url` of every row; yield the rows with RESULT_COLUMNS added."""
     url_bl, dnt, img_bl = load_lists(cfg, st)
-    iopts = image_options(cfg)
     rows: dict[int, dict[str, Any]] = {}
     counter = iter(range(1 << 62))
 
@@ -110,11 +87,11 @@ def download_frames(batches: Iterator[pd.DataFrame], cfg: DownloadConfig, st: St
 
     done: list[dict[str, Any]] = []
     threads = max(1, cfg.decode_threads)
-    with FetchPool(fetch_options(cfg), url_bl, dnt, base_resolver) as pool, \
+    with FetchPool(cfg, url_bl, dnt, base_resolver) as pool, \
             ThreadPoolExecutor(threads, thread_name_prefix="crawlpairs-decode") as ex:
         queued: deque[Future[dict[str, Any]]] = deque()
         for i, f in pool.map(items(), max_pending=max(cfg.max_pending, cfg.in_flight_per_task * 2)):
-            queued.append(ex.submit(_finish, rows.pop(i), f, img_bl, iopts))
+            queued.append(ex.submit(_finish, rows.pop(i), f, img_bl, cfg))
             while queued and (queued[0].done() or len(queued) > 4 * threads):
                 done.append(queued.popleft().result())
             if len(done) >= out_rows:
@@ -126,7 +103,7 @@ def download_frames(batches: Iterator[pd.DataFrame], cfg: DownloadConfig, st: St
         yield _frame(done)
 
 
-def _finish(rec: dict[str, Any], f: Fetched, img_bl: HashList, iopts: ImageOptions) -> dict[str, Any]:
+def _finish(rec: dict[str, Any], f: Fetched, img_bl: HashList, iopts: DownloadConfig) -> dict[str, Any]:
     """Hash blocklist, then decode/vet/resize: the CPU half of one URL (runs in a decode thread)."""
     if f.status != SUCCESS or f.body is None:
         res = _result(f.status, f.error_message, http_status=f.http_status)

@@ -84,6 +84,7 @@ class ImageServer:
         self.hits: Counter[str] = Counter()
         self.user_agents: set[str] = set()
         self.canary = Canary()
+        self.robots_redirects: dict[str, str] = {}  # host -> Location its robots.txt redirects to
         self.port = 0
         self.secret = jpeg_bytes(shared_data / "images" / "skimage" / "astronaut.png")  # served with opt-outs
         self.listed = jpeg_bytes(shared_data / "images" / "skimage" / "coffee.png")  # on the hash blocklist
@@ -111,6 +112,8 @@ class ImageServer:
         self.hits[f"{host}{path}"] += 1
         self.user_agents.add(request.headers.get("User-Agent", ""))
         if path == "/robots.txt":
+            if host in self.robots_redirects:
+                return web.Response(status=302, headers={"Location": self.robots_redirects[host]})
             if host == "norobots.test":
                 return web.Response(text="User-agent: *\nAllow: /\n\nUser-agent: crawlpairs\nDisallow: /private/\n")
             if host == "robots503.test":
@@ -173,6 +176,8 @@ class ImageServer:
             return web.Response(status=301, headers={"Location": f"http://127.0.0.1:{self.canary.port}/x.jpg"})
         if name == "to-canary-host":
             return web.Response(status=307, headers={"Location": "http://canary.test/x.jpg"})
+        if name == "redirect-to":  # Location taken from the query: ?to=<url>
+            return web.Response(status=302, headers={"Location": request.query["to"]})
         if name == "to-photo":
             return web.Response(status=302, headers={"Location": "http://photos.test/sklearn/china.jpg"})
         if name == "huge.jpg":

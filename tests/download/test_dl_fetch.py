@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from dl_server import HOSTILE, ImageServer, canary_urls
 
-from crawlpairs.udfs.dl_fetch import error_kind, is_transient
-from crawlpairs.udfs.dl_task import download_frames, user_agent
+from crawlpairs.udfs.dl_fetch import error_kind, is_transient, user_agent
+from crawlpairs.udfs.dl_task import download_frames
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,8 @@ import pytest
 from dl_server import png_bomb
 from PIL import Image
 
-from crawlpairs.udfs.dl_images import ImageOptions, ImageReject, phash, process
+from crawlpairs.config import DownloadConfig
+from crawlpairs.udfs.dl_images import ImageReject, phash, process
 from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, header_optout, url_hashes, x_robots_optout
 from crawlpairs.udfs.dl_robots import Robots
 from crawlpairs.udfs.dl_ssrf import GuardedResolver, NetPolicy, SSRFBlocked, forbidden_reason
@@ -116,7 +117,7 @@ def _png(w: int, h: int) -> bytes:
 @pytest.mark.parametrize("mode,size", [("no", (300, 200)), ("keep_ratio", (96, 64)),
                                        ("center_crop", (64, 64)), ("border", (64, 64))])
 def test_resize_modes(mode: str, size: tuple[int, int]) -> None:
-    p = process(_png(300, 200), ImageOptions(image_size=64, resize_mode=mode, min_image_bytes=0))
+    p = process(_png(300, 200), DownloadConfig(image_size=64, resize_mode=mode, min_image_bytes=0))
     assert (p.width, p.height) == size
     assert (p.original_width, p.original_height) == (300, 200)
     assert Image.open(io.BytesIO(p.data)).size == size
@@ -124,7 +125,7 @@ def test_resize_modes(mode: str, size: tuple[int, int]) -> None:
 
 
 def test_image_rejections(shared_data: Path) -> None:
-    o = ImageOptions(min_image_bytes=0)
+    o = DownloadConfig(min_image_bytes=0)
     with pytest.raises(ImageReject) as e:
         process(png_bomb(), o)
     assert e.value.kind == "bomb"
@@ -136,12 +137,12 @@ def test_image_rejections(shared_data: Path) -> None:
         process(jpg[: len(jpg) // 3], o)
     assert e.value.kind == "decode"
     with pytest.raises(ImageReject) as e:
-        process(jpg, ImageOptions(min_image_bytes=len(jpg) + 1))
+        process(jpg, DownloadConfig(min_image_bytes=len(jpg) + 1))
     assert e.value.kind == "too_small"
     with pytest.raises(ImageReject) as e:
-        process(jpg, ImageOptions(min_side=1000))
+        process(jpg, DownloadConfig(min_side=1000))
     assert e.value.kind == "too_small"
-    ok = process(jpg, ImageOptions())
+    ok = process(jpg, DownloadConfig())
     assert (ok.original_width, ok.original_height) == (640, 427)
 
 
