@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 
-from crawlpairs import storage
+from crawlpairs import fingerprint, storage
 from crawlpairs.stage import Context, Stage, UsageError, main
 from crawlpairs.stats import Stats
 
@@ -87,6 +87,26 @@ class ScoreStage(Stage):
     output_dir = "scored"
     help = "CLIP embeddings, similarity, NSFW / watermark / aesthetic heads, filters per language"
 
+    @staticmethod
+    def check_settings(ctx: Context) -> None:
+        """Stop, in one line, before reusing shards scored under other settings (unless --force).
+
+        The driver records the settings beside the per-shard rows; each shard also carries them,
+        so a shard left over from an interrupted --force run is scored again, never reused.
+        """
+        from crawlpairs.udfs.clip import settings_uri, shard_settings
+
+        cfg, st = ctx.cfg, ctx.cfg.storage
+        uri, wanted = settings_uri(cfg.output), shard_settings(cfg.score)
+        old = storage.read_json(uri, st) if storage.exists(uri, st) else None
+        if not cfg.score.force:
+            try:
+                fingerprint.check(old, wanted, f"--output {cfg.output} (its scored shards)")
+            except fingerprint.StaleOutput as exc:
+                raise UsageError(str(exc)) from None
+        if old != wanted:
+            storage.write_json(uri, wanted, st)
+
     def run(self, ctx: Context) -> None:
         from pyspark.sql import functions as F
 
@@ -96,6 +116,7 @@ class ScoreStage(Stage):
         if not shards:
             raise UsageError(f"--input {' '.join(cfg.input)}: no .tar shards found")
         ctx.stats.incr("shards_in", len(shards))
+        self.check_settings(ctx)
         spark = ctx.spark
         executor_cores = int(spark.conf.get("spark.executor.cores", "0") or 0) or spark.sparkContext.defaultParallelism
         out_root, force = cfg.output, sc.force

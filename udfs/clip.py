@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from crawlpairs import storage
+from crawlpairs import fingerprint, storage
 from crawlpairs.config import ScoreConfig, StorageConfig
 from crawlpairs.stats import Stats
 from crawlpairs.udfs import heads as heads_mod
@@ -416,6 +416,22 @@ class Record:
     out: dict[str, Any] = field(default_factory=dict)
 
 
+# Settings that change only speed or the final scored/ layout (rewritten by every run), not a
+# shard's rows: changing them never makes a done shard stale.
+NOT_IN_SHARD = ("device", "batch_size", "decode_threads", "force", "profile", "text_trim",
+                "rows_per_file", "similarity_band_width")
+
+
+def shard_settings(cfg: ScoreConfig) -> dict[str, Any]:
+    """The settings a scored shard was computed under (compared before a done shard is reused)."""
+    return fingerprint.settings(cfg, ignore=NOT_IN_SHARD)
+
+
+def settings_uri(out_root: str) -> str:
+    """Where the driver records the settings of the shards under `out_root` (checked before any work)."""
+    return storage.join(out_root, ROWS_DIR, "_settings.json")
+
+
 def rows_uri(out_root: str, sid: str) -> str:
     return storage.join(out_root, ROWS_DIR, f"{sid}.parquet")
 
@@ -485,16 +501,20 @@ def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig |
     sid = wds.shard_id(shard)
     marker = rows_uri(out_root, sid)
     stats_uri = storage.join(out_root, ROWS_DIR, f"{sid}.stats.json")
+    wanted = shard_settings(cfg)
     if not force and storage.exists(marker, st):
         try:
             done = Stats.from_dict(storage.read_json(stats_uri, st))
-        except Exception:  # noqa: BLE001
-            done = Stats()
-        # rows, drops and errors describe the output and stay; this run spent no time on the shard
-        for k in [k for k in done.counts if k.startswith("ms_") or k == "shards_scored"]:
-            del done.counts[k]
-        done.incr("shards_skipped_done")
-        return done
+        except Exception:  # noqa: BLE001 - unreadable stats: the shard is scored again
+            done = None
+        # a shard is done only under the same settings; one scored under others (an interrupted
+        # --force run, an output from before fingerprints) is scored again, never reused
+        if done is not None and done.extra.get("settings") == wanted:
+            # rows, drops and errors describe the output and stay; this run spent no time on the shard
+            for k in [k for k in done.counts if k.startswith("ms_") or k == "shards_scored"]:
+                del done.counts[k]
+            done.incr("shards_skipped_done")
+            return done
 
     import torch
 
@@ -643,6 +663,7 @@ def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig |
     stats.extra["device"] = device
     stats.extra["precision"] = enc.precision
     stats.extra["embedding_dim"] = enc.dim
+    stats.extra["settings"] = wanted
     storage.write_json(stats_uri, stats.to_dict(), st)
     storage.write_bytes(marker, _rows_parquet(all_rows, kept, sid, cfg, buckets, kept_img), st)
     return stats

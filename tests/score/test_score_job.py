@@ -104,6 +104,22 @@ def test_rerun_skips_done_shards_and_rewrites_the_same_output(job, spark, images
     assert spark.read.parquet(str(out / "scored")).count() == first.counts["rows_out"]
 
 
+def test_rerun_with_other_thresholds_stops_and_force_rescores(job, spark, images_dir):
+    """The issue's experiment: other thresholds into the same output must not reuse old shard rows."""
+    out, first = job
+    keep_all = {"default_threshold": -1.0, "language_thresholds": {}}
+    with pytest.raises(UsageError, match=r"default_threshold: 2\.0 -> -1\.0.*--force"):
+        run_stage(ScoreStage, config(images_dir, out, **keep_all), spark=spark)
+    forced = run_stage(ScoreStage, config(images_dir, out, force=True, **keep_all), spark=spark)
+    assert forced.counts["shards_scored"] == 3 and "similarity_below_threshold" not in forced.dropped
+    assert forced.counts["rows_out"] > first.counts["rows_out"]
+    # the output now records the new settings: a plain re-run with them reuses every shard
+    again = run_stage(ScoreStage, config(images_dir, out, **keep_all), spark=spark)
+    assert again.counts["shards_skipped_done"] == 3 and again.counts["rows_out"] == forced.counts["rows_out"]
+    # back to the fixture's settings for the tests after this one
+    run_stage(ScoreStage, config(images_dir, out, force=True), spark=spark)
+
+
 def test_bad_model_name_is_a_one_line_usage_error(spark, images_dir, tmp_path):
     with pytest.raises(UsageError, match="--model nope"):
         run_stage(ScoreStage, config(images_dir, tmp_path, model="nope"), spark=spark)

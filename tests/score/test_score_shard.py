@@ -210,6 +210,17 @@ def test_rerun_skips_a_done_shard_and_force_rescores(images_dir, tmp_path):
     assert marker.stat().st_mtime_ns != mtime
 
 
+def test_a_shard_done_under_other_settings_is_scored_again(images_dir, tmp_path):
+    shard = str(images_dir / "00001.tar")
+    first = clip.score_shard(shard, str(tmp_path), cfg(default_threshold=2.0))  # drops every row
+    assert first.counts.get("rows_out", 0) == 0
+    again = clip.score_shard(shard, str(tmp_path), cfg())  # keeps every row: not the stale result
+    assert "shards_skipped_done" not in again.counts and again.counts["rows_out"] > 0
+    # a speed-only setting does not make the shard stale
+    same = clip.score_shard(shard, str(tmp_path), cfg(batch_size=7))
+    assert same.counts["shards_skipped_done"] == 1 and same.counts["rows_out"] == again.counts["rows_out"]
+
+
 @pytest.fixture(scope="module")
 def conf(tmp_path_factory) -> Path:
     """A 512-d variant of tiny-clip (another architecture: other random weights, B/32-wide)."""
@@ -374,5 +385,6 @@ def test_shard_scored_from_and_to_s3(s3_server, images_dir, shared_data):
     meta = pq.read_table(io.BytesIO(storage.read_bytes(uris["metadata"], st))).to_pandas()
     assert img.shape == (3, 64) and list(meta.key) == ["c00002", "c00003", "c00006"]
     assert storage.exists(clip.rows_uri(out, "00002"), st)
-    again = clip.score_shard(s3_server.uri("images", "00002.tar"), out, cfg(), st)
+    same = cfg(nsfw_model=s3_server.uri("models", nsfw.name))
+    again = clip.score_shard(s3_server.uri("images", "00002.tar"), out, same, st)
     assert again.counts["shards_skipped_done"] == 1
