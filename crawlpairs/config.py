@@ -62,7 +62,9 @@ class ExtractConfig:
     text_fallbacks: list[str] = field(default_factory=lambda: ["title", "figcaption"])
     lid_model: str | None = "https://dl.fbaipublicfiles.com/fasttext/supervised-models/lid.176.bin"  # None: no language ID
     lid_min_score: float = 0.0  # rows below are dropped (0: keep all)
-    max_record_bytes: int = 10_000_000  # larger HTML payloads are skipped, counted
+    max_record_bytes: int = 10_000_000  # larger record payloads (WARC and WAT) are skipped, counted as error too_large
+    max_inflate_bytes: int = 256 * 1024 * 1024  # a gzip member inflating past this for one record is abandoned (member_too_large)
+    max_links_per_page: int = 10_000  # IMG links past this on one page are dropped (too_many_links)
     files_per_batch: int = 0  # 0: the whole run is one commit batch
     exact_dedup: bool = True  # drop repeated (url, text) within a batch
 

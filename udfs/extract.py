@@ -21,6 +21,7 @@ on every machine and run, so dedup can use it across files and crawls.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import typing
 from collections.abc import Iterator
@@ -65,10 +66,9 @@ _CRAWL_RE = re.compile(r"CC-MAIN-\d{4}-\d{2}(?!\d)")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
 
-# FastWARC record type values (WarcRecordType IntFlag), as ints for fast comparisons.
-_WARCINFO, _RESPONSE, _RESOURCE, _METADATA = 2, 4, 8, 32
-_TYPE_NAMES = {2: "warcinfo", 4: "response", 8: "resource", 16: "request", 32: "metadata",
-               64: "revisit", 128: "conversion", 256: "continuation", 512: "unknown"}
+# WARC-Type values counted by name (records.<type>); any other is counted as "unknown".
+_TYPES = frozenset({"warcinfo", "response", "resource", "request", "metadata", "revisit",
+                    "conversion", "continuation"})
 
 
 def make_uid(url: str, text: str) -> str:
@@ -110,30 +110,15 @@ def _timestamps(dates: list[str | None]) -> pa.Array:
         return pa.array([_parse_warc_date(d) for d in dates], pa.int64()).cast(ts)
 
 
-class _Counting:
-    """Read-only wrapper that counts bytes read, to tell "empty" from "not a WARC"."""
+def _warc_record(rec: typing.Any) -> typing.Any:
+    """FastWARC's view (HTTP headers, charset) of one `warcread.RawRecord`, already cut out of its member."""
+    from fastwarc.warc import ArchiveIterator
 
-    def __init__(self, raw: typing.BinaryIO) -> None:
-        self.raw = raw
-        self.nbytes = 0
-        try:
-            self.start = raw.tell()
-        except Exception:  # noqa: BLE001 - unseekable streams start at 0
-            self.start = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.nbytes += len(data)
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.start + self.nbytes
-
-    def close(self) -> None:  # the caller owns the file
-        pass
+    data = io.BytesIO(b"".join((rec.header, b"\r\n\r\n", rec.payload, b"\r\n\r\n")))
+    for hrec in ArchiveIterator(data, parse_http=True, quirks_mode=True,
+                                auto_decode="none"):  # its decoding aborts on CC's pre-decoded bodies
+        return hrec
+    return None
 
 
 class _Builder:
@@ -397,56 +382,34 @@ def extract_stream(
 
     `storage` reaches `cfg.lid_model` when it is an s3:// URI on a configured endpoint.
 
+    Records are read one gzip member at a time (`udfs.warcread`): bad data costs only its
+    own record (errors by kind: gzip, truncated_record, bad_length, not_warc, too_large,
+    member_too_large, wat_json, wat_layout, record), and reading goes on at the next member.
+
     Counters: files_read, records.<type>, pairs_found, pairs_kept, skipped.<why>;
-    drops by reason; errors by kind with `source_file`.
+    drops by reason; errors by kind with `source_file` and the record's offset.
     """
-    from fastwarc.warc import ArchiveIterator
+    from crawlpairs.udfs.warcread import Caps, header_value, iter_records
 
     crawl_id = crawl or cfg.crawl or crawl_from_path(source_file)
     fmt = (cfg.input_format or "auto").lower()
     want_wat = fmt in ("auto", "wat")
     want_warc = fmt in ("auto", "warc")
     with_title = "title" in cfg.text_fallbacks
+    max_links = cfg.max_links_per_page if cfg.max_links_per_page > 0 else 1 << 62
     b = _Builder(cfg, stats, source_file, storage)
     stats.incr("files_read")
-    counting = _Counting(fileobj)
-    type_counts: dict[int, int] = {}
-    n_records = n_wat = n_html = 0
-    try:
-        it = iter(
-            ArchiveIterator(
-                counting,
-                parse_http=want_warc,
-                quirks_mode=True,
-                auto_decode="none",  # its content decoding aborts the stream on CC's pre-decoded bodies
-            )
-        )
-    except BaseException as exc:  # noqa: BLE001 - a bad file never fails the task
-        if _fatal(exc):
-            raise
-        stats.error("open", input=source_file, message=repr(exc))
-        return
-    while True:
-        try:
-            rec = next(it)
-        except StopIteration:
-            break
-        except BaseException as exc:  # noqa: BLE001 - truncated / corrupt stream: keep what we have
-            if _fatal(exc):
-                raise
-            stats.error("read", input=source_file, message=f"after {n_records} records: {exc!r}")
-            break
-        n_records += 1
-        rtype = int(rec.record_type)
+    caps = Caps(cfg.max_record_bytes, cfg.max_inflate_bytes)
+    type_counts: dict[str, int] = {}
+    n_wat = n_html = 0
+    for rec in iter_records(fileobj, source_file, caps, stats):
+        rtype = rec.rtype if rec.rtype in _TYPES else "unknown"
         type_counts[rtype] = type_counts.get(rtype, 0) + 1
         try:
-            if rtype == _METADATA:
+            if rtype == "metadata":
                 if not want_wat:
                     continue
-                payload = rec.reader.read()
-                if len(payload) < rec.content_length:
-                    stats.error("truncated_record", input=source_file, message=f"offset {rec.stream_pos}")
-                    continue
+                payload = rec.payload
                 if b"IMG@" not in payload:
                     continue
                 try:
@@ -459,15 +422,16 @@ def extract_stream(
                     if page is None:
                         page = parse_page(payload, with_title)
                 except WatLayoutError as exc:
-                    stats.error("wat_layout", input=source_file, message=f"offset {rec.stream_pos}: {exc}")
+                    stats.error("wat_layout", input=source_file, message=f"offset {rec.offset}: {exc}")
                     continue
                 except ValueError as exc:  # orjson.JSONDecodeError
-                    stats.error("wat_json", input=source_file, message=f"offset {rec.stream_pos}: {exc}")
+                    if not rec.truncated:  # a cut record was counted as truncated_record
+                        stats.error("wat_json", input=source_file, message=f"offset {rec.offset}: {exc}")
                     continue
                 if page is None:
                     continue
                 n_wat += 1
-                page_url = page.page_url or rec.headers.get("WARC-Target-URI")
+                page_url = page.page_url or header_value(rec.header, "WARC-Target-URI")
                 base = page_url or ""
                 if page.base:
                     try:
@@ -479,50 +443,56 @@ def extract_stream(
                 lic = (None, None)
                 if page.license_links:
                     lic = detect_license((resolve(base, decode_attr_url(u)), r) for u, r in page.license_links)
-                b.add_page(page_url, base, page.images, lic, rec.stream_pos,
-                           rec.headers.get("WARC-Date"), True)
-            elif rtype in (_RESPONSE, _RESOURCE):
+                images = page.images
+                if len(images) > max_links:
+                    stats.drop("too_many_links", len(images) - max_links)
+                    images = images[:max_links]
+                b.add_page(page_url, base, images, lic, rec.offset, header_value(rec.header, "WARC-Date"), True)
+            elif rtype in ("response", "resource"):
                 if not want_warc:
                     continue
-                ctype = (rec.http_content_type if rec.is_http else rec.headers.get("Content-Type")) or ""
+                hrec = _warc_record(rec)
+                if hrec is None:
+                    stats.error("record", input=source_file, message=f"offset {rec.offset}: unreadable WARC record")
+                    continue
+                ctype = (hrec.http_content_type if hrec.is_http else hrec.headers.get("Content-Type")) or ""
                 if "html" not in ctype.lower():
                     stats.incr("skipped.non_html")
                     continue
-                if rec.content_length > cfg.max_record_bytes:
-                    stats.incr("skipped.too_large")
-                    continue
-                body = rec.reader.read()
-                if rec.is_http:
-                    hh = rec.http_headers
+                body = hrec.reader.read()
+                if hrec.is_http:
+                    hh = hrec.http_headers
                     te, ce = hh.get("Transfer-Encoding"), hh.get("Content-Encoding")
                     if te or ce:
                         body = decode_body(body, te, ce, cfg.max_record_bytes)
                 if not body:
                     continue
                 n_html += 1
-                page_url = (rec.headers.get("WARC-Target-URI") or "").strip().strip("<>")
-                html = decode_html(body, rec.http_charset if rec.is_http else None)
+                page_url = (hrec.headers.get("WARC-Target-URI") or "").strip().strip("<>")
+                html = decode_html(body, hrec.http_charset if hrec.is_http else None)
                 page = parse_html(html, page_url, cfg.text_fallbacks)
                 lic = detect_license(page.license_links) if page.license_links else (None, None)
-                b.add_page(page_url or None, page.base, page.images, lic, rec.stream_pos,
-                           rec.headers.get("WARC-Date"), False)
-            elif rtype == _WARCINFO and crawl_id is None:
-                m = re.search(rb"isPartOf:\s*(\S+)", rec.reader.read())
+                images = page.images
+                if len(images) > max_links:
+                    stats.drop("too_many_links", len(images) - max_links)
+                    images = images[:max_links]
+                b.add_page(page_url or None, page.base, images, lic, rec.offset,
+                           hrec.headers.get("WARC-Date"), False)
+            elif rtype == "warcinfo" and crawl_id is None:
+                m = re.search(rb"isPartOf:\s*(\S+)", rec.payload)
                 if m:
                     crawl_id = m.group(1).decode("utf-8", "replace")
         except BaseException as exc:  # noqa: BLE001 - one bad record never fails the file
             if _fatal(exc):
                 raise
-            stats.error("record", input=source_file, message=f"offset {rec.stream_pos}: {exc!r}")
+            stats.error("record", input=source_file, message=f"offset {rec.offset}: {exc!r}")
             continue
         if len(b) >= batch_rows:
             batch = b.build(crawl_id or "unknown")
             if batch is not None:
                 yield batch
-    if n_records == 0 and counting.nbytes > 0:
-        stats.error("not_warc", input=source_file, message=f"{counting.nbytes} bytes, no WARC record")
     for t, n in type_counts.items():
-        stats.incr(f"records.{_TYPE_NAMES.get(t, str(t))}", n)
+        stats.incr(f"records.{t}", n)
     if n_wat:
         stats.incr("pages.wat", n_wat)
     if n_html:

@@ -55,15 +55,20 @@ def test_truncated_gzip_member_keeps_earlier_rows(data_dir, cfg):
     table, stats = run(good + cut, cfg)
     assert table.column("text").to_pylist() == ["First good page"]
     assert sum(stats.errors.values()) >= 1
-    assert set(stats.errors) <= {"truncated_record", "read"}
+    assert set(stats.errors) <= {"truncated_record", "truncated_member"}
 
 
-def test_corrupt_bytes_mid_file_keeps_earlier_rows(data_dir, cfg):
+def test_corrupt_member_mid_file_costs_only_itself(data_dir, cfg):
     good = wat_record([{"path": "IMG@/src", "url": "http://example.com/a.jpg", "alt": "Before the damage"}])
     raw = (data_dir / WAT_GZ).read_bytes()
+    clean, _ = run(good + raw, cfg)
     table, stats = run(good + raw[:4808] + b"\x1f\x8b\x08\x00" + os.urandom(400) + raw[4808:], cfg)
     assert "Before the damage" in table.column("text").to_pylist()
-    assert stats.errors["read"] == 1
+    assert table.column("text").to_pylist() == clean.column("text").to_pylist()  # later records kept
+    assert len(clean) == 3
+    assert dict(stats.errors) == {"gzip": 1}
+    assert stats.error_samples[0]["input"] == "bad.warc.gz"
+    assert stats.error_samples[0]["message"].startswith(f"offset {len(good) + 4808}:")
 
 
 def test_broken_json_then_good_record(cfg):
@@ -116,7 +121,8 @@ def test_huge_html_record_is_skipped(cfg, warc_bytes):
     cfg.max_record_bytes = 1000
     html = "<html><body>" + "<p>filler</p>" * 200 + '<img src="a.jpg" alt="Never seen"></body></html>'
     table, stats = run(warc_bytes([("http://e.com/", html)]), cfg)
-    assert table.num_rows == 0 and stats.counts["skipped.too_large"] == 1
+    assert table.num_rows == 0 and dict(stats.errors) == {"too_large": 1}
+    assert stats.error_samples[0]["message"].startswith("offset 0: Content-Length")
 
 
 def test_gzip_content_encoding_header_on_decoded_body(cfg, data_dir):

@@ -115,7 +115,9 @@ def test_real_warc_matches_independent_bs4(data_dir, cfg, name, expected):
     c = stats.counts
     assert c["pairs_kept"] == expected
     assert c["pairs_found"] == c["pairs_kept"] + sum(stats.dropped.values())
-    assert not stats.errors
+    # the clipped file ends 13 KB short of its record's Content-Length: the page up to the cut
+    # is still read, and the cut is counted
+    assert dict(stats.errors) == ({"truncated_record": 1} if "clipped" in name else {})
 
 
 PAGE = """<!doctype html><html><head><title>t</title>{head}</head><body>{body}</body></html>"""
