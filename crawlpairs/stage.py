@@ -27,6 +27,22 @@ class UsageError(Exception):
     """A mistake the user can fix; printed as one line naming the flag or path."""
 
 
+PENDING_EXIT = 3  # exit status: finished, but some work is pending (transient I/O); re-run to do it
+
+
+class PendingWork(Exception):
+    """The stage committed what it could and wrote `_stats.json`; `pending` waits for a re-run.
+
+    Raised by `run_stage` after the stats are written, so `crawlpairs run` stops before the
+    next stage and the CLI / spark-submit exit with PENDING_EXIT.
+    """
+
+    def __init__(self, stage: str, pending: list[str]) -> None:
+        self.pending = pending
+        super().__init__(f"{stage}: finished with {len(pending)} input(s) pending after transient errors "
+                         f"(listed in _stats.json); re-run the same command to read them")
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse prints usage plus the error; a bad flag should cost one line."""
 
@@ -41,6 +57,7 @@ class Context:
     stats: Stats = field(default_factory=Stats)
     args: argparse.Namespace = field(default_factory=argparse.Namespace)
     out: str = ""
+    pending: list[str] = field(default_factory=list)  # units left for a re-run (run_stage raises PendingWork)
 
     def spark_uri(self, uri: str) -> str:
         return storage.spark_uri(uri, self.cfg.storage)
@@ -61,6 +78,7 @@ class Stage:
     uses_spark: bool = True
     input_required: bool = True
     write_stats: bool = True
+    stats_dir: str | None = None  # folder of `_stats.json` under --output, when not output_dir (data-only folders)
     help: str = ""
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -87,6 +105,7 @@ def _flag(name: str) -> str:
 
 def _add_section_flags(parser: argparse.ArgumentParser, section: str, taken: set[str]) -> None:
     group = parser.add_argument_group(f"[{section}] settings")
+    about = config_mod.describe(section)
     for name, tp in config_mod.section_fields(section).items():
         flag = _flag(name)
         if flag in taken:
@@ -94,11 +113,17 @@ def _add_section_flags(parser: argparse.ArgumentParser, section: str, taken: set
         taken.add(flag)
         base, _ = config_mod.strip_optional(tp)
         dest = f"cfg__{section}__{name}"
+        default = config_mod.default_of(section, name)
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        if isinstance(default, dict):
+            shown = ",".join(f"{k}={v}" for k, v in default.items())
+        text = f"{about.get(name, '')} (default: {shown!s})".strip().replace("%", "%%")
         if base is bool:
-            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=text)
         else:
             metavar = name.upper()
-            group.add_argument(flag, dest=dest, default=argparse.SUPPRESS, metavar=metavar)
+            group.add_argument(flag, dest=dest, default=argparse.SUPPRESS, metavar=metavar, help=text)
 
 
 def build_parser(stage: Stage, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -174,8 +199,11 @@ def run_stage(stage_cls: type[Stage] | Stage, cfg: Config, spark: Any = None,
             **ctx.stats.to_dict(),
             "config": config_mod.to_dict(cfg),
         }
-        storage.write_json(storage.join(ctx.out, "_stats.json"), doc, cfg.storage)
+        where = ctx.out if stage.stats_dir is None else storage.join(cfg.output, stage.stats_dir)
+        storage.write_json(storage.join(where, "_stats.json"), doc, cfg.storage)
     print(stage.summary(ctx) + f" ({seconds:.1f} s)", file=sys.stderr)
+    if ctx.pending:
+        raise PendingWork(stage.name, ctx.pending)
     return ctx.stats
 
 
@@ -198,6 +226,9 @@ def main(stage_cls: type[Stage], argv: list[str] | None = None, prog: str | None
     except (ConfigError, UsageError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
+    except PendingWork as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return PENDING_EXIT
     return 0
 
 

@@ -119,3 +119,18 @@ def test_configuration_doc_is_current():
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
     assert doc.read_text() == config.markdown() + "\n", "run: python -m crawlpairs.config > docs/configuration.md"
+
+
+def test_help_shows_each_settings_description_and_default(capsys):
+    """`--help` reads the same one-line description as docs/configuration.md, with the default."""
+    from crawlpairs import config
+    from crawlpairs.jobs.extract import ExtractStage
+    from crawlpairs.stage import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser(ExtractStage()).parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    about = config.describe("extract")["max_text_length"]
+    assert about and f"{about} (default: 4000)" in text
+    assert "(default: svg,gif)" in text
+    assert "--s3-endpoint S3_ENDPOINT" in text  # common sections too
