@@ -43,6 +43,7 @@ import yarl
 
 from crawlpairs.config import DownloadConfig
 from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, header_optout
+from crawlpairs.udfs.dl_rates import HostRate, RateRules, rules_for
 from crawlpairs.udfs.dl_robots import Robots, robots_url
 from crawlpairs.udfs.dl_ssrf import GuardedResolver, NetPolicy, SSRFBlocked, ssrf_cause
 from crawlpairs.udfs.urls import normalize_url
@@ -51,7 +52,7 @@ SUCCESS, OPT_OUT, BLOCKED, ERROR = "success", "opt-out", "blocked", "error"
 REDIRECTS = (301, 302, 303, 307, 308)
 # Error kinds worth another try later (--retry-failed); opt-outs and guard refusals never are.
 TRANSIENT_KINDS = frozenset({"timeout", "connect", "io", "http_5xx", "http_429", "http_408",
-                             "robots_unavailable", "internal"})
+                             "robots_unavailable", "ai_txt_unavailable", "internal"})
 
 
 def error_kind(error_message: str | None) -> str | None:
@@ -107,6 +108,7 @@ class Fetched:
     final_url: str | None = None
     http_status: int | None = None
     content_type: str | None = None
+    politeness: str | None = None  # what set the host's pace: `0.5/s by host_rps *.example.com; backoff x0.5 (http_503)`
 
 
 class _Outcome(Exception):
@@ -120,6 +122,7 @@ class _Outcome(Exception):
 @dataclass
 class _Host:
     sem: asyncio.Semaphore
+    rate: HostRate
     next_time: float = 0.0
 
 
@@ -140,15 +143,18 @@ class Fetcher:
     """All requests of one task; use inside a running event loop (see FetchPool)."""
 
     def __init__(self, cfg: DownloadConfig, url_blocklist: HashList | None = None,
-                 do_not_train: DoNotTrain | None = None, base_resolver: Any = None) -> None:
+                 do_not_train: DoNotTrain | None = None, base_resolver: Any = None,
+                 rate_shares: dict[str, float] | None = None, rate_rules: RateRules | None = None) -> None:
         self.o = cfg
+        self.rates = rate_rules if rate_rules is not None else rules_for(cfg)
+        self.shares = dict(rate_shares or {})  # host key (or host) -> this task's fraction of its rate
         self.agent = user_agent(cfg)
         self.url_blocklist = url_blocklist or HashList()
         self.dnt = do_not_train or DoNotTrain()
         self.policy = NetPolicy(cfg.ssrf_guard, cfg.allow_network)
         self.resolver = GuardedResolver(self.policy, cfg.resolve_overrides, base_resolver)
         self.hosts: dict[str, _Host] = {}
-        self.robots: dict[str, asyncio.Future[Robots | _Outcome]] = {}
+        self.robots: dict[str, asyncio.Future[Robots | _Outcome]] = {}  # robots.txt and ai.txt, by URL
         self.session: aiohttp.ClientSession | None = None
         self.global_sem: asyncio.Semaphore | None = None
         self.timeout = aiohttp.ClientTimeout(total=cfg.total_timeout, sock_connect=cfg.connect_timeout,
@@ -179,8 +185,23 @@ class Fetcher:
         k = host_key(url)
         h = self.hosts.get(k)
         if h is None:
-            h = self.hosts[k] = _Host(asyncio.Semaphore(max(1, self.o.per_host_concurrency)))
+            name = k.rsplit(":", 1)[0]
+            rps, rule = self.rates.lookup(name)
+            share = self.shares.get(k, self.shares.get(name, 1.0))
+            if not 0 < share <= 1:
+                share = 1.0
+            h = self.hosts[k] = _Host(asyncio.Semaphore(max(1, self.o.per_host_concurrency)),
+                                      HostRate(rps, rule, share))
         return h
+
+    def _observe(self, h: _Host, seconds: float, status: int | None) -> None:
+        """Adaptive back-off: a 429/503 or a slow answer halves the host's rate for the rest of the run."""
+        if not self.o.adaptive_backoff:
+            return
+        why = f"http_{status}" if status in (429, 503) else \
+            f"slow {seconds:.1f}s" if seconds > self.o.slow_response_s else None
+        if why is not None:
+            h.rate.slow_down(asyncio.get_running_loop().time(), why, self.o.min_host_rps)
 
     @contextlib.asynccontextmanager
     async def _slot(self, url: str) -> AsyncIterator[_Host]:
@@ -193,11 +214,23 @@ class Fetcher:
                 if wait <= 0:
                     break
                 await asyncio.sleep(wait)
-            if self.o.per_host_rps > 0:
-                h.next_time = loop.time() + 1.0 / self.o.per_host_rps
+            iv = h.rate.interval()
+            if iv > 0:
+                h.next_time = loop.time() + iv
+            h.rate.note_start(loop.time())
             assert self.global_sem is not None
             async with self.global_sem:
                 yield h
+
+    @contextlib.asynccontextmanager
+    async def _get(self, url: str, h: _Host) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET of a normalised URL (no redirects followed); its time to headers feeds back-off."""
+        assert self.session is not None
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        async with self.session.get(request_url(url), allow_redirects=False, timeout=self.timeout) as resp:
+            self._observe(h, loop.time() - t0, resp.status)
+            yield resp
 
     def _push_back(self, url: str, delay: float) -> None:
         h = self._host(url)
@@ -246,35 +279,36 @@ class Fetcher:
             return _Outcome(ERROR, f"http_protocol: {what}{str(exc)[:160]}")
         return _Outcome(ERROR, f"internal: {what}{exc.__class__.__name__}: {str(exc)[:160]}")
 
-    async def _robots_for(self, url: str) -> Robots:
-        key = robots_url(url)
+    async def _robots_for(self, url: str, name: str = "robots.txt") -> Robots:
+        """The host's robots.txt (or ai.txt), fetched once per task and shared by its URLs."""
+        key = robots_url(url, name)
         fut = self.robots.get(key)
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
             self.robots[key] = fut
             try:
-                fut.set_result(await self._fetch_robots(key))
+                fut.set_result(await self._fetch_robots(key, name))
             except _Outcome as out:
                 fut.set_result(out)
             except Exception as exc:  # never leave waiters hanging
-                fut.set_result(self._net_error(exc, "robots.txt "))
+                fut.set_result(self._net_error(exc, f"{name} "))
         res = await asyncio.shield(fut)
         if isinstance(res, _Outcome):
             raise res
         return res
 
-    async def _fetch_robots(self, url: str) -> Robots:
-        """RFC 9309: 2xx -> rules, 4xx -> allow all, 5xx / unreachable -> fetch nothing."""
+    async def _fetch_robots(self, url: str, name: str = "robots.txt") -> Robots:
+        """RFC 9309: 2xx -> rules, 4xx -> allow all, 5xx / unreachable -> fetch nothing (ai.txt alike)."""
         assert self.session is not None
+        kind = "robots_unavailable" if name == "robots.txt" else "ai_txt_unavailable"
         for _ in range(5):
-            url = self._vet_host(url, "robots_unavailable")
+            url = self._vet_host(url, kind)
             try:
-                async with self._slot(url), self.session.get(request_url(url), allow_redirects=False,
-                                                             timeout=self.timeout) as resp:
+                async with self._slot(url) as h, self._get(url, h) as resp:
                     if resp.status in REDIRECTS and resp.headers.get("Location"):
                         nxt = join_url(url, resp.headers["Location"])
                         if nxt is None:
-                            raise _Outcome(ERROR, "robots_unavailable: robots.txt redirects to an invalid URL")
+                            raise _Outcome(ERROR, f"{kind}: {name} redirects to an invalid URL")
                         url = nxt
                         continue
                     if 200 <= resp.status < 300:
@@ -282,26 +316,29 @@ class Fetcher:
                         return Robots(data.decode("utf-8", "replace"), self.agent)
                     if 400 <= resp.status < 500 and resp.status != 429:
                         return Robots.allow_all()
-                    raise _Outcome(ERROR, f"robots_unavailable: robots.txt answered {resp.status}",
-                                   resp.status)
+                    raise _Outcome(ERROR, f"{kind}: {name} answered {resp.status}", resp.status)
             except _Outcome:
                 raise
             except Exception as exc:
-                out = self._net_error(exc, "robots.txt ")
+                out = self._net_error(exc, f"{name} ")
                 if out.status == BLOCKED:
                     raise out from None
-                raise _Outcome(ERROR, f"robots_unavailable: {out.message}") from None
+                raise _Outcome(ERROR, f"{kind}: {out.message}") from None
         return Robots.allow_all()  # a redirect chain longer than 5 hops: RFC says treat as 404
 
     # -- one URL ------------------------------------------------------------------------
     async def fetch(self, url: str) -> Fetched:
         try:
-            return await self._fetch(url)
+            res = await self._fetch(url)
         except _Outcome as out:
-            return Fetched(out.status, out.message, http_status=out.http_status)
+            res = Fetched(out.status, out.message, http_status=out.http_status)
         except Exception as exc:  # a broken record never fails the task
             out = self._net_error(exc)
-            return Fetched(out.status, out.message)
+            res = Fetched(out.status, out.message)
+        k = host_key(url)
+        if k in self.hosts:
+            res.politeness = self.hosts[k].rate.describe()
+        return res
 
     async def _fetch(self, url: str) -> Fetched:
         assert self.session is not None
@@ -313,9 +350,17 @@ class Fetcher:
                 robots = await self._robots_for(url)
                 if not robots.allowed(url):
                     raise _Outcome(OPT_OUT, f"robots: disallowed by {robots_url(url)}")
+                if robots.crawl_delay:
+                    if robots.crawl_delay > self.o.max_crawl_delay:
+                        raise _Outcome(ERROR, f"crawl_delay: {robots_url(url)} asks {robots.crawl_delay:g}s "
+                                              f"between requests, over --max-crawl-delay {self.o.max_crawl_delay:g}")
+                    self._host(url).rate.crawl_delay = robots.crawl_delay
+            if self.o.respect_ai_txt:
+                ai = await self._robots_for(url, "ai.txt")
+                if not ai.allowed(url):
+                    raise _Outcome(OPT_OUT, f"ai_txt: disallowed by {robots_url(url, 'ai.txt')}")
             try:
-                async with self._slot(url), self.session.get(request_url(url), allow_redirects=False,
-                                                             timeout=self.timeout) as resp:
+                async with self._slot(url) as h, self._get(url, h) as resp:
                     st = resp.status
                     if st in REDIRECTS:
                         loc = resp.headers.get("Location")
@@ -370,8 +415,11 @@ class FetchPool:
     """Runs a Fetcher's event loop in a thread; submit URLs, take results as they finish."""
 
     def __init__(self, cfg: DownloadConfig, url_blocklist: HashList | None = None,
-                 do_not_train: DoNotTrain | None = None, base_resolver: Any = None) -> None:
-        self.fetcher = Fetcher(cfg, url_blocklist, do_not_train, base_resolver)
+                 do_not_train: DoNotTrain | None = None, base_resolver: Any = None,
+                 rate_shares: dict[str, float] | None = None, rate_rules: RateRules | None = None) -> None:
+        """`rate_shares`: host key -> the fraction of that host's rate this task may use (the
+        planner spreads a big host over several tasks); `rate_rules`: default from `cfg`."""
+        self.fetcher = Fetcher(cfg, url_blocklist, do_not_train, base_resolver, rate_shares, rate_rules)
         self.results: queue.Queue[tuple[Any, Fetched]] = queue.Queue()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="crawlpairs-fetch", daemon=True)

@@ -1,4 +1,5 @@
-"""robots.txt rules (RFC 9309) for the download stage, pure Python.
+"""robots.txt rules (RFC 9309) for the download stage, pure Python; also Spawning's ai.txt,
+which uses the same syntax (`User-Agent`, `Disallow: *.jpg`) to opt files out of AI training.
 
 Written here rather than with urllib.robotparser because the RFC's matching is the
 longest matching path (Allow wins a tie), with `*` and `$` wildcards, and the group
@@ -31,6 +32,7 @@ def _pattern(path: str) -> re.Pattern[str]:
 class _Group:
     agents: list[str] = field(default_factory=list)
     rules: list[tuple[bool, str, re.Pattern[str]]] = field(default_factory=list)  # (allow, path, regex)
+    crawl_delay: float | None = None  # seconds (non-standard, widely used: we honour it)
 
 
 class Robots:
@@ -60,13 +62,22 @@ class Robots:
                 if value == "":
                     continue  # `Disallow:` with no path allows everything
                 cur.rules.append((key == "allow", value, _pattern(value)))
-            else:
-                last_was_agent = False if key in ("crawl-delay",) else last_was_agent
+            elif key == "crawl-delay":
+                last_was_agent = False
+                if cur is not None:
+                    try:
+                        delay = float(value)
+                    except ValueError:
+                        continue
+                    if delay >= 0 and delay == delay:  # not NaN
+                        cur.crawl_delay = max(delay, cur.crawl_delay or 0.0)
         # The groups that apply to our agent, chosen once (allowed() runs for every URL of the host).
         mine = [g for g in self.groups if any(a != "*" and a == self.agent for a in g.agents)]
         if not mine:
             mine = [g for g in self.groups if "*" in g.agents]
         self.rules = [r for g in mine for r in g.rules]
+        delays = [g.crawl_delay for g in mine if g.crawl_delay is not None]
+        self.crawl_delay: float | None = max(delays) if delays else None
 
     @classmethod
     def allow_all(cls) -> Robots:

@@ -37,6 +37,7 @@ RESULT_SCHEMA = pa.schema([
     ("phash", pa.string()),
     ("http_status", pa.int32()),
     ("final_url", pa.string()),
+    ("politeness", pa.string()),  # what set the host's request rate (dl_rates: rule, crawl-delay, back-off)
     ("image", pa.binary()),
 ])
 RESULT_COLUMNS = [f.name for f in RESULT_SCHEMA]
@@ -123,6 +124,7 @@ def _finish(rec: dict[str, Any], f: Fetched, img_bl: HashList, iopts: DownloadCo
             except Exception as exc:  # a broken image never fails the task
                 res = _result(ERROR, f"decode: {exc.__class__.__name__}: {str(exc)[:120]}",
                               http_status=f.http_status)
+    res["politeness"] = f.politeness
     rec.update(res)
     return rec
 

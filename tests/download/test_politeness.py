@@ -1,0 +1,189 @@
+"""Politeness with a real loopback server that logs when each request arrives: per-host rate
+rules and their precedence, robots.txt Crawl-delay, Spawning's ai.txt, adaptive back-off."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from aiohttp import web
+
+from crawlpairs.config import ConfigError, DownloadConfig
+from crawlpairs.udfs.dl_fetch import error_kind
+from crawlpairs.udfs.dl_rates import RateRules
+from crawlpairs.udfs.dl_task import download_frames
+
+pytestmark = pytest.mark.integration
+
+HOSTS = ["delay.test", "fast.test", "a.example.test", "b.example.test", "ai.test", "busy.test", "bigdelay.test"]
+
+
+class LogServer:
+    """Routes by Host; records (host, path, monotonic time) of every request as it arrives."""
+
+    def __init__(self, photo: bytes) -> None:
+        self.photo = photo
+        self.log: dict[str, list[tuple[str, float]]] = defaultdict(list)
+        self.busy_503 = 0  # busy.test answers 503 to this many image requests, then the image
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        host = (request.host or "").split(":")[0]
+        self.log[host].append((request.path, time.monotonic()))
+        if request.path == "/robots.txt":
+            if host == "delay.test":
+                return web.Response(text="User-agent: *\nCrawl-delay: 0.4\nDisallow: /private/\n")
+            if host == "bigdelay.test":
+                return web.Response(text="User-agent: crawlpairs\nCrawl-delay: 3600\n")
+            return web.Response(status=404)
+        if request.path == "/ai.txt":
+            if host == "ai.test":
+                return web.Response(text="# Spawning AI\nUser-Agent: *\nDisallow: *.jpg\nDisallow: /art/\n")
+            return web.Response(status=404)
+        if host == "busy.test" and self.busy_503 > 0:
+            self.busy_503 -= 1
+            return web.Response(status=503)
+        return web.Response(body=self.photo, content_type="image/jpeg")
+
+    def starts(self, host: str) -> list[float]:
+        """Arrival times of the host's image requests (robots.txt / ai.txt left out)."""
+        return [t for p, t in self.log[host] if p not in ("/robots.txt", "/ai.txt")]
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    def start(self) -> LogServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def server(shared_data: Path):
+    s = LogServer((shared_data / "images" / "skimage" / "rocket.jpg").read_bytes()).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def cfg(server: LogServer) -> DownloadConfig:
+    return DownloadConfig(
+        connect_timeout=2.0, read_timeout=2.0, total_timeout=5.0, backoff_base=0.05, retries=3,
+        per_host_rps=5.0, per_host_concurrency=4, in_flight_per_task=32, min_image_bytes=0,
+        allow_network=[f"127.0.0.1:{server.port}"],
+        resolve_overrides={h: f"127.0.0.1:{server.port}" for h in HOSTS})
+
+
+def _run(urls: list[str], cfg: DownloadConfig) -> pd.DataFrame:
+    df = pd.DataFrame({"uid": [f"u{i}" for i in range(len(urls))], "url": urls, "text": ["t"] * len(urls)})
+    out = pd.concat(list(download_frames(iter([df]), cfg)), ignore_index=True)
+    return out.set_index("url")
+
+
+def _gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
+
+
+def test_crawl_delay_and_host_rules_set_the_pace(server: LogServer, cfg: DownloadConfig) -> None:
+    cfg.per_host_rps = 50.0
+    cfg.host_rps = {"fast.test": 40.0, ".example.test": 4.0, "b.example.test": 2.0}
+    urls = [f"http://{h}/img{i}.jpg" for h in ("delay.test", "fast.test", "a.example.test", "b.example.test")
+            for i in range(5)]
+    out = _run(urls, cfg)
+    assert (out.status == "success").all(), out.error_message.dropna().tolist()
+    eps = 0.03  # server-side arrival times; the client schedules request starts
+    # Crawl-delay 0.4 s is stricter than 50/s: it wins
+    assert min(_gaps(server.starts("delay.test"))) >= 0.4 - eps
+    # suffix rule .example.test (4/s) for a.example.test; the exact host rule (2/s) beats it for b
+    assert min(_gaps(server.starts("a.example.test"))) >= 0.25 - eps
+    assert min(_gaps(server.starts("b.example.test"))) >= 0.5 - eps
+    # 40/s: five requests within a few tenths of a second, not paced like the others
+    assert server.starts("fast.test")[-1] - server.starts("fast.test")[0] < 0.4
+    assert out.loc["http://delay.test/img0.jpg", "politeness"].endswith("by crawl-delay 0.4s")
+    assert out.loc["http://a.example.test/img0.jpg", "politeness"] == "4/s by host_rps .example.test"
+    assert out.loc["http://b.example.test/img0.jpg", "politeness"] == "2/s by host_rps b.example.test"
+    assert out.loc["http://fast.test/img0.jpg", "politeness"] == "40/s by host_rps fast.test"
+
+
+def test_crawl_delay_over_the_cap_ends_rows_without_requests(server: LogServer, cfg: DownloadConfig) -> None:
+    out = _run(["http://bigdelay.test/a.jpg", "http://bigdelay.test/b.jpg"], cfg)
+    assert (out.status == "error").all()
+    assert {error_kind(m) for m in out.error_message} == {"crawl_delay"}
+    assert server.starts("bigdelay.test") == []
+
+
+def test_ai_txt_is_an_opt_out_source(server: LogServer, cfg: DownloadConfig) -> None:
+    urls = ["http://ai.test/a.jpg", "http://ai.test/b.png", "http://ai.test/art/c.png", "http://ai.test/d.JPG?x=1"]
+    out = _run(urls, cfg)
+    assert out.loc["http://ai.test/b.png", "status"] == "success"
+    for u in ("http://ai.test/a.jpg", "http://ai.test/art/c.png"):
+        assert (out.loc[u, "status"], error_kind(out.loc[u, "error_message"])) == ("opt-out", "ai_txt")
+    assert [p for p, _ in server.log["ai.test"]].count("/ai.txt") == 1  # once per host
+    assert {p for p, _ in server.log["ai.test"]} == {"/robots.txt", "/ai.txt", "/b.png", "/d.JPG"}
+    cfg.respect_ai_txt = False
+    assert (_run(urls, cfg).status == "success").all()
+
+
+def test_adaptive_backoff_halves_the_rate_after_503(server: LogServer, cfg: DownloadConfig) -> None:
+    cfg.per_host_rps = 10.0
+    cfg.per_host_concurrency = 1
+    server.busy_503 = 1
+    urls = [f"http://busy.test/{i}.jpg" for i in range(8)]
+    out = _run(urls, cfg)
+    assert (out.status == "success").all(), out.error_message.dropna().tolist()
+    starts = server.starts("busy.test")
+    assert len(starts) == 9  # one 503, then each URL once
+    # before the 503: 10/s; after it: 5/s for the rest of the run
+    assert min(_gaps(starts[1:])) >= 0.2 - 0.03
+    assert all("backoff x0.5 (http_503)" in p for p in out.politeness)
+    cfg.adaptive_backoff = False
+    server.busy_503 = 1
+    server.log.clear()
+    _run(urls, cfg)
+    assert min(_gaps(server.starts("busy.test")[2:])) < 0.2  # without back-off the pace stays 10/s
+
+
+def test_rate_shares_divide_a_hosts_rate(server: LogServer, cfg: DownloadConfig) -> None:
+    from crawlpairs.udfs.dl_fetch import FetchPool
+
+    cfg.per_host_rps = 10.0
+    with FetchPool(cfg, rate_shares={"fast.test:80": 0.25}) as pool:
+        got = dict(pool.map((i, f"http://fast.test/s{i}.jpg") for i in range(4)))
+    assert {f.status for f in got.values()} == {"success"}
+    assert min(_gaps(server.starts("fast.test"))) >= 0.4 - 0.03  # 10/s x 0.25 = 2.5/s
+    assert got[0].politeness == "2.5/s by default; share 0.25"
+
+
+def test_rule_precedence_and_file_form(tmp_path: Path) -> None:
+    f = tmp_path / "rates.txt"
+    f.write_text("# pattern rps\n.example.com 3\n*.cdn.example.com 30\nimg.example.com 9\nstatic.*.org 7\n")
+    cfg = DownloadConfig(per_host_rps=1.0, host_rps_file=str(f), host_rps={"img.example.com": 11.0})
+    r = RateRules.from_config(cfg)
+    assert r.lookup("img.example.com") == (11.0, "host_rps img.example.com")  # table beats file, exact first
+    assert r.lookup("a.cdn.example.com") == (30.0, "host_rps *.cdn.example.com")  # more specific pattern
+    assert r.lookup("example.com") == (3.0, "host_rps .example.com")  # suffix covers the domain itself
+    assert r.lookup("www.example.com.") == (3.0, "host_rps .example.com")
+    assert r.lookup("static.foo.org") == (7.0, "host_rps static.*.org")
+    assert r.lookup("example.net") == (1.0, "default")
+    f.write_text("ok.com 2\nbad line here\n")
+    with pytest.raises(ConfigError, match="host-rps-file .* line 2"):
+        RateRules.from_config(DownloadConfig(host_rps_file=str(f)))
+    with pytest.raises(ConfigError, match="--host-rps x.com=-1"):
+        RateRules.from_config(DownloadConfig(host_rps={"x.com": -1.0}))
