@@ -15,10 +15,10 @@ import pytest
 
 from crawlpairs import storage
 from crawlpairs.config import Config
-from crawlpairs.jobs.extract import ExtractStage
-from crawlpairs.stage import run_stage
+from crawlpairs.jobs.extract import ExtractStage, file_key
+from crawlpairs.stage import UsageError, run_stage
 from crawlpairs.stats import Stats
-from crawlpairs.udfs.extract import extract_stream
+from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_stream
 
 REPO = Path(__file__).resolve().parents[2]
 CC2014_WAT = "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.wat"
@@ -48,9 +48,11 @@ def reference_uids(files: list[Path], cfg: Config) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def real_run(spark, shared_data, lid_model, tmp_path_factory):
+def real_run(spark, shared_data, tmp_path_factory):
+    """Every real crawl file with default settings (language ID by the packaged model)."""
     out = tmp_path_factory.mktemp("extract-real")
-    cfg = make_cfg([str(shared_data / "wat"), str(shared_data / "warc")], out, lid_model)
+    cfg = Config()
+    cfg.input, cfg.output = [str(shared_data / "wat"), str(shared_data / "warc")], str(out)
     stats = run_stage(ExtractStage, cfg, spark)
     return cfg, out, stats
 
@@ -60,11 +62,10 @@ def test_real_files_rows_match_udf_and_are_unique(real_run, shared_data):
     df = read_table(out / "candidates")
     files = [p for d in ("wat", "warc") for p in sorted((shared_data / d).iterdir())]
     assert set(df.uid) == reference_uids(files, cfg)
-    assert df.uid.is_unique
+    assert not df.duplicated(["source_file", "uid"]).any()  # within a file: once (across files: dedup stage)
+    assert df.duplicated("uid").any()  # the 2014 WAT and its WARC twin hold the same pairs: both kept
     assert len(df) == stats.counts["rows_out"]
-    for col in ("uid", "url", "text", "page_url", "page_domain", "image_domain", "language", "language_score",
-                "license", "license_url", "crawl", "source_file", "source_offset", "fetch_time", "batch"):
-        assert col in df.columns, col
+    assert set(df.columns) == set(CANDIDATE_SCHEMA.names)
     assert df.url.str.match(r"^https?://").all()
     assert (df.text.str.len() >= 5).all()
 
@@ -73,12 +74,13 @@ def test_real_files_known_values(real_run):
     _, out, _ = real_run
     df = read_table(out / "candidates")
     # The CC-MAIN-2014-35 WAT holds 4 IMG@/src links with alt text; two alts are shorter than
-    # LAION's 5 characters. Its WARC twin holds the same pages, so exact dedup keeps one copy.
+    # LAION's 5 characters. Its WARC twin holds the same pages.
     urls = set(df.url)
     assert "http://0pointer.de/photos/galleries/Australia/thumbs/img-495.jpg" in urls
     assert "http://creativecommons.org/images/public/somerights20.png" in urls
     assert set(df.crawl) >= {"CC-MAIN-2014-35", "CC-MAIN-2020-34"}
-    assert df.language.notna().all()
+    assert df.language.notna().all()  # the default model (builtin lid.176.ftz), no network
+    assert (df[df.url == "http://0pointer.de/photos/galleries/Australia/thumbs/img-495.jpg"].language == "en").all()
 
 
 def test_stats_account_for_every_pair_and_error(real_run):
@@ -101,15 +103,34 @@ def test_rerun_skips_committed_files_and_changes_nothing(real_run, spark):
     assert before.equals(after)
 
 
-def test_lost_manifest_rewrites_batch_without_duplicates(spark, shared_data, lid_model, tmp_path):
-    """A crash after Spark committed a batch but before its manifest: the re-run overwrites it."""
-    cfg = make_cfg([str(shared_data / "wat")], tmp_path, lid_model)
+def test_lost_manifest_rewrites_file_without_duplicates(spark, shared_data, lid_model, tmp_path):
+    """A crash after a file's rows were written but before its manifest: the re-run redoes that file only."""
+    cfg = make_cfg([str(shared_data / "wat"), str(shared_data / "warc")], tmp_path, lid_model)
     run_stage(ExtractStage, cfg, spark)
-    first = read_table(tmp_path / "candidates")
-    shutil.rmtree(tmp_path / "candidates" / "_committed")
+    first = read_table(tmp_path / "candidates").sort_values(["source_file", "uid"]).reset_index(drop=True)
+    victim = tmp_path / "candidates" / "_files" / (file_key(str(shared_data / "wat" / (CC2014_WAT + ".gz"))) + ".json")
+    victim.unlink()
+    # a killed task's leftovers: a temp file (hidden) and the orphan data file stay until the re-run
+    (tmp_path / "candidates" / "crawl=CC-MAIN-2014-35" / ".x.123.parquet.tmp").write_bytes(b"partial")
+    again = run_stage(ExtractStage, cfg, spark)
+    assert again.extra["this_run"]["counts"]["files_read"] == 1
+    second = read_table(tmp_path / "candidates").sort_values(["source_file", "uid"]).reset_index(drop=True)
+    assert second.equals(first)
+    assert not list((tmp_path / "candidates").rglob("*.tmp"))
+    assert again.counts["rows_out"] == len(second)
+
+
+def test_orphan_of_an_input_no_longer_given_is_removed(spark, shared_data, lid_model, tmp_path):
+    """Between runs, every visible row belongs to a manifested file (stats and table agree)."""
+    cfg = make_cfg([str(shared_data / "wat" / (CC2014_WAT + ".gz"))], tmp_path, lid_model)
     run_stage(ExtractStage, cfg, spark)
-    second = read_table(tmp_path / "candidates")
-    assert len(second) == len(first) and second.uid.is_unique
+    manifest = next((tmp_path / "candidates" / "_files").glob("*.json"))
+    manifest.unlink()  # killed between its data file and its manifest
+    cfg.input = [str(shared_data / "warc" / "dolma-sample-0000.warc.gz")]
+    stats = run_stage(ExtractStage, cfg, spark)
+    df = read_table(tmp_path / "candidates")
+    assert set(df.source_file) <= {cfg.input[0]}
+    assert len(df) == stats.counts["rows_out"]
 
 
 def test_bad_inputs_are_counted_and_the_rest_succeeds(spark, shared_data, lid_model, tmp_path):
@@ -130,8 +151,8 @@ def test_bad_inputs_are_counted_and_the_rest_succeeds(spark, shared_data, lid_mo
     df = read_table(tmp_path / "out" / "candidates")
     good = reference_uids([bad / "good.warc.gz"], cfg)
     assert good <= set(df.uid)
-    per_file = list((tmp_path / "out" / "candidates" / "_files").rglob("*.json"))
-    assert len(per_file) == 4  # one record per input file, errors included
+    per_file = list((tmp_path / "out" / "candidates" / "_files").glob("*.json"))
+    assert len(per_file) == 4  # one manifest per input file, errors included
 
 
 def test_crawl_id_and_listing_resolve_through_prefix(spark, shared_data, lid_model, tmp_path):
@@ -170,6 +191,42 @@ def test_user_errors_are_one_line_naming_the_flag(args, needle, tmp_path):
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, res.stderr
     assert needle in lines[0]
+
+
+@pytest.mark.parametrize("model, needle", [
+    ("/nonexistent/lid.176.bin", "no such file"),
+    ("http://127.0.0.1:1/lid.bin", "cannot fetch"),
+    ("NOT_FASTTEXT", "not a fastText model"),
+])
+def test_unusable_lid_model_stops_before_any_input_is_read(model, needle, shared_data, tmp_path):
+    """One line naming --lid-model, exit 2, nothing committed (not a run of empty files)."""
+    if model == "NOT_FASTTEXT":
+        model = str(shared_data / "wat" / (CC2014_WAT + ".gz"))
+    res = cli("extract", "--input", str(shared_data / "wat" / (CC2014_WAT + ".gz")), "--output", str(tmp_path / "o"),
+              "--lid-model", model, cwd=tmp_path)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert "--lid-model" in lines[0] and needle in lines[0]
+    assert not (tmp_path / "o" / "candidates" / "_files").exists()
+
+
+def test_changed_settings_stop_the_rerun_and_force_reextracts(spark, shared_data, lid_model, tmp_path):
+    """Resume never reuses rows made under other settings: it names the difference, --force redoes."""
+    cfg = make_cfg([str(shared_data / "wat" / (CC2014_WAT + ".gz"))], tmp_path, lid_model)
+    first = run_stage(ExtractStage, cfg, spark)
+    cfg.extract.min_text_length = 1
+    with pytest.raises(UsageError, match=r"--force.*min_text_length: 5 -> 1"):
+        run_stage(ExtractStage, cfg, spark)
+    cfg.extract.force = True
+    forced = run_stage(ExtractStage, cfg, spark)
+    assert forced.extra["this_run"]["counts"]["files_forced"] == 1
+    assert forced.counts["rows_out"] == 4 > first.counts["rows_out"]  # the two short alts now pass
+    assert len(read_table(tmp_path / "candidates")) == 4
+    # the same model at another path is the same setting: no redo, no complaint
+    cfg.extract.force = False
+    cfg.extract.lid_model = "builtin"
+    again = run_stage(ExtractStage, cfg, spark)
+    assert again.extra["this_run"]["counts"]["files_skipped_committed"] == 1
 
 
 def test_unknown_setting_in_toml_is_named(tmp_path):
