@@ -243,7 +243,7 @@ class Fetcher:
         alg = self.url_blocklist.match_url(norm) or (self.url_blocklist.match_url(url) if norm != url else None)
         if alg:
             raise _Outcome(BLOCKED, f"blocklist_url: {alg} of url listed")
-        why = self.dnt.match(norm)
+        why = self.dnt.match(norm) or (self.dnt.match(url) if norm != url else None)
         if why:
             raise _Outcome(OPT_OUT, f"do_not_train: {why}")
         return norm

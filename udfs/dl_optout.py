@@ -17,6 +17,8 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
+from crawlpairs.udfs.urls import normalize_url
+
 HEX_LENGTHS = {32: "md5", 40: "sha1", 64: "sha256"}
 
 AI_DIRECTIVES = frozenset({"noai", "noimageai"})
@@ -89,6 +91,9 @@ class DoNotTrain:
                 if "://" in d:
                     d = urlsplit(d).hostname or ""
                 d = d.lstrip("*.").split("/", 1)[0]
+                norm = normalize_url(f"http://{d}/") if d else None
+                if norm:  # compare as requested: IDNA (punycode), lower case, as normalize_url spells hosts
+                    d = (urlsplit(norm).hostname or d).rstrip(".")
                 if d:
                     domains.add(d)
         self.hashes = HashList(hashes)

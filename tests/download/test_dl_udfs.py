@@ -94,6 +94,17 @@ def test_lists() -> None:
     assert dnt.match("https://img.example.org/a.png") == "domain example.org"
     assert dnt.match("https://notexample.org/a.png") is None
     assert dnt.match(url) == "url sha1"
+    idn = DoNotTrain(["Bücher.de", "*.ＥＸＡＭＰＬＥ.net"])  # compared as requested: IDNA, lower case
+    assert idn.match("http://xn--bcher-kva.de/a.jpg") == "domain xn--bcher-kva.de"
+    assert idn.match("http://img.example.net/a.jpg") == "domain example.net"
+
+
+def test_robots_crawl_delay_of_our_group() -> None:
+    txt = "User-agent: *\nCrawl-delay: 1\n\nUser-agent: crawlpairs\nCrawl-delay: 2.5\nDisallow: /x/\n"
+    assert Robots(txt, UA).crawl_delay == 2.5
+    assert Robots(txt, "other/1.0").crawl_delay == 1.0
+    assert Robots("User-agent: *\nCrawl-delay: soon\n", UA).crawl_delay is None
+    assert Robots("", UA).crawl_delay is None
 
 
 def test_robots_rfc9309_longest_match_and_own_group() -> None:

@@ -185,3 +185,26 @@ def test_no_spelling_reaches_the_canary(image_server: ImageServer, dl_cfg, canar
             assert (row.status, kind) == ("blocked", "ssrf"), (target, row.error_message)
         else:  # a name (looked up, vetted) or not a URL at all
             assert row.status in ("blocked", "error", "bad_url"), (target, row.error_message)
+
+
+def test_socket_factory_vets_the_address_connected_to(image_server: ImageServer, dl_cfg, canary: Canary) -> None:
+    """The last check sits on the socket: an override that skips the literal check (a hosts
+    entry named like an address) still cannot reach the canary, and allowed addresses pass."""
+    from crawlpairs.udfs.dl_fetch import Fetcher
+    from crawlpairs.udfs.dl_ssrf import SSRFBlocked
+
+    f = Fetcher(dl_cfg)
+    tcp = (socket.SOCK_STREAM, socket.IPPROTO_TCP, "")
+    for family, addr in ((socket.AF_INET, ("127.0.0.1", canary.port)),
+                         (socket.AF_INET6, ("::1", canary.port, 0, 0)),
+                         (socket.AF_INET6, ("::ffff:127.0.0.1", image_server.port, 0, 0)),
+                         (socket.AF_INET, ("169.254.169.254", 80))):
+        with pytest.raises(SSRFBlocked):
+            f.guarded_socket((family, *tcp, addr))
+    f.guarded_socket((socket.AF_INET, *tcp, ("127.0.0.1", image_server.port))).close()
+
+    dl_cfg.resolve_overrides["127.0.0.1"] = f"127.0.0.1:{image_server.port}"
+    dl_cfg.respect_robots = False
+    out = _run([f"http://127.0.0.1:{canary.port}/a.jpg"], dl_cfg)
+    assert (out.status.iloc[0], error_kind(out.error_message.iloc[0])) == ("blocked", "ssrf")
+    assert canary.connections == 0
