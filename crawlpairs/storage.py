@@ -3,16 +3,25 @@
 fsspec does the work; this module only adds what every stage needs the same way:
 the S3 endpoint from the config (SeaweedFS in tests, any S3-compatible store in
 production), atomic small writes, URI joining, the s3:// -> s3a:// switch for
-Spark's own readers, and a local cache for models given as URIs.
+Spark's own readers, a local cache for models given as URIs, and the one place that
+tells transient I/O from the rest (`is_transient`) and retries and resumes crawl-file
+reads (`open_input`, docs/errors.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import http.client
+import io
 import os
 import posixpath
+import random
+import socket
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,6 +29,7 @@ import fsspec
 import orjson
 
 from crawlpairs.config import StorageConfig
+from crawlpairs.errors import TransientIOError
 
 _REMOTE = ("s3://", "s3a://", "gs://", "http://", "https://")
 
@@ -197,3 +207,223 @@ def local_copy(uri: str, storage: StorageConfig | None = None, cache_dir: str | 
     if not target.exists():
         write_bytes(str(target), read_bytes(uri, storage))
     return str(target)
+
+
+# -- transient I/O: one classifier, one back-off policy, reads that resume -------------
+
+_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# S3 error codes that mean "try again later" (AWS and S3-compatible stores)
+_RETRY_CODES = frozenset({
+    "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "RequestTimeoutException",
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled", "RequestLimitExceeded",
+    "TooManyRequestsException", "ProvisionedThroughputExceededException", "BandwidthLimitExceeded",
+    "EC2ThrottledException", "PriorRequestNotComplete", "IDPCommunicationError",
+    "408", "429", "500", "502", "503", "504",
+})
+_RETRY_ERRNOS = frozenset({
+    errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIPE,
+    errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.ENETRESET, errno.EAGAIN,
+})
+_NEVER = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, TransientIOError)
+
+
+class ShortRead(ConnectionError):
+    """The server ended a body before the size it announced (a cut without an error)."""
+
+
+def _verdict(exc: BaseException) -> bool | None:
+    """True: transient; False: not (bad data, a missing file, a refusal); None: look deeper."""
+    if isinstance(exc, _NEVER):
+        return False
+    name = type(exc).__name__
+    status = getattr(exc, "status", None)  # aiohttp.ClientResponseError (fsspec http)
+    if isinstance(status, int) and name.startswith("Client"):
+        return status in _RETRY_STATUS
+    response = getattr(exc, "response", None)  # botocore ClientError
+    if isinstance(response, dict) and "Error" in response:
+        code = str(response["Error"].get("Code", ""))
+        http_status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return code in _RETRY_CODES or http_status in _RETRY_STATUS
+    if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror, socket.herror, http.client.HTTPException)):
+        return True  # resets, refusals, timeouts, DNS failures, IncompleteRead / RemoteDisconnected
+    module = type(exc).__module__ or ""
+    if module.startswith(("aiohttp", "botocore", "urllib3")) and name not in ("ClientResponseError",):
+        # ClientPayloadError, ServerDisconnectedError, ClientConnectorError (DNS too), ReadTimeoutError,
+        # EndpointConnectionError, ConnectionClosedError, IncompleteReadError, ResponseStreamingError,
+        # ProtocolError: all "the connection failed", never "the data is bad"
+        return any(w in name for w in ("Payload", "Disconnect", "Connect", "Timeout", "Incomplete",
+                                       "Streaming", "Protocol", "Connection", "ReadError"))
+    if name in ("FSTimeoutError",):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _RETRY_ERRNOS:
+        return True
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an I/O failure may well succeed if tried again (docs/errors.md).
+
+    The one classifier every reader uses. Walks the exception chain, because fsspec and
+    s3fs wrap the library error (s3fs turns SlowDown into an OSError caused by the
+    botocore ClientError); the first link that decides, decides.
+    """
+    seen = 0
+    while exc is not None and seen < 8:
+        verdict = _verdict(exc)
+        if verdict is not None:
+            return verdict
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        seen += 1
+    return False
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds a server asked us to wait (HTTP Retry-After, in seconds), if any."""
+    for e in (exc, exc.__cause__, exc.__context__):
+        if e is None:
+            continue
+        headers = getattr(e, "headers", None)
+        response = getattr(e, "response", None)
+        if headers is None and isinstance(response, dict):
+            headers = response.get("ResponseMetadata", {}).get("HTTPHeaders")
+        value = headers.get("Retry-After") or headers.get("retry-after") if headers else None
+        if value:
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return None
+    return None
+
+
+def backoff_delay(attempt: int, storage: StorageConfig | None, exc: BaseException | None = None,
+                  rng: random.Random | None = None) -> float:
+    """Seconds to wait before retry `attempt` (1, 2, ...): exponential with full jitter,
+    never shorter than the server's Retry-After, never longer than io_backoff_max."""
+    st = storage or StorageConfig()
+    ceiling = min(st.io_backoff_max, st.io_backoff_base * 2 ** (attempt - 1))
+    delay = (rng or random).uniform(0, ceiling)
+    asked = retry_after(exc) if exc is not None else None
+    if asked is not None:
+        delay = max(delay, asked)
+    return min(delay, st.io_backoff_max)
+
+
+def _read_options(uri: str, storage: StorageConfig | None) -> dict[str, Any]:
+    """fsspec options for crawl-file reads: our timeouts, and the library's own retries off
+    (the retry policy is ResumableReader's, so attempts and delays are what the config says)."""
+    st = storage or StorageConfig()
+    opts = _fs_options(uri, st)
+    if uri.startswith(("s3://", "s3a://")):
+        opts["config_kwargs"] = {"connect_timeout": st.io_timeout, "read_timeout": st.io_timeout,
+                                 "retries": {"total_max_attempts": 1, "mode": "standard"}}
+    elif uri.startswith(("http://", "https://")):
+        import aiohttp
+
+        opts["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=st.io_timeout,
+                                                                  sock_read=st.io_timeout)}
+    return opts
+
+
+class ResumableReader(io.RawIOBase):
+    """A crawl file read front to back; transient failures are retried and resumed.
+
+    After a reset, a timeout, a 5xx/SlowDown/429 or a short body, the file is reopened
+    and read on from the first byte not yet received (a range request), after the
+    back-off. Bytes are handed out once, in order: whoever inflates and parses them
+    keeps its state, so nothing is read twice and nothing is skipped. When
+    `io_retries` tries in a row fail, `TransientIOError` is raised. Anything else (a
+    missing file, 403, bad data) propagates at once.
+    """
+
+    def __init__(self, uri: str, storage: StorageConfig | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        super().__init__()
+        self.uri = uri
+        self.storage = storage or StorageConfig()
+        self.sleep = sleep
+        self.pos = 0
+        self.size: int | None = None
+        self.retries = 0  # retries made, over the whole file
+        self.waited = 0.0  # seconds spent backing off
+        self._fh: Any = None
+        self._remote = is_remote(uri)
+        self._call(lambda: None)  # open now: a missing file fails here, before any work
+
+    def _open(self) -> None:
+        if self._remote:
+            target = "s3://" + self.uri[len("s3a://") :] if self.uri.startswith("s3a://") else self.uri
+            fs, path = fsspec.core.url_to_fs(target, **_read_options(target, self.storage))
+            if hasattr(type(fs), "retries"):
+                fs.retries = 1  # s3fs's own retry loop (a class default, 5): this instance is ours alone
+            fh = fs.open(path, "rb", block_size=self.storage.io_block_size, cache_type="readahead")
+        else:
+            fs, path = filesystem(self.uri, self.storage)
+            fh = fs.open(path, "rb")
+        try:
+            size = getattr(fh, "size", None)
+            if self.size is None and isinstance(size, int):
+                self.size = size
+            if self.pos:
+                fh.seek(self.pos)
+        except BaseException:
+            fh.close()
+            raise
+        self._fh = fh
+
+    def _drop(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(Exception):
+                fh.close()
+
+    def _call(self, op: Callable[[], Any]) -> Any:
+        failures = 0
+        while True:
+            try:
+                if self._fh is None:
+                    self._open()
+                return op()
+            except Exception as exc:  # noqa: BLE001 - classified below; the rest is re-raised
+                self._drop()
+                if not is_transient(exc):
+                    raise
+                failures += 1
+                if failures > self.storage.io_retries:
+                    raise TransientIOError(
+                        f"{self.uri}: {type(exc).__name__}: {exc} (at byte {self.pos}, "
+                        f"after {self.storage.io_retries} retries)") from exc
+                delay = backoff_delay(failures, self.storage, exc)
+                self.retries += 1
+                self.waited += delay
+                self.sleep(delay)
+
+    def _read_some(self, n: int) -> bytes:
+        data = self._fh.read(n)
+        if not data and n and self.size is not None and self.pos < self.size:
+            raise ShortRead(f"body ended at byte {self.pos} of {self.size}")
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = []
+            while chunk := self.read(8 * 1024 * 1024):
+                parts.append(chunk)
+            return b"".join(parts)
+        data = self._call(lambda: self._read_some(n))
+        self.pos += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def close(self) -> None:
+        self._drop()
+        super().close()
+
+
+def open_input(uri: str, storage: StorageConfig | None = None) -> ResumableReader:
+    """A crawl file (local path, s3://, http(s)://) for one front-to-back read with retries."""
+    return ResumableReader(uri, storage)

@@ -514,11 +514,19 @@ def extract_file(
     """Open one crawl file (local path, s3://, https://) and yield its candidate batches.
 
     The one entry point the extract job calls per input file. Bad data is counted in
-    `stats` and skipped; `FileNotFoundError` for a missing input propagates;
-    `crawlpairs.errors.TransientIOError` means transient failures outlasted the retries
-    (the caller must not commit the file).
+    `stats` and skipped (reading resumes at the next gzip member). Transient I/O is
+    retried with back-off and the read resumes where it stopped (`storage.open_input`),
+    so no row is yielded twice; `crawlpairs.errors.TransientIOError` means the failures
+    outlasted `io_retries` and the caller must not commit the file. `FileNotFoundError`
+    for a missing input propagates (before anything is yielded).
     """
     from crawlpairs import storage as _storage
 
-    with _storage.open_uri(uri, "rb", storage) as fh:
-        yield from extract_stream(fh, uri, cfg, stats, crawl=crawl, batch_rows=batch_rows, storage=storage)
+    reader = _storage.open_input(uri, storage)
+    try:
+        yield from extract_stream(reader, uri, cfg, stats, crawl=crawl, batch_rows=batch_rows, storage=storage)
+    finally:
+        if reader.retries:
+            stats.incr("io.retries", reader.retries)
+            stats.incr("io.backoff_ms", int(reader.waited * 1000))
+        reader.close()
