@@ -41,7 +41,7 @@ import ada_url
 import aiohttp
 import yarl
 
-from crawlpairs.config import DownloadConfig
+from crawlpairs.config import DownloadConfig, StorageConfig
 from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, header_optout
 from crawlpairs.udfs.dl_rates import HostRate, RateRules, rules_for
 from crawlpairs.udfs.dl_robots import Robots, robots_url
@@ -73,7 +73,17 @@ def host_key(url: str) -> str:
         return ""
     p = urlsplit(norm)
     host = (p.hostname or "").rstrip(".")
+    if ":" in host:
+        host = f"[{host}]"  # IPv6: keep `host:port` unambiguous
     return f"{host}:{p.port or (443 if p.scheme == 'https' else 80)}"
+
+
+def host_rate(cfg: DownloadConfig, host: str, st: StorageConfig | None = None) -> float:
+    """Requests per second the rate rules give a host (`host` or a `host_key`), before any
+    robots.txt Crawl-delay or back-off, which only the fetch can learn; 0 means no limit.
+    For the planner; raises ConfigError for an unusable `--host-rps` / `--host-rps-file`."""
+    name, sep, port = host.rpartition(":")
+    return rules_for(cfg, st).lookup(name if sep and port.isdigit() else host)[0]
 
 
 def user_agent(cfg: DownloadConfig) -> str:

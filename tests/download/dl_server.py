@@ -85,6 +85,7 @@ class ImageServer:
         self.user_agents: set[str] = set()
         self.canary = Canary()
         self.robots_redirects: dict[str, str] = {}  # host -> Location its robots.txt redirects to
+        self.ai_txt_redirects: dict[str, str] = {}  # host -> Location its ai.txt redirects to
         self.port = 0
         self.secret = jpeg_bytes(shared_data / "images" / "skimage" / "astronaut.png")  # served with opt-outs
         self.listed = jpeg_bytes(shared_data / "images" / "skimage" / "coffee.png")  # on the hash blocklist
@@ -111,6 +112,8 @@ class ImageServer:
         self.requests.append((host, path))
         self.hits[f"{host}{path}"] += 1
         self.user_agents.add(request.headers.get("User-Agent", ""))
+        if path == "/ai.txt" and host in self.ai_txt_redirects:
+            return web.Response(status=302, headers={"Location": self.ai_txt_redirects[host]})
         if path == "/robots.txt":
             if host in self.robots_redirects:
                 return web.Response(status=302, headers={"Location": self.robots_redirects[host]})

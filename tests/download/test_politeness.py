@@ -4,6 +4,7 @@ rules and their precedence, robots.txt Crawl-delay, Spawning's ai.txt, adaptive 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections import defaultdict
@@ -20,7 +21,8 @@ from crawlpairs.udfs.dl_task import download_frames
 
 pytestmark = pytest.mark.integration
 
-HOSTS = ["delay.test", "fast.test", "a.example.test", "b.example.test", "ai.test", "busy.test", "bigdelay.test"]
+HOSTS = ["delay.test", "fast.test", "a.example.test", "b.example.test", "ai.test", "busy.test", "bigdelay.test",
+         "slowresp.test"]
 
 
 class LogServer:
@@ -46,6 +48,8 @@ class LogServer:
             if host == "ai.test":
                 return web.Response(text="# Spawning AI\nUser-Agent: *\nDisallow: *.jpg\nDisallow: /art/\n")
             return web.Response(status=404)
+        if host == "slowresp.test":
+            await asyncio.sleep(0.3)
         if host == "busy.test" and self.busy_503 > 0:
             self.busy_503 -= 1
             return web.Response(status=503)
@@ -102,23 +106,23 @@ def _gaps(times: list[float]) -> list[float]:
 
 
 def test_crawl_delay_and_host_rules_set_the_pace(server: LogServer, cfg: DownloadConfig) -> None:
-    cfg.per_host_rps = 50.0
-    cfg.host_rps = {"fast.test": 40.0, ".example.test": 4.0, "b.example.test": 2.0}
+    cfg.per_host_rps = 2.0
+    cfg.host_rps = {"fast.test": 40.0, "delay.test": 50.0, ".example.test": 4.0, "b.example.test": 2.5}
     urls = [f"http://{h}/img{i}.jpg" for h in ("delay.test", "fast.test", "a.example.test", "b.example.test")
             for i in range(5)]
     out = _run(urls, cfg)
     assert (out.status == "success").all(), out.error_message.dropna().tolist()
     eps = 0.03  # server-side arrival times; the client schedules request starts
-    # Crawl-delay 0.4 s is stricter than 50/s: it wins
+    # Crawl-delay 0.4 s is stricter than the host's 50/s rule: it wins
     assert min(_gaps(server.starts("delay.test"))) >= 0.4 - eps
-    # suffix rule .example.test (4/s) for a.example.test; the exact host rule (2/s) beats it for b
+    # suffix rule .example.test (4/s) for a.example.test; the exact host rule (2.5/s) beats it for b
     assert min(_gaps(server.starts("a.example.test"))) >= 0.25 - eps
-    assert min(_gaps(server.starts("b.example.test"))) >= 0.5 - eps
-    # 40/s: five requests within a few tenths of a second, not paced like the others
-    assert server.starts("fast.test")[-1] - server.starts("fast.test")[0] < 0.4
-    assert out.loc["http://delay.test/img0.jpg", "politeness"].endswith("by crawl-delay 0.4s")
+    assert min(_gaps(server.starts("b.example.test"))) >= 0.4 - eps
+    # 40/s: five requests well within the 2 s the default 2/s would take
+    assert server.starts("fast.test")[-1] - server.starts("fast.test")[0] < 1.0
+    assert out.loc["http://delay.test/img0.jpg", "politeness"] == "2.5/s by crawl-delay 0.4s"
     assert out.loc["http://a.example.test/img0.jpg", "politeness"] == "4/s by host_rps .example.test"
-    assert out.loc["http://b.example.test/img0.jpg", "politeness"] == "2/s by host_rps b.example.test"
+    assert out.loc["http://b.example.test/img0.jpg", "politeness"] == "2.5/s by host_rps b.example.test"
     assert out.loc["http://fast.test/img0.jpg", "politeness"] == "40/s by host_rps fast.test"
 
 
@@ -160,6 +164,17 @@ def test_adaptive_backoff_halves_the_rate_after_503(server: LogServer, cfg: Down
     assert min(_gaps(server.starts("busy.test")[2:])) < 0.2  # without back-off the pace stays 10/s
 
 
+def test_adaptive_backoff_after_slow_answers(server: LogServer, cfg: DownloadConfig) -> None:
+    cfg.per_host_rps, cfg.per_host_concurrency, cfg.slow_response_s = 20.0, 1, 0.15
+    urls = [f"http://slowresp.test/{i}.jpg" for i in range(3)]
+    out = _run(urls, cfg)
+    assert (out.status == "success").all()
+    # halved at least once (once per second at most: a slow machine may halve it twice)
+    assert all(re.search(r"; backoff x0\.(5|25) \(slow 0\.\d+s\)$", p) for p in out.politeness), out.politeness.tolist()
+    cfg.slow_response_s = 5.0
+    assert (_run(urls, cfg).politeness == "20/s by default").all()
+
+
 def test_rate_shares_divide_a_hosts_rate(server: LogServer, cfg: DownloadConfig) -> None:
     from crawlpairs.udfs.dl_fetch import FetchPool
 
@@ -182,6 +197,14 @@ def test_rule_precedence_and_file_form(tmp_path: Path) -> None:
     assert r.lookup("www.example.com.") == (3.0, "host_rps .example.com")
     assert r.lookup("static.foo.org") == (7.0, "host_rps static.*.org")
     assert r.lookup("example.net") == (1.0, "default")
+    # the planner's view: host keys of normalised URLs, the same rules
+    from crawlpairs.udfs.dl_fetch import host_key, host_rate
+
+    assert host_key("HTTP://Img.EXAMPLE.com:443/a b.jpg") == "img.example.com:443"
+    assert host_key("https://①②⑦.0.0.1/x") == "127.0.0.1:443" and host_key("http://[0:0::1]/") == "[::1]:80"
+    assert host_key("not a url") == ""
+    assert host_rate(cfg, host_key("https://img.example.com/a.jpg")) == 11.0
+    assert host_rate(cfg, "www.example.com") == 3.0
     f.write_text("ok.com 2\nbad line here\n")
     with pytest.raises(ConfigError, match="host-rps-file .* line 2"):
         RateRules.from_config(DownloadConfig(host_rps_file=str(f)))

@@ -4,9 +4,10 @@ A canary listens on one loopback port (IPv4 and IPv6) that is not on the allow-l
 allowed test server is on another. Every spelling of 127.0.0.1 / ::1 / 0.0.0.0 a browser,
 yarl or the OS would accept (Unicode digits, IDNA, every IPv4 number form, IPv6 forms,
 trailing dots, userinfo, percent-encoding, `localhost.`) plus seeded random mixes of them is
-fetched four ways: as the image with robots.txt on (the robots.txt request comes first), as
+fetched five ways: as the image with robots.txt on (the robots.txt request comes first), as
 the image with robots.txt off, as the target of a redirect from the allowed server, and as
-the target of an allowed host's robots.txt redirect. The canary must see zero connections.
+the target of an allowed host's robots.txt or ai.txt redirect. The canary must see zero
+connections.
 """
 
 from __future__ import annotations
@@ -156,13 +157,14 @@ def _run(urls: list[str], cfg) -> pd.DataFrame:
     return out.set_index("uid").loc[df.uid]
 
 
-@pytest.mark.parametrize("mode", ["robots", "image", "redirect", "robots_redirect"])
+@pytest.mark.parametrize("mode", ["robots", "image", "redirect", "robots_redirect", "ai_txt_redirect"])
 def test_no_spelling_reaches_the_canary(image_server: ImageServer, dl_cfg, canary: Canary, mode: str) -> None:
     auths = authorities(canary.port, image_server.port)
     assert len(auths) > 150
     targets = [f"http://{a}/a.jpg" for a in auths]
     dl_cfg.total_timeout = dl_cfg.connect_timeout = 1.0
     dl_cfg.respect_robots = mode in ("robots", "robots_redirect")
+    dl_cfg.respect_ai_txt = mode == "ai_txt_redirect"
     if mode in ("robots", "image"):
         urls = targets
     elif mode == "redirect":
@@ -170,9 +172,12 @@ def test_no_spelling_reaches_the_canary(image_server: ImageServer, dl_cfg, canar
     else:
         urls = []
         for i, a in enumerate(auths):
-            host = f"rr{i}.test"
+            host = f"{mode[:2]}{i}.test"
             dl_cfg.resolve_overrides[host] = f"127.0.0.1:{image_server.port}"
-            image_server.robots_redirects[host] = f"http://{a}/robots.txt"
+            if mode == "robots_redirect":
+                image_server.robots_redirects[host] = f"http://{a}/robots.txt"
+            else:
+                image_server.ai_txt_redirects[host] = f"http://{a}/ai.txt"
             urls.append(f"http://{host}/a.jpg")
     out = _run(urls, dl_cfg)
     assert canary.connections == 0
@@ -180,7 +185,7 @@ def test_no_spelling_reaches_the_canary(image_server: ImageServer, dl_cfg, canar
     assert not (out.status == "success").any()
     for target, (_, row) in zip(targets, out.iterrows(), strict=True):
         kind = error_kind(row.error_message)
-        if _literal_host(target) and mode != "robots_redirect":
+        if _literal_host(target):
             # an address in any spelling is refused by the guard, never tried
             assert (row.status, kind) == ("blocked", "ssrf"), (target, row.error_message)
         else:  # a name (looked up, vetted) or not a URL at all
