@@ -305,6 +305,11 @@ class _Source:
                 return False
 
 
+def _rtype(hdr: bytes) -> str:
+    t = _TYPE.search(hdr)
+    return t.group(1).strip().lower().decode("ascii", "replace") if t else ""
+
+
 def _tail_ok(tail: bytes) -> int:
     """How many bytes after a payload belong to the record end (-1: not a record end)."""
     k = 0
@@ -339,9 +344,7 @@ def iter_records(fileobj: typing.BinaryIO, source: str, caps: Caps, stats: Stats
                     clen = int(m.group(1))
                     stop = end + clen
                     if clen <= maxrec and stop <= len(out) and _NEWLINES(out, stop).end() == len(out):
-                        t = _TYPE.search(hdr)
-                        rtype = t.group(1).strip().lower().decode("ascii", "replace") if t else ""
-                        yield RawRecord(member, rtype, hdr, out[end:stop], False)
+                        yield RawRecord(member, _rtype(hdr), hdr, out[end:stop], False)
                         continue
         while True:
             src.inflated = 0
@@ -363,13 +366,15 @@ def iter_records(fileobj: typing.BinaryIO, source: str, caps: Caps, stats: Stats
                 break
             clen = int(m.group(1))
             payload = src.read(clen if clen <= maxrec else maxrec + 1, cap)
-            if len(payload) > maxrec:
-                i = -1 if src.gz else payload.find(b"\r\n\r\nWARC/")
-                if i >= 0:  # uncompressed: a lying length, the next record is in sight
+            if not src.gz and (len(payload) < clen or len(payload) > maxrec):
+                i = payload.find(b"\r\n\r\nWARC/")
+                if i >= 0:  # uncompressed, a lying length: the next record is in sight
                     error("bad_length", input=source, message=f"offset {offset}: Content-Length {clen} "
                           "runs into the next record")
                     src.unread(payload[i + 4 :])
+                    yield RawRecord(offset, _rtype(hdr), hdr, payload[:i], True)
                     continue
+            if len(payload) > maxrec:
                 got = len(payload) + src.skip(clen - len(payload), cap)
                 if src.problem is None:
                     error("too_large", input=source, message=f"offset {offset}: Content-Length {clen} > "
@@ -385,24 +390,25 @@ def iter_records(fileobj: typing.BinaryIO, source: str, caps: Caps, stats: Stats
                 src.problem = None
                 error("truncated_record", input=source,
                       message=f"offset {offset}: Content-Length {clen}, only {len(payload)} bytes")
-                t = _TYPE.search(hdr)
-                rtype = t.group(1).strip().lower().decode("ascii", "replace") if t else ""
-                yield RawRecord(offset, rtype, hdr, payload, True)
+                yield RawRecord(offset, _rtype(hdr), hdr, payload, True)
                 break
             tail = src.read(4, cap)
             k = _tail_ok(tail)
             if k < 0 and src.gz and src.out.find(b"\nWARC/", src.o - len(tail)) < 0:
                 # a length shorter than its member: the record is what the length says (its
                 # reader counts what it cannot parse); the rest of the member is drained below
-                t = _TYPE.search(hdr)
-                rtype = t.group(1).strip().lower().decode("ascii", "replace") if t else ""
-                yield RawRecord(offset, rtype, hdr, payload, False)
+                yield RawRecord(offset, _rtype(hdr), hdr, payload, False)
                 break
             if k < 0:
                 # a length shorter than the record: the rest of it (or the next record) follows
                 error("bad_length", input=source,
                       message=f"offset {offset}: Content-Length {clen} is not followed by the record end")
                 blob = payload + tail
+                i = blob.find(b"\r\n\r\nWARC/")
+                if i >= 0:  # a length that runs into the next record: this one ends before it
+                    src.unread(blob[i + 4 :])
+                    yield RawRecord(offset, _rtype(hdr), hdr, blob[:i], True)
+                    continue
                 i = blob.find(b"\nWARC/")
                 if i >= 0:
                     src.unread(blob[i + 1 :])
@@ -413,9 +419,7 @@ def iter_records(fileobj: typing.BinaryIO, source: str, caps: Caps, stats: Stats
                 break
             if k < len(tail):
                 src.unread(tail[k:])
-            t = _TYPE.search(hdr)
-            rtype = t.group(1).strip().lower().decode("ascii", "replace") if t else ""
-            yield RawRecord(offset, rtype, hdr, payload, False)
+            yield RawRecord(offset, _rtype(hdr), hdr, payload, False)
         if src.problem is None and src.gz and src.d is not None:
             src.skip(1 << 62, cap)  # bytes after a member's last record: drained, bounded by the cap
         if src.problem is not None:

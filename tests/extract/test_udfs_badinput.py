@@ -6,9 +6,15 @@ import gzip
 import io
 import os
 import random
+import re
+import subprocess
+import sys
+import zlib
+from pathlib import Path
 
 import orjson
 import pyarrow as pa
+import pytest
 
 from crawlpairs.stats import Stats
 from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_stream
@@ -134,3 +140,149 @@ def test_gzip_content_encoding_header_on_decoded_body(cfg, data_dir):
         list(extract_stream(f, name, cfg, stats))
     assert sum(v for k, v in stats.counts.items() if k.startswith("records.")) == 13
     assert not stats.errors
+
+
+# -- one bad member costs one record: lying lengths, corrupt members, bombs --------------
+
+def split_members(data: bytes) -> list[bytes]:
+    out, pos = [], 0
+    while pos < len(data):
+        d = zlib.decompressobj(31)
+        d.decompress(data[pos:])
+        end = len(data) - len(d.unused_data)
+        out.append(data[pos:end])
+        pos = end
+    return out
+
+
+def relength(member: bytes, length: int) -> bytes:
+    """The same record with a lying Content-Length."""
+    raw = gzip.decompress(member)
+    return gzip.compress(re.sub(rb"Content-Length: \d+", b"Content-Length: %d" % length, raw, count=1))
+
+
+def pairs(table: pa.Table) -> list[tuple]:
+    return list(zip(*(table.column(c).to_pylist() for c in ("page_url", "url", "text")), strict=True))
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    from crawlpairs.generate import generate
+
+    out = tmp_path_factory.mktemp("badgen")
+    res = generate(str(out), kind="both", files=1, pages_per_file=120, seed=3, layout="flat", write_truth=False)
+    return Path(res.wat_files[0]).read_bytes(), Path(res.warc_files[0]).read_bytes()
+
+
+def victim(members: list[bytes], rtype: bytes, needle: bytes) -> int:
+    """A member in the middle of the file of this WARC-Type whose record holds `needle`."""
+    for i in range(len(members) // 2, len(members)):
+        raw = gzip.decompress(members[i])
+        if b"WARC-Type: " + rtype in raw[:400] and needle in raw:
+            return i
+    raise AssertionError("no such record")
+
+
+@pytest.mark.parametrize("kind", ["wat", "warc"])
+@pytest.mark.parametrize("length", [2_000_000_000, 20_000_000, "plus_5000"])
+def test_lying_length_costs_nothing_after_it(generated, cfg, kind, length):
+    cfg.lid_model = None
+    data = generated[0] if kind == "wat" else generated[1]
+    members = split_members(data)
+    i = victim(members, b"metadata" if kind == "wat" else b"response", b"IMG@" if kind == "wat" else b"<img")
+    real = int(re.search(rb"Content-Length: (\d+)", gzip.decompress(members[i])).group(1))
+    lie = real + 5000 if length == "plus_5000" else length
+    bad = b"".join(members[:i] + [relength(members[i], lie)] + members[i + 1 :])
+    clean, _ = run(data, cfg)
+    table, stats = run(bad, cfg)
+    # every later record is read; the lying record's own page is read up to its member's end
+    assert pairs(table) == pairs(clean) and len(clean) > 100
+    assert dict(stats.errors) == {"truncated_record": 1}
+    assert stats.error_samples[0]["message"].startswith(f"offset {sum(map(len, members[:i]))}: Content-Length {lie}")
+
+
+def test_lying_length_in_uncompressed_wat(data_dir, cfg):
+    raw = (data_dir / "wat/CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.wat").read_bytes()
+    clean, _ = run(raw, cfg, "x.wat")
+    first_meta = raw.index(b"WARC-Type: metadata")
+    at = raw.index(b"Content-Length: ", first_meta)
+    end = raw.index(b"\r\n", at)
+    bad = raw[:at] + b"Content-Length: 2000000000" + raw[end:]
+    table, stats = run(bad, cfg, "x.wat")
+    assert pairs(table) == pairs(clean) and len(clean) == 2
+    assert dict(stats.errors) == {"bad_length": 1}
+
+
+def test_corrupt_member_in_generated_file(generated, cfg):
+    cfg.lid_model = None
+    members = split_members(generated[0])
+    i = victim(members, b"metadata", b"IMG@")
+    m = bytearray(members[i])
+    m[len(m) // 2 : len(m) // 2 + 16] = bytes(16)  # zeroed bytes mid-member: CRC or deflate fails
+    clean, _ = run(generated[0], cfg)
+    table, stats = run(b"".join(members[:i] + [bytes(m)] + members[i + 1 :]), cfg)
+    lost = sum(map(len, members[:i]))
+    want = [p for p, off in zip(pairs(clean), clean.column("source_offset").to_pylist(), strict=True) if off != lost]
+    assert pairs(table) == want and len(want) < len(clean)
+    assert dict(stats.errors) == {"gzip": 1}
+    assert stats.error_samples[0]["message"].startswith(f"offset {lost}:")
+
+
+def test_bad_json_mid_file_keeps_the_rest(generated, cfg):
+    cfg.lid_model = None
+    members = split_members(generated[0])
+    i = victim(members, b"metadata", b"IMG@")
+    broken = wat_record([], payload=b'{"Envelope": {"IMG@/src": "x", ')
+    clean, _ = run(generated[0], cfg)
+    table, stats = run(b"".join(members[:i] + [broken] + members[i + 1 :]), cfg)
+    offset = sum(map(len, members[:i]))
+    want = [p for p, off in zip(pairs(clean), clean.column("source_offset").to_pylist(), strict=True) if off != offset]
+    assert pairs(table) == want
+    assert dict(stats.errors) == {"wat_json": 1}
+
+
+def test_too_many_links_are_capped(cfg):
+    cfg.max_links_per_page = 10
+    links = [{"path": "IMG@/src", "url": f"/{n}.jpg", "alt": f"Picture number {n}"} for n in range(30)]
+    table, stats = run(wat_record(links), cfg)
+    assert table.num_rows == 10 and stats.dropped["too_many_links"] == 20
+
+
+BOMB_CHILD = """
+import resource, sys
+from crawlpairs.config import ExtractConfig
+from crawlpairs.stats import Stats
+from crawlpairs.udfs.extract import extract_stream
+stats = Stats()
+with open(sys.argv[1], "rb") as fh:
+    rows = sum(b.num_rows for b in extract_stream(fh, sys.argv[1], ExtractConfig(lid_model=None), stats))
+print(rows, dict(stats.errors), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+@pytest.mark.parametrize("declared", ["huge", "small"])
+def test_decompression_bomb_is_bounded(tmp_path, declared):
+    """A WAT member inflating to 512 MiB of zeros: skipped in bounded chunks, the next record read.
+
+    Run in a fresh process so its peak RSS is this read's alone (before: the whole payload
+    was read into memory)."""
+    from support.faults import write_zero_bomb
+
+    good = wat_record([{"path": "IMG@/src", "url": "http://example.com/a.jpg", "alt": "Before the bomb"}])
+    after = wat_record([{"path": "IMG@/src", "url": "http://example.com/b.jpg", "alt": "After the bomb"}])
+    size = 512 << 20  # twice max_inflate_bytes
+    clen = size if declared == "huge" else 100
+    head = (f"WARC/1.0\r\nWARC-Type: metadata\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {clen}\r\n\r\n").encode()
+    path = tmp_path / "bomb.wat.gz"
+    with open(path, "wb") as fh:
+        fh.write(good)
+        assert write_zero_bomb(fh, head, size) < 1 << 20  # 512 MiB inflated from ~0.5 MB
+        fh.write(after)
+    proc = subprocess.run([sys.executable, "-c", BOMB_CHILD, str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows, errors, peak_mib = proc.stdout.split(" ", 1)[0], proc.stdout.split(" ", 1)[1].rsplit(" ", 1)[0], int(
+        proc.stdout.rsplit(" ", 1)[1])
+    assert rows == "2"
+    assert errors == "{'member_too_large': 1}"
+    assert peak_mib < 400, f"peak RSS {peak_mib} MiB"

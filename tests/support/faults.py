@@ -377,3 +377,27 @@ class FaultProxy:
             client.shutdown(socket.SHUT_RDWR)
         client.close()
 
+
+
+def write_zero_bomb(out, head: bytes, size: int) -> int:
+    """Write one gzip member holding `head` then `size` zero bytes (a multiple of 1 MiB);
+    returns the member's length. Streamed: a 10 GiB member costs ~10 MB and no memory,
+    because every 1 MiB block of zeros compresses (after a full flush) to the same bytes."""
+    import zlib
+
+    mib = 1 << 20
+    assert size % mib == 0
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = c.compress(head) + c.flush(zlib.Z_FULL_FLUSH)
+    zeros = bytes(mib)
+    block = c.compress(zeros) + c.flush(zlib.Z_FULL_FLUSH)
+    again = c.compress(zeros) + c.flush(zlib.Z_FULL_FLUSH)
+    assert block == again
+    crc = zlib.crc32(head)
+    for _ in range(size // mib):
+        crc = zlib.crc32(zeros, crc)
+    n = out.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + first)
+    for _ in range(size // mib):
+        n += out.write(block)
+    n += out.write(c.flush(zlib.Z_FINISH) + struct.pack("<II", crc, (len(head) + size) & 0xFFFFFFFF))
+    return n
