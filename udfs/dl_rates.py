@@ -9,8 +9,8 @@ A host's rate is decided in this order (docs/download.md, "Rate rules"):
      `per_host_rps`. 0 means no limit.
   2. robots.txt `Crawl-delay`: the stricter of it and the rule.
   3. adaptive back-off: a host that answers 429/503, or whose responses take longer than
-     `slow_response_s`, has its rate halved for the rest of the run (at most once per
-     interval, never below `min_host_rps`).
+     `slow_response_s`, has its rate halved for the rest of the run in this task (at most
+     once per interval, never below `min_host_rps`).
   4. the task's share (`rate_shares`, from the planner): the host's budget divided among
      the tasks that fetch it, so the global per-host rate still holds.
 Every fetched row records which of these set its rate (`Fetched.politeness`).
