@@ -74,6 +74,9 @@ def test_browser_spelling() -> None:
     for bad in ("not a url", "http://", "http://exa mple.com/", "ftp://example.com/a.jpg", "data:image/png;base64,AA",
                 "http://[::1/", "http://1.2.3.4.5/", "http://999.1.1.1/", "javascript:alert(1)"):
         assert normalize_url(bad) is None, bad
+    assert normalize_url(None) is None  # type: ignore[arg-type]  # a null cell never raises
+    assert normalize_url("http://a.example/x\ud800y.jpg") == "http://a.example/x%EF%BF%BDy.jpg"  # lone surrogate
+    assert normalize_url("http://a.example/\ud83d\ude00.jpg") == "http://a.example/%F0%9F%98%80.jpg"  # a pair
 
 
 @pytest.mark.parametrize("spelling", [
