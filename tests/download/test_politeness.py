@@ -210,3 +210,21 @@ def test_rule_precedence_and_file_form(tmp_path: Path) -> None:
         RateRules.from_config(DownloadConfig(host_rps_file=str(f)))
     with pytest.raises(ConfigError, match="--host-rps x.com=-1"):
         RateRules.from_config(DownloadConfig(host_rps={"x.com": -1.0}))
+
+
+def test_rules_from_toml_table_and_flag(tmp_path: Path) -> None:
+    from crawlpairs import config
+
+    toml = tmp_path / "run.toml"
+    toml.write_text('[download]\nper_host_rps = 1.5\n\n[download.host_rps]\n'
+                    '"upload.wikimedia.org" = 20\n".staticflickr.com" = 10\n"*.pinimg.com" = 8\n')
+    cfg = config.load(toml)
+    r = RateRules.from_config(cfg.download)
+    assert r.lookup("upload.wikimedia.org") == (20.0, "host_rps upload.wikimedia.org")
+    assert r.lookup("live.staticflickr.com") == (10.0, "host_rps .staticflickr.com")
+    assert r.lookup("i.pinimg.com") == (8.0, "host_rps *.pinimg.com")
+    assert r.lookup("example.org") == (1.5, "default")
+    cli = config.load(toml, {"download": {"host_rps": "a.example=3,.b.example=0"}})  # as --host-rps parses it
+    assert cli.download.host_rps == {"a.example": 3.0, ".b.example": 0.0}
+    with pytest.raises(ConfigError, match="download.host_rps"):
+        config.load(None, {"download": {"host_rps": "a.example=fast"}})
