@@ -58,7 +58,7 @@ class RateRules:
         self.exact: dict[str, float] = {}
         self.patterns: list[tuple[int, str, float]] = []  # (specificity, pattern, rps), most specific first
         for pat, rps in rules.items():
-            p = pat.strip().lower().rstrip(".") if not pat.strip().endswith("*") else pat.strip().lower()
+            p = pat.strip().lower().rstrip(".")
             if not p:
                 continue
             if any(c in p for c in "*?[") or p.startswith("."):
