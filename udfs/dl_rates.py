@@ -22,8 +22,10 @@ import fnmatch
 import math
 import threading
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from crawlpairs.config import ConfigError, DownloadConfig, StorageConfig
+from crawlpairs.udfs.urls import normalize_url
 
 
 def parse_rule_lines(lines: list[str], where: str) -> dict[str, float]:
@@ -50,6 +52,14 @@ def _rps(value: object) -> float:
     return v
 
 
+def _idna(name: str) -> str:
+    """A host name (or `.suffix`) in the form normalize_url gives hosts; unchanged if not a host."""
+    dot = "." if name.startswith(".") else ""
+    norm = normalize_url(f"http://{name.lstrip('.')}/")
+    host = urlsplit(norm).hostname if norm else None
+    return dot + host.rstrip(".") if host else name
+
+
 class RateRules:
     """host -> (requests per second, the rule that gave it)."""
 
@@ -61,8 +71,12 @@ class RateRules:
             p = pat.strip().lower().rstrip(".")
             if not p:
                 continue
-            if any(c in p for c in "*?[") or p.startswith("."):
+            if any(c in p for c in "*?["):
                 self.patterns.append((sum(c not in "*?[]" for c in p), p, rps))
+                continue
+            p = _idna(p)  # hosts are compared as requested (urls.normalize_url): punycode
+            if p.startswith("."):
+                self.patterns.append((len(p), p, rps))
             else:
                 self.exact[p] = rps
         self.patterns.sort(key=lambda t: -t[0])

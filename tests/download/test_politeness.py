@@ -197,6 +197,9 @@ def test_rule_precedence_and_file_form(tmp_path: Path) -> None:
     assert r.lookup("www.example.com.") == (3.0, "host_rps .example.com")
     assert r.lookup("static.foo.org") == (7.0, "host_rps static.*.org")
     assert r.lookup("example.net") == (1.0, "default")
+    idn = RateRules(1.0, {"Bücher.de": 4.0, ".ＥＸＡＭＰＬＥ.org": 6.0})  # compared as requested: punycode
+    assert idn.lookup("xn--bcher-kva.de") == (4.0, "host_rps xn--bcher-kva.de")
+    assert idn.lookup("img.example.org") == (6.0, "host_rps .example.org")
     # the planner's view: host keys of normalised URLs, the same rules
     from crawlpairs.udfs.dl_fetch import host_key, host_rate
 
