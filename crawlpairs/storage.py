@@ -264,14 +264,17 @@ def is_transient(exc: BaseException) -> bool:
     """Whether an I/O failure may well succeed if tried again (docs/errors.md).
 
     The one classifier every reader uses. Walks the exception chain, because fsspec and
-    s3fs wrap the library error (s3fs turns SlowDown into an OSError caused by the
-    botocore ClientError); the first link that decides, decides.
+    s3fs wrap the library error: s3fs turns SlowDown into an OSError caused by the
+    botocore ClientError, and fsspec's HTTP `open` turns a 503 on HEAD and GET into a
+    FileNotFoundError caused by it. Transient if any link is (and none is a
+    TransientIOError, whose retries are already spent).
     """
     seen = 0
     while exc is not None and seen < 8:
-        verdict = _verdict(exc)
-        if verdict is not None:
-            return verdict
+        if isinstance(exc, TransientIOError):
+            return False
+        if _verdict(exc):
+            return True
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
         seen += 1
     return False

@@ -62,9 +62,16 @@ class RawRecord(NamedTuple):
     truncated: bool  # shorter than its Content-Length (counted as truncated_record already)
 
 
+_HEADER_RES: dict[str, typing.Callable] = {}
+
+
 def header_value(header: bytes, name: str) -> str | None:
     """One WARC header's value (first occurrence, case-insensitive name), stripped."""
-    m = re.search(b"\n" + re.escape(name.encode()) + rb":[ \t]*([^\r\n]*)", header, re.IGNORECASE)
+    search = _HEADER_RES.get(name)
+    if search is None:
+        search = _HEADER_RES[name] = re.compile(b"\n" + re.escape(name.encode()) + rb":[ \t]*([^\r\n]*)",
+                                                re.IGNORECASE).search
+    m = search(header)
     return m.group(1).decode("utf-8", "replace").strip() if m else None
 
 

@@ -81,6 +81,17 @@ def test_http_503_on_first_get_then_rows_equal(server, wat, ecfg, clean):
     assert stats.counts["io.retries"] == 1 and not stats.errors
 
 
+def test_http_503_on_open_is_transient_not_missing(server, wat, ecfg, clean):
+    # fsspec's HTTP open turns a failing HEAD + GET into FileNotFoundError: still transient
+    server.inject(wat.name, faults.status(503), faults.status(503), methods=("GET", "HEAD"))
+    table, stats = read(server.url(wat.name), ecfg, storage())
+    assert table.equals(clean)
+    assert stats.counts["io.retries"] == 1 and not stats.errors
+    server.inject(wat.name, faults.status(503), every=True, methods=("GET", "HEAD"))
+    with pytest.raises(TransientIOError):
+        read(server.url(wat.name), ecfg, storage(io_retries=1))
+
+
 def test_http_cut_halfway_resumes_with_a_range_request(server, wat, ecfg, clean):
     # third GET reset after half its bytes: the read resumes at the first byte not received
     server.inject(wat.name, faults.ok(), faults.ok(), faults.cut(0.5))

@@ -20,8 +20,8 @@ serves one GET normally, to aim a fault at a later range request):
 `cut(at)` sends the headers and `at` (a fraction of the body) and then resets the
 connection (`reset=False`: closes it cleanly, a short body); `stall(seconds, at)` sends
 that much and then goes quiet for `seconds`; `status(code)` answers with that status
-(an S3-style XML error `s3_code` from the proxy, `Retry-After` when given). HEAD
-requests are never faulted. `.log` lists every request as (method, path, range header,
+(an S3-style XML error `s3_code` from the proxy, `Retry-After` when given). Only GETs
+are faulted unless `inject(..., methods=("GET", "HEAD"))`. `.log` lists every request as (method, path, range header,
 fault kind or "").
 """
 
@@ -75,10 +75,12 @@ class _Script:
         self.lock = threading.Lock()
         self.queues: dict[str, list[Fault]] = {}
         self.always: dict[str, Fault] = {}
+        self.methods: dict[str, tuple[str, ...]] = {}
         self.log: list[tuple[str, str, str, str]] = []
 
-    def inject(self, key: str, *faults: Fault, every: bool = False) -> None:
+    def inject(self, key: str, *faults: Fault, every: bool = False, methods: tuple[str, ...] = ("GET",)) -> None:
         with self.lock:
+            self.methods[key] = methods
             if every:
                 self.always[key] = faults[0]
             else:
@@ -92,16 +94,15 @@ class _Script:
     def take(self, method: str, path: str, rng: str) -> Fault | None:
         with self.lock:
             fault = None
-            if method == "GET":
-                for key, f in self.always.items():
-                    if key in path:
-                        fault = f
+            for key, f in self.always.items():
+                if key in path and method in self.methods.get(key, ("GET",)):
+                    fault = f
+                    break
+            else:
+                for key, queue in self.queues.items():
+                    if key in path and queue and method in self.methods.get(key, ("GET",)):
+                        fault = queue.pop(0)
                         break
-                else:
-                    for key, queue in self.queues.items():
-                        if key in path and queue:
-                            fault = queue.pop(0)
-                            break
             if fault is not None and fault.kind == "ok":
                 fault = None
             self.log.append((method, path, rng, fault.kind if fault else ""))
@@ -208,8 +209,8 @@ class FaultHTTPServer:
     def log(self) -> list[tuple[str, str, str, str]]:
         return self.script.log
 
-    def inject(self, name: str, *faults: Fault, every: bool = False) -> None:
-        self.script.inject(name, *faults, every=every)
+    def inject(self, name: str, *faults: Fault, every: bool = False, methods: tuple[str, ...] = ("GET",)) -> None:
+        self.script.inject(name, *faults, every=every, methods=methods)
 
     def url(self, name: str = "") -> str:
         return f"http://127.0.0.1:{self.port}/{name}"
@@ -279,8 +280,8 @@ class FaultProxy:
     def log(self) -> list[tuple[str, str, str, str]]:
         return self.script.log
 
-    def inject(self, key: str, *faults: Fault, every: bool = False) -> None:
-        self.script.inject(key, *faults, every=every)
+    def inject(self, key: str, *faults: Fault, every: bool = False, methods: tuple[str, ...] = ("GET",)) -> None:
+        self.script.inject(key, *faults, every=every, methods=methods)
 
     def start(self) -> FaultProxy:
         self.port = free_port()
