@@ -39,6 +39,7 @@ _MAGIC = b"\x1f\x8b\x08"
 _RAW_CHUNK = 1 << 20  # compressed bytes read from the file at a time
 _OUT_CHUNK = 1 << 20  # most bytes inflated by one call (bounds memory while skipping)
 _FIRST_WINDOW = 4096  # compressed bytes first offered to a new member (most WAT members are 1-3 KB)
+_FAST_INPUT = 1 << 16  # compressed bytes the fast path offers a member (larger ones take the general path)
 MAX_HEADER_BYTES = 1 << 16  # a WARC header block longer than this is not a WARC header
 _ZERRORS = (isal_zlib.error, ValueError)
 
@@ -332,7 +333,40 @@ def iter_records(fileobj: typing.BinaryIO, source: str, caps: Caps, stats: Stats
     maxrec = caps.max_record_bytes
     fast_limit = min(maxrec + MAX_HEADER_BYTES, cap)
     error = stats.error
+    decompressobj = isal_zlib.decompressobj
     while True:
+        if src.gz and (len(src.buf) - src.p >= _FAST_INPUT or src._have(_FAST_INPUT) or src.p < len(src.buf)):
+            # fastest path, no method calls: a member whose first 64 KB inflate to its end and
+            # hold one well-formed record (nearly every member of a Common Crawl file); anything
+            # else falls through to the general path below, which starts this member again
+            buf, p = src.buf, src.p
+            if buf.startswith(_MAGIC, p):
+                view = memoryview(buf)
+                d = decompressobj(31)
+                first = view[p : p + _FIRST_WINDOW]
+                try:
+                    out = d.decompress(first)
+                    used = len(first)
+                    if not d.eof:
+                        rest = view[p + _FIRST_WINDOW : p + _FAST_INPUT]
+                        out += d.decompress(rest, fast_limit)
+                        used += len(rest)
+                except _ZERRORS:
+                    out = b""
+                if d.eof and out.startswith(b"WARC/"):
+                    i = out.find(b"\r\n\r\n", 0, MAX_HEADER_BYTES)
+                    j = out.find(b"\n\n", 0, i if i >= 0 else MAX_HEADER_BYTES)
+                    end = j + 2 if j >= 0 else i + 4 if i >= 0 else -1
+                    if end > 0:
+                        hdr = out[: end - (2 if j >= 0 else 4)]
+                        m = _CLEN.search(hdr)
+                        if m is not None:
+                            clen = int(m.group(1))
+                            stop = end + clen
+                            if clen <= maxrec and stop <= len(out) and _NEWLINES(out, stop).end() == len(out):
+                                src.p = p + used - len(d.unused_data)
+                                yield RawRecord(src.base + p, _rtype(hdr), hdr, out[end:stop], False)
+                                continue
         member = src.begin(stats, source)
         if member is None:
             break
