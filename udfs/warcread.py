@@ -10,18 +10,19 @@ the offset, and reading resumes at the next member:
 
 - `gzip`: bad deflate data, a CRC mismatch, or junk between members; the next member
   is found by its gzip header (checked by inflating its first bytes into `WARC/`).
+- `truncated_member`: the file ends inside a member, after a whole record.
 - `truncated_record`: fewer bytes than the record's Content-Length (a lying length, or
-  a file cut short).
-- `bad_length`: the bytes after the payload are not the record end (a length that is
-  too short); reading resumes at the next `WARC/` header.
+  a file cut short); the bytes up to the member's end are still handed on, flagged.
+- `bad_length`: uncompressed files: the bytes after the payload are not the record
+  end; reading resumes at the next `WARC/` header.
 - `not_warc`: a member (or, uncompressed, a stretch) that holds no WARC header.
 - `too_large`: a payload over `max_record_bytes`; skipped without being kept.
 - `member_too_large`: more than `max_inflate_bytes` inflated for one record
   (decompression bombs); the rest of the member is abandoned.
 
 Uncompressed files are read as one long member; there a lying length can only be
-recovered from when the record is under `max_record_bytes` (the payload is searched for
-the next `WARC/` header).
+recovered from when the next record header lies within `max_record_bytes`. Memory per
+record is a small multiple of `max_record_bytes` whatever the input (docs/errors.md).
 """
 
 from __future__ import annotations
@@ -314,8 +315,26 @@ class _Source:
 
 
 def _rtype(hdr: bytes) -> str:
+    k = hdr.find(b"\r\nWARC-Type: ")  # as every writer spells it; else any case and spacing
+    if k >= 0:
+        e = hdr.find(b"\r", k + 13)
+        value = hdr[k + 13 : e if e >= 0 else len(hdr)]
+        if value.isalpha() and value.islower():
+            return value.decode("ascii")
     t = _TYPE.search(hdr)
     return t.group(1).strip().lower().decode("ascii", "replace") if t else ""
+
+
+def _content_length(hdr: bytes) -> int:
+    """Content-Length of a header block; -1 when it has none."""
+    k = hdr.find(b"\r\nContent-Length: ")
+    if k >= 0:
+        e = hdr.find(b"\r", k + 18)
+        value = hdr[k + 18 : e if e >= 0 else len(hdr)]
+        if value.isdigit():
+            return int(value)
+    m = _CLEN.search(hdr)
+    return int(m.group(1)) if m else -1
 
 
 def _tail_ok(tail: bytes) -> int:
@@ -354,19 +373,18 @@ def iter_records(fileobj: typing.BinaryIO, source: str, caps: Caps, stats: Stats
                 except _ZERRORS:
                     out = b""
                 if d.eof and out.startswith(b"WARC/"):
-                    i = out.find(b"\r\n\r\n", 0, MAX_HEADER_BYTES)
-                    j = out.find(b"\n\n", 0, i if i >= 0 else MAX_HEADER_BYTES)
-                    end = j + 2 if j >= 0 else i + 4 if i >= 0 else -1
-                    if end > 0:
-                        hdr = out[: end - (2 if j >= 0 else 4)]
-                        m = _CLEN.search(hdr)
-                        if m is not None:
-                            clen = int(m.group(1))
-                            stop = end + clen
-                            if clen <= maxrec and stop <= len(out) and _NEWLINES(out, stop).end() == len(out):
-                                src.p = p + used - len(d.unused_data)
-                                yield RawRecord(src.base + p, _rtype(hdr), hdr, out[end:stop], False)
-                                continue
+                    nl = out.find(b"\n", 0, 32)
+                    if nl > 0 and out[nl - 1] == 13:  # CRLF header (else LF-only: general path)
+                        i = out.find(b"\r\n\r\n", 0, MAX_HEADER_BYTES)
+                        hdr = out[:i] if i > 0 else b""
+                        clen = _content_length(hdr)
+                        end = i + 4
+                        stop = end + clen
+                        if i > 0 and 0 <= clen <= maxrec and stop <= len(out) and (
+                                stop == len(out) or not out[stop:].strip(b"\r\n")):
+                            src.p = p + used - len(d.unused_data)
+                            yield RawRecord(src.base + p, _rtype(hdr), hdr, out[end:stop], False)
+                            continue
         member = src.begin(stats, source)
         if member is None:
             break
