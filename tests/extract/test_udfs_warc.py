@@ -258,3 +258,46 @@ def test_input_format_forced(data_dir, cfg):
     cfg.input_format = "wat"
     with open(data_dir / "warc/resiliparse-clipped.warc.gz", "rb") as f:
         assert list(extract_stream(f, "x", cfg, Stats())) == []
+
+
+# -- framing: the layouts a WARC file may come in, read member by member -----------------
+
+def _pages(n: int) -> list[tuple[str, str]]:
+    return [(f"http://example.com/{i}", page(f'<img src="p{i}.jpg" alt="Picture number {i} here">')) for i in range(n)]
+
+
+def test_one_gzip_stream_and_plain_read_like_per_record_members(cfg, warc_bytes):
+    import gzip
+
+    per_record = warc_bytes(_pages(6))
+    plain = warc_bytes(_pages(6), gz=False)
+    want, _ = run_bytes(per_record, cfg)
+    assert len(want) == 6
+    for data in (plain, gzip.compress(plain)):  # uncompressed, and gzipped as one stream
+        rows, stats = run_bytes(data, cfg)
+        assert [r["text"] for r in rows] == [r["text"] for r in want] and not stats.errors
+    # offsets: where each record's member (or, uncompressed, its header) starts
+    starts = [i for i in range(len(plain)) if plain.startswith(b"WARC/1.", i)]
+    rows, _ = run_bytes(plain, cfg)
+    assert {r["source_offset"] for r in rows} <= set(starts)
+
+
+def test_junk_between_members_and_a_cut_last_member(cfg, warc_bytes):
+    import zlib
+
+    data = warc_bytes(_pages(5))
+    members, pos = [], 0
+    while pos < len(data):
+        d = zlib.decompressobj(31)
+        d.decompress(data[pos:])
+        end = len(data) - len(d.unused_data)
+        members.append(data[pos:end])
+        pos = end
+    # five response members: junk after the 2nd, the last member cut in half
+    junk = b"\x00garbage\x1f\x8bnot a member" * 10
+    bad = b"".join(members[:2]) + junk + b"".join(members[2:-1]) + members[-1][: len(members[-1]) // 2]
+    rows, stats = run_bytes(bad, cfg)
+    assert [r["text"] for r in rows][:4] == [f"Picture number {i} here" for i in range(4)]
+    assert stats.errors["gzip"] == 1
+    assert set(stats.errors) <= {"gzip", "truncated_record", "truncated_member"}
+    assert sum(stats.errors.values()) == 2
