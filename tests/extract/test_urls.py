@@ -56,10 +56,10 @@ def caption_urls(shared_data: Path) -> list[str]:
 
 
 def test_fast_path_equals_the_parser_on_real_urls(caption_urls: list[str]) -> None:
-    """10,000 real image URLs and 14 variants of each: normalize_url == ada + fragment dropped."""
+    """10,000 real image URLs, and 13 altered spellings of every 4th: normalize_url == ada + fragment dropped."""
     fast = 0
-    for url in caption_urls:
-        for v in _variants(url):
+    for i, url in enumerate(caption_urls):
+        for v in _variants(url) if i % 4 == 0 else [url]:
             assert normalize_url(v) == _reference(v), v
         fast += urls._CLEAN.fullmatch(url) is not None
     assert fast > len(caption_urls) * 0.8  # the fast path is taken for most real URLs
