@@ -2,13 +2,17 @@
 
 URLs come from a crawl, so anyone can make us fetch `http://169.254.169.254/...`
 (cloud instance metadata), `http://10.0.0.5/admin` or a hostname whose DNS answer
-points at one of those. The guard therefore sits at the only place that matters:
-the resolver the HTTP connector uses. Every DNS answer is vetted there and the
-connector connects to exactly the addresses that were vetted (no second lookup,
-no DNS cache), so an answer that changes between two lookups (DNS rebinding) is
-vetted again and cannot slip through. IP-literal hosts skip resolvers in aiohttp,
-so `check_literal` vets them before the request. Redirect targets go through the
-same two paths on every hop.
+points at one of those. The fetcher (dl_fetch) normalises each URL once
+(urls.normalize_url, WHATWG: the spelling the HTTP client will use) and then the
+guard checks it where it matters:
+  - `check_literal`: an IP-literal host of the normalised URL, before any request
+    (aiohttp does not call resolvers for literals);
+  - `GuardedResolver`: every DNS answer for a name; the connector connects to exactly
+    the addresses that were vetted (no second lookup, no DNS cache), so an answer that
+    changes between two lookups (DNS rebinding) is vetted again;
+  - `NetPolicy.check` in the connector's socket factory: the address each socket is
+    about to connect to, whatever led there (the last word: no spelling can differ).
+Redirect targets go through all of it on every hop.
 
 Only an explicit allow-list opens the guard (tests and benchmarks need loopback):
 entries are `IP`, `CIDR`, `IP:PORT`, `CIDR:PORT` or `[IPv6]:PORT`.
@@ -196,7 +200,7 @@ class GuardedResolver:
         """Vet an IP-literal URL host (aiohttp does not call resolvers for those)."""
         key = host.lower().rstrip(".")
         if key in self.overrides:
-            return  # vetted by `resolve` at connect time
+            return  # vetted at connect time: by `resolve` for names, by the socket factory always
         if is_ip_literal(host):
             self.policy.check(host.strip("[]"), port, host)
 
