@@ -108,6 +108,21 @@ def arm_floor_read(files: list[str]) -> dict:
     return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, "bytes_out": n}
 
 
+def arm_read_members(files: list[str]) -> dict:
+    """udfs.warcread: member by member, every record framed and its payload read (no JSON)."""
+    from crawlpairs.stats import Stats
+    from crawlpairs.udfs.warcread import Caps, iter_records
+
+    n = 0
+    caps = Caps(10_000_000, 256 << 20)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for f in files:
+        with open(f, "rb") as fh:
+            for rec in iter_records(fh, f, caps, Stats()):
+                n += len(rec.payload)
+    return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, "bytes_out": n}
+
+
 def _inflate_members(files: list[str], mod) -> dict:
     n = 0
     t0, c0 = time.perf_counter(), time.process_time()
@@ -151,6 +166,7 @@ ARMS = {
     "cc2dataset": arm_cc2dataset,
     "floor_parse": arm_floor_parse,
     "floor_read": arm_floor_read,
+    "read_members": arm_read_members,
     "inflate_isal": arm_inflate_isal,
     "inflate_zlibng": arm_inflate_zlibng,
     "inflate_zlib": arm_inflate_zlib,
