@@ -210,6 +210,7 @@ def run_stage(stage_cls: type[Stage] | Stage, cfg: Config, spark: Any = None,
 def main(stage_cls: type[Stage], argv: list[str] | None = None, prog: str | None = None) -> int:
     """Entry point for the CLI and for spark-submit: parse, check, run, report."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # its INFO lines are gateway chatter, not news
     stage = stage_cls()
     parser = build_parser(stage)
     if prog:

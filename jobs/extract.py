@@ -77,6 +77,10 @@ def output_settings(cfg: ExtractConfig, lid_sha256: str | None) -> dict[str, Any
 # -- executor side: one input file -> its rows and manifest ------------------------------
 
 
+class _WriteFailed(Exception):
+    """Writing the rows failed: the file stays pending (never committed as a bad file)."""
+
+
 def _publish(local: str, uri: str, st) -> None:
     """Move a finished local file to `uri` atomically (local rename; one upload on S3)."""
     if storage.is_remote(uri):
@@ -154,10 +158,15 @@ def commit_file(uri: str, crawl: str | None, cfg: Config, out: str, settings: di
             for crawl_id in crawl_ids:
                 part = rb if len(crawl_ids) == 1 else rb.filter(pc.equal(rb.column("crawl"), crawl_id))
                 part = part.drop_columns(["crawl"])
-                writer_for(crawl_id).write_batch(part)
+                try:
+                    writer_for(crawl_id).write_batch(part)
+                except Exception as exc:  # noqa: BLE001 - our write, not the input: never a file_error
+                    raise _WriteFailed(f"{exc.__class__.__name__}: {exc}") from exc
                 rows[crawl_id] += part.num_rows
     except TransientIOError as exc:
         return pending(f"{exc.__class__.__name__}: {exc}")
+    except _WriteFailed as exc:
+        return pending(f"write: {exc}")
     except FileNotFoundError as exc:  # gone since the driver listed it, or 404: not transient
         stats.error("missing_input", input=uri, message=str(exc))
     except Exception as exc:  # noqa: BLE001 - a broken file never fails the job; its rows so far are kept

