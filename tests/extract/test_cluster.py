@@ -42,41 +42,67 @@ def test_spark_submit_on_standalone_cluster_matches_local(standalone_cluster, sp
     cfg.input, cfg.output, cfg.extract.lid_model = inputs, str(tmp_path / "local"), lid_model
     run_stage(ExtractStage, cfg, spark)
 
-    on_cluster = read_table(tmp_path / "cluster" / "candidates").sort_values("uid").reset_index(drop=True)
-    local = read_table(tmp_path / "local" / "candidates").sort_values("uid").reset_index(drop=True)
+    order = ["uid", "source_file"]  # a pair may come from two files (dedup removes it later)
+    on_cluster = read_table(tmp_path / "cluster" / "candidates").sort_values(order).reset_index(drop=True)
+    local = read_table(tmp_path / "local" / "candidates").sort_values(order).reset_index(drop=True)
     assert len(on_cluster) > 50
     cols = ["uid", "url", "text", "page_url", "language", "license", "crawl", "source_file", "source_offset"]
     assert on_cluster[cols].equals(local[cols])
     assert (tmp_path / "cluster" / "candidates" / "_stats.json").exists()
 
 
-def test_killed_run_resumes_to_the_same_result(spark, shared_data, lid_model, tmp_path):
-    """SIGKILL the CLI after its first committed batch; the re-run ends where an unbroken run does."""
-    inputs = [str(p) for p in sorted((shared_data / "warc").iterdir())]
-    args = ["--input", *inputs, "--lid-model", lid_model, "--files-per-batch", "1", "--master", "local[1]",
-            "--conf", "spark.ui.enabled=false"]
-    proc = subprocess.Popen([sys.executable, "-m", "crawlpairs.cli", "extract", "--output", str(tmp_path / "a"),
-                             *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    committed = tmp_path / "a" / "candidates" / "_committed"
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and proc.poll() is None:
-        if committed.exists() and any(committed.glob("*.json")):
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done_before = len(list(committed.glob("*.json")))
-    assert 1 <= done_before < len(inputs)
+def executor_pids(cluster) -> list[int]:
+    """Executor JVMs the standalone workers launched (children of the worker JVMs we started)."""
+    workers = {p.pid for p in cluster.procs[1:]}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid in workers and b"CoarseGrainedExecutorBackend" in cmd:
+            found.append(int(entry.name))
+    return found
 
+
+def test_executor_killed_mid_job_loses_and_doubles_nothing(standalone_cluster, spark, lid_model, tmp_path):
+    """kill -9 an executor JVM while its task sits between a file's rows and its manifest: Spark reruns
+    the task elsewhere, the rerun overwrites the same data file, and the result equals a clean run."""
+    from crawlpairs.generate import generate
+    from crawlpairs.jobs.extract import PAUSE_ENV
+
+    wats = sorted(str(p) for p in generate(str(tmp_path / "gen"), kind="wat", files=4, pages_per_file=100,
+                                           seed=5).wat_files)
+    out = tmp_path / "cluster"
+    env = {**standalone_cluster.env, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crawlpairs.cli", "extract", "--input", *wats, "--output", str(out),
+         "--lid-model", lid_model, "--master", standalone_cluster.master_url, "--conf", "spark.ui.enabled=false",
+         "--conf", "spark.executor.memory=768m", "--conf", f"spark.executorEnv.{PAUSE_ENV}=4"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any((out / "candidates").glob("crawl=*/*.parquet")):
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        victims = executor_pids(standalone_cluster)
+        assert victims, "no executor JVM found"
+        os.kill(victims[0], signal.SIGKILL)
+        assert proc.wait(timeout=400) == 0, proc.stderr.read()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     cfg = Config()
-    cfg.input, cfg.extract.lid_model, cfg.extract.files_per_batch = inputs, lid_model, 1
-    cfg.output = str(tmp_path / "a")
-    resumed = run_stage(ExtractStage, cfg, spark)
-    assert resumed.extra["this_run"]["counts"]["files_skipped_committed"] == done_before
-    cfg.output = str(tmp_path / "b")
+    cfg.input, cfg.output, cfg.extract.lid_model = wats, str(tmp_path / "clean"), lid_model
     run_stage(ExtractStage, cfg, spark)
-
-    a = read_table(tmp_path / "a" / "candidates").sort_values(["uid", "batch"]).reset_index(drop=True)
-    b = read_table(tmp_path / "b" / "candidates").sort_values(["uid", "batch"]).reset_index(drop=True)
-    assert a.equals(b)
+    cols = ["source_file", "uid", "url", "text"]
+    got = read_table(out / "candidates")[cols].sort_values(cols).reset_index(drop=True)
+    want = read_table(tmp_path / "clean" / "candidates")[cols].sort_values(cols).reset_index(drop=True)
+    assert len(want) > 300 and got.equals(want)
+    assert len(list((out / "candidates" / "_files").glob("*.json"))) == len(wats)
