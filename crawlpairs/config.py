@@ -83,7 +83,7 @@ class DedupConfig:
     dedup_uid: bool = True  # keep one row per uid (url + text)
     dedup_url: bool = True  # keep one row per url
     url_keep: str = "earliest"  # which row survives: earliest (fetch_time) | longest_text
-    near_dup: bool = True
+    near_dup: bool = False  # near-duplicate captions (MinHash); off: on real galleries they are different pictures (docs/dedup.md)
     near_dup_scope: str = "image_domain"  # image_domain | global
     shingle_size: int = 3  # character k-grams of the normalised caption (captions are short)
     num_perm: int = 50  # MinHash permutations (>= bands * rows_per_band)

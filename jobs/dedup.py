@@ -4,9 +4,10 @@ Every input row ends with a `reason` (null = kept), decided in this order:
   seen_uid / seen_url  its uid (or url) was published by an earlier run (--seen)
   exact_uid            another row has the same uid (url + text)
   exact_url            another row has the same url (dedup_url)
-  near_dup             its caption is a near-duplicate (MinHash LSH + exact Jaccard
-                       check + connected components) of a better-ranked row's,
-                       within the same image domain or globally (near_dup_scope)
+  near_dup             (off by default) its caption is a near-duplicate (MinHash LSH
+                       + exact Jaccard check + connected components, dedup_graph.py)
+                       of a better-ranked row's, within the same image domain or
+                       globally (near_dup_scope)
 Which row of a group survives is the best by `url_keep`: `earliest` = earliest
 fetch_time, then longest text; `longest_text` = longest text, then earliest fetch;
 then uid, source_file, source_offset as the final tie-break, so the choice never
@@ -24,7 +25,6 @@ from crawlpairs.udfs.dedup_seen import SeenSet
 
 REASONS = ("seen_uid", "seen_url", "exact_uid", "exact_url", "near_dup")
 INTERNAL = "batch"  # extract's commit-batch partition column: not part of the dataset
-BROADCAST_EDGES = 2_000_000  # up to this many near-dup pairs, join them by broadcast (~32 MB)
 # The full table is cached twice (before near-dup, and annotated). DISK_ONLY streams each
 # partition to local disk: MEMORY_AND_DISK builds whole cached partitions on the heap and
 # ran a 3 GB local[2] JVM out of memory at 10M rows (bench/dedup/RESULTS.md).
@@ -213,10 +213,17 @@ class DedupStage(Stage):
     # -- near-duplicates -------------------------------------------------------------------
 
     def near_dup_drops(self, ctx: Context, live, order):
-        """Ids (`_id`) of rows whose caption near-duplicates a better-ranked row's."""
+        """Ids (`_id`) of rows whose caption near-duplicates a better-ranked row's.
+
+        LSH buckets become stars (member -> bucket's smallest id), each star edge is
+        verified by exact Jaccard against that representative, and the verified edges
+        are clustered by `dedup_graph.connected_components`. Memory per task never
+        depends on cluster size (see jobs/dedup_graph.py).
+        """
         from pyspark.sql import Window
         from pyspark.sql import functions as F
 
+        from crawlpairs.jobs import dedup_graph as graph
         from crawlpairs.udfs import minhash
 
         d = ctx.cfg.dedup
@@ -227,93 +234,59 @@ class DedupStage(Stage):
         def bands(batches):
             return minhash.band_batches(batches, k, perm, b, r, seed)
 
-        buckets = src.mapInArrow(bands, "id long, bucket long")
-        # one shuffle on the bucket key: every text of a multi-member bucket links to the smallest id
-        w = Window.partitionBy("bucket")
-        edges = (buckets.withColumn("rep", F.min("id").over(w)).where(F.col("id") != F.col("rep"))
-                 .select(F.col("rep").alias("a"), F.col("id").alias("b")).distinct()).persist()
-        n_cand = edges.count()
-        ctx.stats.extra["near_dup_candidate_pairs"] = n_cand
-        small = n_cand <= BROADCAST_EDGES  # small edge sets: broadcast joins, no shuffles of `live`
-        hint = F.broadcast if small else (lambda df: df)
-        if n_cand == 0:
-            edges.unpersist()
-            return None
-        raw = edges
-        if d.threshold > 0:
+        edges = graph.checkpoint(graph.star_edges(src.mapInArrow(bands, "id long, bucket long")))
+        info: dict = {"candidate_pairs": edges.count()}
+        ctx.stats.extra["near_dup"] = info
+        if info["candidate_pairs"] and d.threshold > 0:
+            phase(ctx, "near_dup_verify")
             texts = live.select(F.col("_id").alias("id"), "text")
-            pairs = (texts.withColumnRenamed("id", "a").withColumnRenamed("text", "text_a").join(hint(edges), "a")
+            pairs = (edges.join(texts.withColumnRenamed("id", "a").withColumnRenamed("text", "text_a"), "a")
                      .join(texts.withColumnRenamed("id", "b").withColumnRenamed("text", "text_b"), "b"))
 
             def verify(batches):
                 return minhash.verify_batches(batches, k)
 
             scored = pairs.select("a", "b", "text_a", "text_b").mapInArrow(verify, "a long, b long, jaccard float")
-            phase(ctx, "near_dup_verify")
-            edges = scored.where(F.col("jaccard") >= d.threshold).select("a", "b").persist()
-        n_edges = edges.count()
-        ctx.stats.extra["near_dup_verified_pairs"] = n_edges
-        if n_edges == 0:
-            raw.unpersist()
-            edges.unpersist()
+            edges = graph.checkpoint(scored.where(F.col("jaccard") >= d.threshold).select("a", "b"))
+        info["verified_pairs"] = edges.count() if d.threshold > 0 else info["candidate_pairs"]
+        if info["verified_pairs"] == 0:
+            info.update(clusters=0, rows_in_clusters=0, cc_rounds=0)
             return None
         phase(ctx, "components")
-        comp = self.components(ctx, edges, hint)
+        cc = graph.connected_components(edges, d.max_cc_iterations)
+        info["cc_rounds"] = cc.rounds
+        if not cc.converged:
+            ctx.stats.error("near_dup_not_converged", message=f"{cc.rounds} rounds; some clusters split")
         phase(ctx, "near_dup_rank")
-        ranked = live.select(F.col("_id").alias("id"), "uid", "text", "fetch_time", "source_file", "source_offset",
-                             "page_url").join(hint(comp), "id")
+        ranked = live.select(F.col("_id").alias("id"), "uid", "url", "text", "fetch_time", "source_file",
+                             "source_offset", "page_url", "image_domain").join(cc.labels, "id")
         w = Window.partitionBy("comp").orderBy(*order)
-        drops = ranked.withColumn("_rn", F.row_number().over(w)).where("_rn > 1").select(F.col("id").alias("_id"))
-        drops = hint(drops.localCheckpoint())
-        ctx.stats.extra["near_dup_clusters"] = comp.select("comp").distinct().count()
-        raw.unpersist()
-        edges.unpersist()
-        return drops
+        numbered = graph.checkpoint(ranked.withColumn("_rn", F.row_number().over(w))
+                                    .select("id", "comp", "_rn", "url", "text", "page_url", "image_domain"))
+        self.cluster_stats(ctx, numbered, info)
+        return numbered.where("_rn > 1").select(F.col("id").alias("_id"))
 
-    def components(self, ctx: Context, edges, hint):
-        """Connected components by min-label propagation with pointer jumping, all in Spark.
-
-        Each round: a node takes the smallest label among itself and its neighbours,
-        then the label of its label. Rounds ~ log(diameter); the driver only counts
-        the nodes whose label changed. `hint` broadcasts the label table when small.
-        """
+    def cluster_stats(self, ctx: Context, numbered, info: dict, top: int = 10) -> None:
+        """Cluster-size histogram and the largest clusters (survivor's domain, text, url)."""
         from pyspark.sql import functions as F
 
-        spark = ctx.spark
-        aqe = spark.conf.get("spark.sql.adaptive.enabled", "true")
-        if hint is F.broadcast:  # broadcast joins need no adaptive planning; it only adds jobs per round
-            spark.conf.set("spark.sql.adaptive.enabled", "false")
-        try:
-            both = edges.select(F.col("a").alias("src"), F.col("b").alias("dst")).unionByName(
-                edges.select(F.col("b").alias("src"), F.col("a").alias("dst"))).persist()
-            labels = both.groupBy(F.col("src").alias("id")).agg(F.least(F.min("dst"), F.first("src")).alias("comp"))
-            keep = []
-            rounds = 0
-            for rounds in range(1, ctx.cfg.dedup.max_cc_iterations + 1):  # noqa: B007 - reported below
-                nbr = (both.join(hint(labels.withColumnRenamed("id", "src")), "src")
-                       .groupBy(F.col("dst").alias("id")).agg(F.min("comp").alias("m")))
-                step = (labels.withColumnRenamed("comp", "old").join(nbr, "id", "left")
-                        .select("id", "old", F.least("old", F.coalesce("m", "old")).alias("comp")))
-                look = step.select(F.col("id").alias("cid"), F.col("comp").alias("ccomp"))
-                jump = (step.join(hint(look), F.col("comp") == F.col("cid"), "left")
-                        .select("id", "old", F.least("comp", F.coalesce("ccomp", "comp")).alias("comp")))
-                # persist + count: one job per round; cut the lineage every few rounds
-                new = jump.localCheckpoint() if rounds % 4 == 0 else jump.persist()
-                changed = new.where("comp != old").count()
-                keep.append(new)
-                labels = new.select("id", "comp")
-                if changed == 0:
-                    break
-            else:
-                ctx.stats.error("near_dup_not_converged", message=f"{rounds} rounds; some clusters split")
-            labels = labels.localCheckpoint()
-            for df in keep:
-                df.unpersist()
-            both.unpersist()
-        finally:
-            spark.conf.set("spark.sql.adaptive.enabled", aqe)
-        ctx.stats.extra["cc_rounds"] = rounds
-        return labels
+        from crawlpairs.jobs import dedup_graph as graph
+        from crawlpairs.udfs import components
+
+        sizes = numbered.groupBy("comp").agg(F.count("*").alias("size"),
+                                             F.countDistinct("page_url").alias("pages"))
+        hist = (sizes.groupBy(graph.size_bucket_column(F.col("size")).alias("bucket"))
+                .agg(F.count("*").alias("clusters"), F.sum("size").alias("rows")).collect())
+        info["size_histogram"] = components.size_histogram((h["bucket"], h["clusters"], h["rows"]) for h in hist)
+        info["clusters"] = sum(h["clusters"] for h in hist)
+        info["rows_in_clusters"] = sum(h["rows"] for h in hist)
+        biggest = sizes.orderBy(F.col("size").desc(), "comp").limit(top)
+        best = numbered.where("_rn = 1").select("comp", "image_domain", "text", "url")
+        info["largest"] = [
+            {"size": x["size"], "pages": x["pages"], "image_domain": x["image_domain"], "kept_text": x["text"],
+             "kept_url": x["url"]}
+            for x in biggest.join(best, "comp").orderBy(F.col("size").desc(), "comp").collect()]
+
 
 if __name__ == "__main__":
     sys.exit(main(DedupStage))

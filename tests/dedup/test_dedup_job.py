@@ -41,7 +41,12 @@ def test_exact_and_near_duplicates(tmp_path, run_dedup):
         row("https://cdn.other.net/x.jpg", DRAGONFLY_V, minutes=0),
     ]
     inp = write_candidates(tmp_path / "candidates", rows, files=3)
-    kept, stats = run_dedup(inp, tmp_path / "out")
+    # defaults: exact rules only; near-duplicate captions of other images are other pictures
+    kept0, stats0 = run_dedup(inp, tmp_path / "out0")
+    assert stats0["dropped"] == {"exact_uid": 2, "exact_url": 1}
+    assert len(kept0) == 13 and "near_dup" not in stats0.get("extra", {})
+
+    kept, stats = run_dedup(inp, tmp_path / "out", near_dup=True)
     texts = sorted((r["url"], r["text"]) for r in kept)
     assert stats["counts"] == {"rows_in": 16, "rows_out": 10}
     assert stats["dropped"] == {"exact_uid": 2, "exact_url": 1, "near_dup": 3}
@@ -56,9 +61,16 @@ def test_exact_and_near_duplicates(tmp_path, run_dedup):
                             "language", "language_score", "license", "license_url", "crawl", "source_file",
                             "source_offset", "fetch_time", "width", "height"}
     assert not any(k.startswith("_") or k == "batch" for k in kept[0])
+    nd = stats["extra"]["near_dup"]  # three pairs of two: dragonfly, granite, table
+    assert nd["clusters"] == 3 and nd["rows_in_clusters"] == 6 and nd["verified_pairs"] == 3
+    assert nd["size_histogram"]["2"] == {"clusters": 3, "rows": 6}
+    assert sum(h["clusters"] for h in nd["size_histogram"].values()) == 3
+    assert {(c["size"], c["image_domain"]) for c in nd["largest"]} == {(2, "shop.example.org")}
+    assert {c["kept_text"] for c in nd["largest"]} == {DRAGONFLY_V, GRANITE, TABLE_V}
 
     # the other survivor rule and the global scope
-    kept2, stats2 = run_dedup(inp, tmp_path / "out2", url_keep="longest_text", near_dup_scope="global")
+    kept2, stats2 = run_dedup(inp, tmp_path / "out2", url_keep="longest_text", near_dup_scope="global",
+                               near_dup=True)
     assert stats2["dropped"] == {"exact_uid": 2, "exact_url": 1, "near_dup": 4}
     b = [r["text"] for r in kept2 if r["url"].endswith("/b.jpg")]
     assert b == ["Mango chicken stir fry with rice and peppers"]
@@ -72,9 +84,10 @@ def test_chained_near_duplicates_form_one_cluster(tmp_path, run_dedup):
     b = "Albany Abelie Texture Gold Wallpaper"
     c = "Albany Abelie Texture Gold Wallpaper - Free Shipping"
     rows = [row(f"https://w.example.com/{i}.jpg", t, minutes=i) for i, t in enumerate([a, b, c])]
-    kept, stats = run_dedup(write_candidates(tmp_path / "c", rows), tmp_path / "o")
+    kept, stats = run_dedup(write_candidates(tmp_path / "c", rows), tmp_path / "o", near_dup=True)
     assert [r["text"] for r in kept] == [a]
     assert stats["dropped"] == {"near_dup": 2}
+    assert stats["extra"]["near_dup"]["size_histogram"]["3-9"] == {"clusters": 1, "rows": 3}
 
 
 def test_seen_set_by_url_across_runs(tmp_path, run_dedup):
@@ -83,7 +96,7 @@ def test_seen_set_by_url_across_runs(tmp_path, run_dedup):
 
     seen = tmp_path / "seen"
     a, b, c = (f"https://img.example.com/{x}.jpg" for x in "abc")
-    opts = {"near_dup": False}
+    opts = {"near_dup": False}  # the default; said here because this test is about the seen-set
     first = [row(a, "Tavern Brawl by velinov"), row(b, "Stir Fry Mango Chicken")]
     run_dedup(write_candidates(tmp_path / "c1", first), tmp_path / "o1", seen, seen_by_url=True, **opts)
     second = [row(a, "Tavern Brawl by velinov"),  # published uid
