@@ -446,6 +446,7 @@ def extract_stream(
                 images = page.images
                 if len(images) > max_links:
                     stats.drop("too_many_links", len(images) - max_links)
+                    stats.incr("pairs_found", len(images) - max_links)  # found = kept + dropped
                     images = images[:max_links]
                 b.add_page(page_url, base, images, lic, rec.offset, header_value(rec.header, "WARC-Date"), True)
             elif rtype in ("response", "resource"):
@@ -475,6 +476,7 @@ def extract_stream(
                 images = page.images
                 if len(images) > max_links:
                     stats.drop("too_many_links", len(images) - max_links)
+                    stats.incr("pairs_found", len(images) - max_links)  # found = kept + dropped
                     images = images[:max_links]
                 b.add_page(page_url or None, page.base, images, lic, rec.offset,
                            hrec.headers.get("WARC-Date"), False)

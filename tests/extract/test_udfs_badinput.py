@@ -246,6 +246,7 @@ def test_too_many_links_are_capped(cfg):
     links = [{"path": "IMG@/src", "url": f"/{n}.jpg", "alt": f"Picture number {n}"} for n in range(30)]
     table, stats = run(wat_record(links), cfg)
     assert table.num_rows == 10 and stats.dropped["too_many_links"] == 20
+    assert stats.counts["pairs_found"] == stats.counts["pairs_kept"] + sum(stats.dropped.values()) == 30
 
 
 BOMB_CHILD = """
