@@ -333,7 +333,8 @@ class ResumableReader(io.RawIOBase):
     After a reset, a timeout, a 5xx/SlowDown/429 or a short body, the file is reopened
     and read on from the first byte not yet received (a range request), after the
     back-off. Bytes are handed out once, in order: whoever inflates and parses them
-    keeps its state, so nothing is read twice and nothing is skipped. When
+    keeps its state, so nothing is read twice and nothing is skipped. A file whose size
+    (or S3 ETag) changed between two opens is not resumed (TransientIOError). When
     `io_retries` tries in a row fail, `TransientIOError` is raised. Anything else (a
     missing file, 403, bad data) propagates at once.
     """
@@ -350,6 +351,8 @@ class ResumableReader(io.RawIOBase):
         self.waited = 0.0  # seconds spent backing off
         self._fh: Any = None
         self._remote = is_remote(uri)
+        self.etag: str | None = None  # S3: a resumed read must find the same object
+        self._opened = False
         self._call(lambda: None)  # open now: a missing file fails here, before any work
 
     def _open(self) -> None:
@@ -364,8 +367,15 @@ class ResumableReader(io.RawIOBase):
             fh = fs.open(path, "rb")
         try:
             size = getattr(fh, "size", None)
-            if self.size is None and isinstance(size, int):
-                self.size = size
+            details = getattr(fh, "details", None)
+            etag = details.get("ETag") if isinstance(details, dict) else None
+            if self._opened and (size != self.size or etag != self.etag):
+                # resuming into another object would splice two files: read it again next run
+                raise TransientIOError(f"{self.uri}: changed while being read (size {self.size} -> {size}, "
+                                       f"ETag {self.etag} -> {etag}); nothing of it is committed")
+            self.size = size if isinstance(size, int) else None
+            self.etag = etag
+            self._opened = True
             if self.pos:
                 fh.seek(self.pos)
         except BaseException:

@@ -135,6 +135,19 @@ def test_retries_spent_raise_transient_io_error(server, wat, ecfg):
     assert sum(1 for m, p, _, k in server.log if m == "GET" and k == "status") == 3
 
 
+def test_a_file_replaced_mid_read_is_not_spliced(wat, ecfg, tmp_path):
+    served = tmp_path / "moving.wat.gz"
+    served.write_bytes(wat.read_bytes())
+    with faults.FaultHTTPServer(tmp_path) as srv:
+        stats = Stats()
+        batches = extract_file(srv.url(served.name), None, ecfg, storage(), stats, batch_rows=300)
+        next(batches)  # reading has begun
+        served.write_bytes(wat.read_bytes() + b"\0" * 100)  # the object is replaced ...
+        srv.inject(served.name, faults.cut(0.5))  # ... and the next range request is cut
+        with pytest.raises(TransientIOError, match="changed while being read"):
+            list(batches)
+
+
 def test_missing_and_forbidden_are_not_retried(server, wat, ecfg):
     t0 = time.monotonic()
     with pytest.raises(FileNotFoundError):
