@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("crawlpairs.jobs.score:ScoreStage", "images/ -> scored/ + embeddings/ (CLIP, NSFW, aesthetic)"),
     "index": ("crawlpairs.jobs.index:IndexStage", "embeddings/ -> index/ (autofaiss kNN)"),
     "query": ("crawlpairs.jobs.query:QueryStage", "top-k search of an index by text, image or vector"),
+    "publish": ("crawlpairs.jobs.publish:PublishStage", "scored/ (or deduped/) -> dataset/ (data, laion, open, card)"),
 }
 
 

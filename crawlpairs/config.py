@@ -218,6 +218,16 @@ class IndexConfig:
 
 
 @dataclass
+class PublishConfig:
+    """Stage 6: scored/ + images/ (or deduped/) -> dataset/ (data, laion, open, README.md card)."""
+
+    rows_per_file: int = 500_000  # rows per Parquet file in data/, laion/ and open/ (the last one holds the rest)
+    open_licenses: list[str] = field(default_factory=lambda: ["cc0", "pdm"])  # page licenses of the open/ subset
+    pretty_name: str = "crawlpairs image-text pairs"  # the dataset card's title
+    card_license: str = "other"  # the card's license tag: the pairs' images and texts keep their owners' rights
+
+
+@dataclass
 class Config:
     """Everything one run needs; `input`/`output` are the stage's own."""
 
@@ -231,9 +241,10 @@ class Config:
     download: DownloadConfig = field(default_factory=DownloadConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
 
 
-SECTIONS = ("spark", "storage", "extract", "dedup", "recrawl", "download", "score", "index")
+SECTIONS = ("spark", "storage", "extract", "dedup", "recrawl", "download", "score", "index", "publish")
 
 
 def _field_types(cls: type) -> dict[str, Any]:

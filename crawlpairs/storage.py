@@ -18,6 +18,7 @@ import io
 import os
 import posixpath
 import random
+import shutil
 import socket
 import tempfile
 import time
@@ -119,6 +120,36 @@ def write_bytes(uri: str, data: bytes, storage: StorageConfig | None = None) -> 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def put_file(local: str, uri: str, storage: StorageConfig | None = None) -> None:
+    """Move a finished local file to `uri` atomically (local: rename; S3: one upload appears whole)."""
+    if is_remote(uri):
+        fs, path = filesystem(uri, storage)
+        fs.put_file(local, path)
+        return
+    Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(local, uri)
+    except OSError:  # another device (tmp on tmpfs): copy beside the target, then rename
+        fd, tmp = tempfile.mkstemp(prefix=f".{Path(uri).name}.", suffix=".tmp", dir=Path(uri).parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(local, tmp)
+            os.replace(tmp, uri)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def move(src: str, dst: str, storage: StorageConfig | None = None) -> None:
+    """Rename a file or folder (local: one rename; object stores: copy then delete)."""
+    if is_remote(src):
+        fs, path = filesystem(src, storage)
+        fs.mv(path, filesystem(dst, storage)[1], recursive=True)
+        return
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    os.replace(src, dst)
 
 
 def write_json(uri: str, obj: Any, storage: StorageConfig | None = None) -> None:
