@@ -24,7 +24,7 @@ def test_demo_runs_every_stage_and_rows_flow_through(spark, tmp_path):
     cfg = Config()
     cfg.output = str(tmp_path / "demo")
     cfg.spark.shuffle_partitions = 4
-    args = argparse.Namespace(demo=True, stages="extract,dedup,download,score,index", demo_pages=40)
+    args = argparse.Namespace(demo=True, stages="extract,dedup,download,score,index,publish", demo_pages=40)
     run_stage(PipelineStage, cfg, spark, args=args)
     root = tmp_path / "demo"
 
@@ -49,11 +49,18 @@ def test_demo_runs_every_stage_and_rows_flow_through(spark, tmp_path):
     hits = query(str(root / "index"), vector=vec, k=1)
     assert hits[0]["url"] == ds.dataset(str(meta)).to_table().column("url")[0].as_py()
     summary = json.loads((root / "_stats.json").read_text())
-    assert set(summary["extra"]) >= {"extract", "dedup", "download", "score", "index"}
+    assert set(summary["extra"]) >= {"extract", "dedup", "download", "score", "index", "publish"}
+    # publish: every scored row, with the crawl provenance the image shards carried
+    data = ds.dataset(str(root / "dataset" / "data"), format="parquet").to_table().to_pandas()
+    assert len(data) == score["counts"]["rows_out"] and data.uid.is_unique
+    assert data.crawl.notna().all() and data.source_file.notna().all() and data.language.notna().all()
+    laion = ds.dataset(str(root / "dataset" / "laion"), format="parquet").to_table()
+    assert laion.num_rows == len(data) and laion.column("WIDTH").null_count == 0
+    assert (root / "dataset" / "README.md").read_text().startswith("---\n")
 
 
 def test_unknown_stage_is_a_usage_error(tmp_path):
     cfg = Config()
     cfg.output = str(tmp_path)
     with pytest.raises(UsageError, match="--stages"):
-        PipelineStage().run(Context(cfg=cfg, args=argparse.Namespace(stages="extract,publish")))
+        PipelineStage().run(Context(cfg=cfg, args=argparse.Namespace(stages="extract,nope")))
