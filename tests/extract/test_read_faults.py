@@ -56,7 +56,8 @@ def read(uri: str, cfg: ExtractConfig, st: StorageConfig | None) -> tuple[pa.Tab
 
 
 def storage(**kw) -> StorageConfig:
-    base = dict(io_retries=3, io_backoff_base=0.05, io_backoff_max=2.0, io_timeout=1.5, io_block_size=BLOCK)
+    # io_timeout well above any pause a loaded CI machine makes, well below the injected stalls
+    base = dict(io_retries=3, io_backoff_base=0.05, io_backoff_max=2.0, io_timeout=3.0, io_block_size=BLOCK)
     return StorageConfig(**{**base, **kw})
 
 
@@ -108,7 +109,7 @@ def test_http_cut_halfway_resumes_with_a_range_request(server, wat, ecfg, clean)
 
 
 def test_http_short_body_without_error_and_stall_are_retried(server, wat, ecfg, clean):
-    server.inject(wat.name, faults.ok(), faults.cut(0.3, reset=False), faults.stall(4, at=0.2))
+    server.inject(wat.name, faults.ok(), faults.cut(0.3, reset=False), faults.stall(7, at=0.2))
     t0 = time.monotonic()
     table, stats = read(server.url(wat.name), ecfg, storage())
     assert table.equals(clean)
@@ -164,7 +165,7 @@ def test_s3_through_fault_proxy(s3_server, wat, ecfg, clean):
     s3_server.client.put_object(Bucket=s3_server.bucket, Key=key, Body=wat.read_bytes())
     with faults.FaultProxy(s3_server.endpoint) as proxy:
         st = storage(s3_endpoint=proxy.endpoint, s3_region="us-east-1")
-        proxy.inject(wat.name, faults.status(503), faults.ok(), faults.cut(0.5), faults.stall(4, at=0.1),
+        proxy.inject(wat.name, faults.status(503), faults.ok(), faults.cut(0.5), faults.stall(7, at=0.1),
                      faults.status(500, s3_code="InternalError"))
         table, stats = read(s3_server.uri(key), ecfg, st)
         assert table.equals(clean)
