@@ -1,26 +1,41 @@
 """Stage 3: deduped/ -> images/ (webdataset shards + Parquet), polite and SSRF-safe.
 
 Wiring only; the work is in udfs/dl_*:
-  1. every input row gets a shard (hash of uid mod the shard count fixed in _plan.json);
-     shards with a `_stats.json` are done and skipped (resume); with --retry-failed the
-     transient failures of done shards are fetched again, nothing else;
-  2. rows are repartitioned by host so one task owns a host (per-host limits hold),
-     and `dl_task.download_frames` fetches, vets and resizes them (mapInPandas);
-  3. rows are grouped by shard and `dl_shards.write_shard` writes tar + Parquet + stats;
-  4. the stage's `_stats.json` sums every shard's stats (skipped ones included).
+  1. plan (dl_plan, on the driver, before any request): every row's host key is computed in
+     Python (`tag_batches`: WHATWG parse, never throws); a per-host count gives the rows per
+     host, the politeness bound and the task layout, recorded in `images_meta/plan.json`
+     with the input's identity and the settings fingerprint;
+  2. place: rows go to their task (`assign_batches`), are ranked per host inside the task
+     and ordered by expected start time, and cut into shards (two windows over one shuffle
+     of row metadata: no image bytes are ever shuffled);
+  3. fetch: each task (`dl_task.download_shards`) fetches its rows in that order and commits
+     each shard (tar, Parquet, then `_stats.json`) as soon as it is complete; committed
+     shards are skipped, so a killed run loses only what was in flight;
+  4. the stage's `images_meta/_stats.json` sums every shard's stats (skipped ones included).
 """
 
 from __future__ import annotations
 
-from crawlpairs import storage
+import sys
+import time
+from functools import partial
+
+from crawlpairs import fingerprint, storage
 from crawlpairs.stage import Context, Stage, UsageError, main
 from crawlpairs.stats import Stats
-from crawlpairs.udfs import dl_shards
+from crawlpairs.udfs import dl_plan, dl_shards
 from crawlpairs.udfs.dl_fetch import TRANSIENT_KINDS
 from crawlpairs.udfs.dl_images import RESIZE_MODES
-from crawlpairs.udfs.dl_task import RESULT_COLUMNS, RESULT_SCHEMA, download_frames
+from crawlpairs.udfs.dl_task import SHARD_RESULT_SCHEMA, TASK_SCHEMA, download_shards
 
-INTERNAL = ("batch", "key", "_shard", "_host")
+INTERNAL = ("key", "_shard", "_host", "_h", "_task", "_tkey", "_rate", "_rank", "_t", "_pos")
+# Fields that change speed or politeness only: changing them never forces a recompute.
+NOT_OUTPUT = ("connect_timeout", "read_timeout", "total_timeout", "per_host_rps", "per_host_concurrency",
+              "in_flight_per_task", "retries", "max_retry_after", "backoff_base", "partitions", "max_pending",
+              "decode_threads", "retry_failed", "force", "resolve_overrides", "allow_network", "user_agent",
+              "contact_url", "host_rps", "host_rps_file", "adaptive_backoff", "slow_response_s", "min_host_rps",
+              "max_crawl_delay")
+NOMINAL_TASK_RPS = 100.0  # planning rate for hosts without a limit (about one core's images/s)
 
 
 def uid_column():
@@ -30,17 +45,11 @@ def uid_column():
     return F.substring(F.sha2(F.concat_ws("\t", "url", F.coalesce("text", F.lit(""))), 256), 1, 32)
 
 
-def shard_column(shards: int):
-    """A row's shard: xxhash64(uid) mod the shard count of `_plan.json`."""
-    from pyspark.sql import functions as F
-
-    return F.pmod(F.xxhash64("uid"), F.lit(shards)).cast("int")
-
-
 class DownloadStage(Stage):
     name = "download"
     section = "download"
     output_dir = "images"
+    stats_dir = "images" + dl_shards.META_SUFFIX
     help = "deduped/ -> images/: fetch politely (opt-outs, robots.txt, per-host limits, SSRF guard)"
 
     def check(self, ctx: Context) -> None:
@@ -49,6 +58,10 @@ class DownloadStage(Stage):
             raise UsageError(f"--resize-mode {d.resize_mode}: expected one of {', '.join(RESIZE_MODES)}")
         if d.output_format not in ("jpg", "jpeg", "png", "webp"):
             raise UsageError(f"--output-format {d.output_format}: expected jpg, png or webp")
+        if d.shard_size < 1:
+            raise UsageError(f"--shard-size {d.shard_size}: expected a positive number of rows")
+        if d.partitions < 0:
+            raise UsageError(f"--partitions {d.partitions}: expected 0 (parallelism) or more")
         for flag, uri in (("--do-not-train", d.do_not_train), ("--url-blocklist", d.url_blocklist),
                           ("--hash-blocklist", d.hash_blocklist)):
             if uri and not storage.exists(uri, ctx.cfg.storage):
@@ -62,78 +75,163 @@ class DownloadStage(Stage):
                 raise UsageError(f"--allow-network {entry}: expected IP[/len][:port]") from None
 
     def run(self, ctx: Context) -> None:
+        from pyspark.sql import Window
         from pyspark.sql import functions as F
         from pyspark.sql import types as T
-        from pyspark.sql.pandas.types import from_arrow_schema
+        from pyspark.sql.pandas.types import to_arrow_schema
 
         cfg, spark, d, st, out = ctx.cfg, ctx.spark, ctx.cfg.download, ctx.cfg.storage, ctx.out
         self.check(ctx)
         rows = ctx.read_parquet_input()
         if "url" not in rows.columns:
             raise UsageError(f"--input {','.join(cfg.input)}: no `url` column")
-        rows = rows.drop(*[c for c in (*INTERNAL, *RESULT_COLUMNS) if c in rows.columns])
+        rows = rows.drop(*[c for c in (*INTERNAL, *SHARD_RESULT_SCHEMA.names) if c in rows.columns])
         if "uid" not in rows.columns:
             rows = rows.withColumn("uid", uid_column())
-        columns = rows.columns
+        input_arrow = to_arrow_schema(rows.schema, timezone="UTC")
+        meta = dl_shards.meta_dir(out)
+        plan_uri = storage.join(meta, dl_shards.PLAN)
+        settings = fingerprint.settings(d, ignore=NOT_OUTPUT)
 
-        plan_uri = storage.join(out, dl_shards.PLAN)
-        n_rows = rows.count()
-        if storage.exists(plan_uri, st):
-            plan = storage.read_json(plan_uri, st)
-            if plan["rows"] != n_rows:  # shards of another input: resuming would skip new rows
-                raise UsageError(f"--output {cfg.output}: holds a download of {plan['rows']} input rows, "
-                                 f"this input has {n_rows}; use a new --output")
+        # 1. plan: host keys in Python, one aggregate, a small summary per partition
+        t0 = time.perf_counter()
+        tasks = d.partitions or spark.sparkContext.defaultParallelism
+        tag_schema = T.StructType(rows.schema.fields + [T.StructField("_host", T.StringType()),
+                                                        T.StructField("_h", T.LongType())])
+        tagged = rows.mapInArrow(partial(dl_plan.tag_batches, max_url_length=d.max_url_length), tag_schema)
+        rate_of = self.rate_of(d)
+        summary_schema = "kind string, host string, rows long, x long, task long, res array<long>"
+        hosts = tagged.select("_host", "_h").repartition(tasks, "_host")  # a host's rows in one partition
+        summary = [r.asDict() for r in hosts.mapInArrow(
+            partial(dl_plan.summarize_hosts, tasks=tasks, rate_of=rate_of, top=2 * tasks + 10),
+            summary_schema).collect()]
+        plan = dl_plan.make_plan(summary, tasks, rate_of)
+        prior = storage.read_json(plan_uri, st) if storage.exists(plan_uri, st) else None
+        if prior is not None and d.force:
+            self.clear(out, plan_uri, st)
+            prior = None
+        if prior is not None:
+            self.same_input(prior, plan, cfg)
+            try:
+                fingerprint.check(prior.get("settings"), settings, f"--output {out}")
+            except fingerprint.StaleOutput as exc:
+                raise UsageError(str(exc)) from None
+            plan = prior
         else:
-            plan = dl_shards.plan(n_rows, d.shard_size)
-            storage.write_json(plan_uri, plan, st)
-        rows = rows.withColumn("_shard", shard_column(plan["shards"]))
+            plan.update(task_keys=dl_plan.partition_keys(tasks), order_rps=d.per_host_rps, settings=settings,
+                        fingerprint=fingerprint.digest(settings), shard_size=d.shard_size,
+                        inputs=list(cfg.input), created_at=dl_shards.iso(time.time()))
+            plan.update(dl_plan.shard_layout(plan["task_rows"], d.shard_size))
+            storage.write_json(plan_uri, plan, st)  # recorded before the first request
+        tasks = plan["tasks"]
+        t_plan = time.perf_counter()
 
-        done = {int(storage.basename(u)[: -len("_stats.json")])
-                for u in storage.glob(storage.join(out, "*_stats.json"), st)
-                if storage.basename(u)[0].isdigit()}
-        todo = rows.filter(~F.col("_shard").isin(list(done))) if done else rows
-        if d.retry_failed and done:
-            old = spark.read.parquet(*[ctx.spark_uri(storage.join(out, f"{dl_shards.shard_name(s, plan)}.parquet"))
-                                       for s in sorted(done)])
-            kind = F.trim(F.split("error_message", ":").getItem(0))
-            again = old.filter((F.col("status") == "error") & kind.isin(list(TRANSIENT_KINDS)))
-            todo = todo.unionByName(again.select(*columns).withColumn("_shard", shard_column(plan["shards"])))
-        ctx.stats.incr("shards_total", plan["shards"])
+        # 2. place every row: task, rank per host, order by expected start, shard
+        assign_schema = T.StructType(tag_schema.fields + [T.StructField("_task", T.IntegerType()),
+                                                          T.StructField("_tkey", T.LongType()),
+                                                          T.StructField("_rate", T.DoubleType())])
+        assigned = tagged.mapInArrow(partial(dl_plan.assign_batches, plan=plan, nominal_rps=NOMINAL_TASK_RPS),
+                                     assign_schema).repartition(tasks, "_tkey")
+        by_host = Window.partitionBy("_tkey", "_host").orderBy("_h", "uid")
+        by_time = Window.partitionBy("_tkey").orderBy("_t", "_h", "uid")
+        placed = (assigned.withColumn("_rank", F.row_number().over(by_host) - 1)
+                  .withColumn("_t", F.col("_rank") / F.col("_rate"))
+                  .withColumn("_pos", F.row_number().over(by_time) - 1))
+        print(dl_plan.describe(plan), file=sys.stderr)
+        t_place = time.perf_counter()
+        ctx.stats.extra["plan"] = {k: plan[k] for k in ("bound_seconds", "bounding_hosts", "tasks", "shards")}
+        first = F.array(*[F.lit(int(x)) for x in plan["task_first_shard"]])
+        placed = placed.withColumn(
+            "_shard", (F.element_at(first, F.col("_task") + 1) + F.floor(F.col("_pos") / plan["shard_size"]))
+            .cast("long"))
 
-        host = F.lower(F.expr("parse_url(url, 'HOST')"))
-        todo = todo.withColumn("_host", F.coalesce(host, F.col("url")))
-        parts = d.partitions or 4 * spark.sparkContext.defaultParallelism
-        fetched_schema = T.StructType(todo.schema.fields + from_arrow_schema(RESULT_SCHEMA).fields)
+        # 3. fetch: each task commits its shards as they fill
+        self.clean_temp(out, st)
+        done = dl_shards.committed(out, st)
+        retry = self.retry_shards(ctx, plan, done) if d.retry_failed else set()
+        skip = sorted(done - retry)
+        todo = placed.filter(~F.col("_shard").isin(skip)) if skip else placed
+        todo = todo.sortWithinPartitions("_shard", "_pos")
+        shard_schema = dl_shards.parquet_schema(input_arrow, SHARD_RESULT_SCHEMA)
+        ext = "jpg" if d.output_format == "jpeg" else d.output_format
+        shares = dl_plan.rate_shares(plan)
+        layout = {k: plan[k] for k in ("shard_digits", "index_digits", "shard_size")}
 
         def fetch(batches):
-            return download_frames(batches, d, st)
+            return download_shards(batches, d, out, layout, shard_schema, st, ext=ext, rate_shares=shares,
+                                   retry=retry)
 
-        fetched = todo.repartition(parts, "_host").mapInPandas(fetch, fetched_schema)
-
-        ext = "jpg" if d.output_format == "jpeg" else d.output_format
-
-        def write(pdf):
-            import pandas as pd
-
-            shard = int(pdf["_shard"].iloc[0])
-            if shard in done:  # a --retry-failed shard: keep its other rows; their images come from the old tar
-                prev = pd.read_parquet(storage.open_uri(
-                    storage.join(out, f"{dl_shards.shard_name(shard, plan)}.parquet"), "rb", st))
-                prev = prev[~prev.uid.isin(pdf.uid)].drop(columns=["key"], errors="ignore")
-                prev["image"] = None
-                pdf = pd.concat([prev, pdf.drop(columns=["_shard", "_host"])], ignore_index=True)
-            s = dl_shards.write_shard(pdf, shard, out, plan, st, ext=ext)
-            return pd.DataFrame({"shard": [shard], "count": [s["count"]]})
-
-        written = fetched.groupBy("_shard").applyInPandas(write, "shard int, count long").collect()
+        result = todo.mapInArrow(fetch, T.StructType.fromJson(_spark_schema(TASK_SCHEMA))).collect()
+        placed.unpersist()
+        ctx.stats.extra["seconds"] = {"plan": round(t_plan - t0, 2), "place": round(t_place - t_plan, 2),
+                                      "fetch": round(time.perf_counter() - t_place, 2)}
+        written = [r for r in result if not r["skipped"]]
+        ctx.stats.incr("shards_total", plan["shards"])
         ctx.stats.incr("shards_written", len(written))
-        ctx.stats.incr("shards_skipped", len(done) - sum(1 for r in written if r["shard"] in done))
+        ctx.stats.incr("shards_skipped", plan["shards"] - len(written))
+        if result:
+            ctx.stats.extra["peak_rss_mb_per_task"] = max(r["peak_rss_mb"] for r in result)
 
+        # 4. totals over every committed shard
         total = Stats()
         for u in storage.glob(storage.join(out, "*_stats.json"), st):
             if storage.basename(u)[0].isdigit():
                 total.merge(Stats.from_dict(storage.read_json(u, st)))
         ctx.stats.merge(total)
+
+    @staticmethod
+    def rate_of(d):
+        """host -> the req/s the plan assumes for it (the [download] rate rules; Crawl-delay is learnt later)."""
+        from crawlpairs.udfs.dl_fetch import host_rate
+
+        return partial(host_rate, d)
+
+    @staticmethod
+    def same_input(prior: dict, plan: dict, cfg) -> None:
+        old, new = prior.get("input", {}), plan["input"]
+        if (old.get("rows"), old.get("uid_xor")) != (new["rows"], new["uid_xor"]):
+            raise UsageError(f"--output {cfg.output}: holds a download of another input ({old.get('rows')} rows, "
+                             f"this input has {new['rows']}); use a new --output or --force")
+
+    @staticmethod
+    def clear(out: str, plan_uri: str, st) -> None:
+        """--force: remove this stage's shards and plan (nothing else in the folders)."""
+        if storage.exists(out, st):
+            for u in storage.ls(out, st):
+                if dl_shards.is_shard_file(storage.basename(u)):
+                    storage.rm(u, st)
+        if storage.exists(plan_uri, st):
+            storage.rm(plan_uri, st)
+
+    @staticmethod
+    def clean_temp(out: str, st) -> None:
+        """A killed run can leave a hidden temp file of a shard being written: remove it."""
+        if storage.is_remote(out) or not storage.exists(out, st):
+            return
+        for u in storage.ls(out, st):
+            name = storage.basename(u)
+            if name.startswith(".") and name.endswith(".tmp"):
+                storage.rm(u, st)
+
+    @staticmethod
+    def retry_shards(ctx: Context, plan: dict, done: set[int]) -> set[int]:
+        """Committed shards that hold a transient failure (--retry-failed rewrites only these)."""
+        from pyspark.sql import functions as F
+
+        if not done:
+            return set()
+        names = [storage.join(ctx.out, f"{dl_shards.shard_name(s, plan)}.parquet") for s in sorted(done)]
+        old = ctx.spark.read.parquet(*[ctx.spark_uri(u) for u in names])
+        kind = F.trim(F.split("error_message", ":").getItem(0))
+        bad = old.filter((F.col("download_status") == "error") & kind.isin(list(TRANSIENT_KINDS)))
+        digits = plan["shard_digits"]
+        return {int(r["s"]) for r in bad.select(F.substring("key", 1, digits).alias("s")).distinct().collect()}
+
+
+def _spark_schema(schema) -> dict:
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema).jsonValue()
 
 
 if __name__ == "__main__":

@@ -92,8 +92,10 @@ def read_stage(stage, columns=None):
 
 
 def stage_stats(stage):
-    """OUT/<stage>/_stats.json as a dict, or None."""
+    """OUT/<stage>/_stats.json (or OUT/<stage>_meta/_stats.json, beside a data-only folder) as a dict, or None."""
     path = posixpath.join(stage_path(stage), "_stats.json")
+    if not fs.exists(path):
+        path = posixpath.join(stage_path(stage) + "_meta", "_stats.json")
     if not fs.exists(path):
         return None
     with fs.open(path, "rb") as fh:

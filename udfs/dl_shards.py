@@ -1,55 +1,113 @@
 """img2dataset-layout output: one webdataset tar + one Parquet + one stats JSON per shard.
 
-  <out>/00042.tar           key.jpg, key.txt, key.json for every success row
-  <out>/00042.parquet       every row of the shard (all input columns, status, error...)
-  <out>/00042_stats.json    counts by status and error kind; written last = shard done
+  <root>/images/00042.tar          key.jpg, key.txt, key.json for every success row
+  <root>/images/00042.parquet      every row of the shard (all input columns, status, error...)
+  <root>/images/00042_stats.json   img2dataset's keys plus ours; written last = shard committed
+  <root>/images_meta/plan.json     the plan (dl_plan) and the settings fingerprint
+  <root>/images_meta/_stats.json   the stage's totals
 
-A row's shard is a hash of its uid modulo the shard count fixed at the first run
-(`_plan.json`), and its key is the shard number followed by the row's rank by uid
-within the shard, so keys do not change when a run is repeated or resumed.
+The shard folder holds nothing else, so img2dataset's incremental resume, HF `datasets`
+and DuckDB read it as they read img2dataset's own output. Each file is written whole
+(temp file + rename, or one PUT), tar and Parquet first, the stats last: a shard whose
+`_stats.json` exists is complete, anything else is redone by the next run.
+
+A row's shard comes from the plan (dl_plan); its key is the shard name followed by the
+row's rank by uid inside the shard, so keys do not change when a run is repeated or resumed.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import tarfile
+import time
+from collections import Counter
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crawlpairs import storage
 from crawlpairs.config import StorageConfig
 from crawlpairs.stats import Stats
-from crawlpairs.udfs.dl_fetch import ERROR, SUCCESS, error_kind
+from crawlpairs.udfs.dl_fetch import SUCCESS, error_kind
 
-PLAN = "_plan.json"
-
-
-def plan(rows: int, shard_size: int) -> dict[str, int]:
-    n = max(1, -(-rows // max(1, shard_size)))
-    return {"rows": rows, "shards": n, "shard_digits": max(5, len(str(n - 1))),
-            "index_digits": max(4, len(str(2 * shard_size)))}
-
-
-def shard_name(shard: int, p: dict[str, int]) -> str:
-    return f"{shard:0{p['shard_digits']}d}"
+META_SUFFIX = "_meta"  # bookkeeping of a data folder X lives in the sibling X_meta
+PLAN = "plan.json"
+BAD_URL = "bad_url"
+# img2dataset's `status` values; ours (success / opt-out / blocked / error / bad_url) are in `download_status`.
+I2D_SUCCESS, I2D_DOWNLOAD, I2D_RESIZE = "success", "failed_to_download", "failed_to_resize"
+RESIZE_KINDS = frozenset({"bomb", "not_image", "too_small", "decode"})  # body came, the image step failed
 
 
-def _json_value(v: Any) -> Any:
+def meta_dir(out: str) -> str:
+    """`<root>/images` -> `<root>/images_meta`: where plan and stage stats live."""
+    return out.rstrip("/") + META_SUFFIX
+
+
+def i2d_status(download_status: str | None, error_message: str | None) -> str:
+    if download_status == SUCCESS:
+        return I2D_SUCCESS
+    return I2D_RESIZE if error_kind(error_message) in RESIZE_KINDS else I2D_DOWNLOAD
+
+
+def shard_name(shard: int, layout: dict[str, Any]) -> str:
+    return f"{shard:0{layout['shard_digits']}d}"
+
+
+def is_shard_file(name: str) -> bool:
+    """`00042.tar`, `00042.parquet`, `00042_stats.json`: the only names in the shard folder."""
+    stem = name.split(".", 1)[0].removesuffix("_stats")
+    return stem.isdigit() and name in (f"{stem}.tar", f"{stem}.parquet", f"{stem}_stats.json")
+
+
+def committed(out: str, st: StorageConfig | None) -> set[int]:
+    """Shards whose stats file exists (committed by an earlier run or task)."""
+    done = set()
+    for u in storage.glob(storage.join(out, "*_stats.json"), st):
+        stem = storage.basename(u)[: -len("_stats.json")]
+        if stem.isdigit():
+            done.add(int(stem))
+    return done
+
+
+def iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def json_value(v: Any) -> Any:
     if v is None or isinstance(v, (str, bool, int, float)):
         return None if isinstance(v, float) and v != v else v
+    if isinstance(v, dt.datetime | dt.date):
+        return v.isoformat()
     if hasattr(v, "item"):
-        return _json_value(v.item())
+        return json_value(v.item())
     if isinstance(v, bytes):
         return None
     if isinstance(v, (list, tuple)) or hasattr(v, "tolist"):
-        return [_json_value(x) for x in (v.tolist() if hasattr(v, "tolist") else v)]
+        return [json_value(x) for x in (v.tolist() if hasattr(v, "tolist") else v)]
     if isinstance(v, dict):
-        return {str(k): _json_value(x) for k, x in v.items()}
+        return {str(k): json_value(x) for k, x in v.items()}
     return str(v)
+
+
+def parquet_schema(input_schema: pa.Schema, result_schema: pa.Schema) -> pa.Schema:
+    """Input columns (timestamps as ISO-8601 strings, as img2dataset's writer needs), key, results."""
+    fields = []
+    for f in input_schema:
+        if f.name.startswith("_") or f.name in result_schema.names or f.name == "key":
+            continue
+        fields.append(pa.field(f.name, pa.string()) if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)
+                      else f)
+    fields.append(pa.field("key", pa.string()))
+    fields += [f for f in result_schema if f.name != "image"]
+    return pa.schema(fields)
+
+
+def _cell(v: Any) -> Any:
+    """Timestamps become ISO-8601 strings in the Parquet (see parquet_schema)."""
+    return v.isoformat() if isinstance(v, dt.datetime | dt.date) else v
 
 
 def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -74,53 +132,68 @@ def read_tar_images(uri: str, st: StorageConfig | None, ext: str) -> dict[str, b
     return out
 
 
-def write_shard(df: pd.DataFrame, shard: int, out: str, p: dict[str, int], st: StorageConfig | None,
-                ext: str = "jpg", drop_columns: tuple[str, ...] = ("_shard", "_host")) -> dict[str, Any]:
-    """Write one shard's tar, Parquet and stats; returns the stats dict.
+def write_shard(records: list[dict[str, Any]], shard: int, out: str, layout: dict[str, Any],
+                st: StorageConfig | None, schema: pa.Schema | None = None, ext: str = "jpg",
+                start_time: float | None = None) -> dict[str, Any]:
+    """Write one shard's tar, then Parquet, then stats (the commit); returns the stats dict.
 
-    Rows whose status is success but whose `image` is missing (kept from an earlier run
-    during --retry-failed) take their bytes from the shard's existing tar.
+    `records` hold the input columns, the result columns and `image` (bytes of success rows).
     """
-    name = shard_name(shard, p)
-    df = df.drop(columns=[c for c in drop_columns if c in df.columns])
-    df = df.sort_values("uid", kind="stable").reset_index(drop=True)
-    df["key"] = [f"{name}{i:0{p['index_digits']}d}" for i in range(len(df))]
-    need_old = ((df.status == SUCCESS) & df.image.isna()).any()
-    old = read_tar_images(storage.join(out, f"{name}.tar"), st, ext) if need_old else {}
-    if need_old:  # success kept from an earlier run: its bytes come from the old tar
-        lost = (df.status == SUCCESS) & df.image.isna() & ~df.key.isin(old)
-        df.loc[lost, "status"] = ERROR
-        df.loc[lost, "error_message"] = "internal: image of an earlier run not found in its shard"
-        fill = (df.status == SUCCESS) & df.image.isna()
-        df.loc[fill, "image"] = df.loc[fill, "key"].map(old)
-    meta_cols = [c for c in df.columns if c != "image"]
+    name = shard_name(shard, layout)
+    recs = sorted(records, key=lambda r: str(r.get("uid")))
+    for i, r in enumerate(recs):
+        r["key"] = f"{name}{i:0{layout['index_digits']}d}"
+        r["status"] = i2d_status(r.get("download_status"), r.get("error_message"))
+    cols = schema.names if schema is not None else [c for c in recs[0] if c != "image" and not c.startswith("_")]
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for rec in df.to_dict("records"):
-            if rec["status"] != SUCCESS:
+        for r in recs:
+            if r["status"] != I2D_SUCCESS:
                 continue
-            key = rec["key"]
-            meta = {c: _json_value(rec[c]) for c in meta_cols}
+            meta = {c: json_value(r.get(c)) for c in cols}
             meta["caption"] = meta.get("text")
-            _tar_add(tar, f"{key}.{ext}", bytes(rec["image"]))
-            _tar_add(tar, f"{key}.txt", str(rec.get("text") or "").encode("utf-8"))
-            _tar_add(tar, f"{key}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+            _tar_add(tar, f"{r['key']}.{ext}", bytes(r["image"]))
+            _tar_add(tar, f"{r['key']}.txt", str(r.get("text") or "").encode("utf-8"))
+            _tar_add(tar, f"{r['key']}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
     storage.write_bytes(storage.join(out, f"{name}.tar"), buf.getvalue(), st)
-    table = pa.Table.from_pandas(df[meta_cols], preserve_index=False)
+    del buf
+    rows = [{c: _cell(r.get(c)) for c in cols} for r in recs]
+    table = pa.Table.from_pylist(rows, schema=schema)
     pbuf = io.BytesIO()
     pq.write_table(table, pbuf)
     storage.write_bytes(storage.join(out, f"{name}.parquet"), pbuf.getvalue(), st)
-    stats = Stats()
-    stats.incr("rows_in", len(df))
-    for status, msg, url in zip(df.status, df.error_message, df.url, strict=True):
-        stats.incr(f"status_{status}")
-        if status == SUCCESS:
-            stats.incr("rows_out")
-            continue
-        kind = error_kind(msg) or "unknown"
-        stats.drop(kind)
-        if status == ERROR:
-            stats.error(kind, input=str(url), message=msg)
-    doc = {"shard": name, "count": len(df), "successes": int((df.status == SUCCESS).sum()), **stats.to_dict()}
+    doc = shard_stats(recs, name, start_time)
     storage.write_json(storage.join(out, f"{name}_stats.json"), doc, st)
     return doc
+
+
+def shard_stats(recs: list[dict[str, Any]], name: str, start_time: float | None) -> dict[str, Any]:
+    """img2dataset's stats keys (count, successes, failed_to_*, status_dict, times) plus ours."""
+    end = time.time()
+    start = end if start_time is None else start_time
+    stats = Stats()
+    stats.incr("rows_in", len(recs))
+    status_dict: Counter[str] = Counter()
+    ours: Counter[str] = Counter()
+    for r in recs:
+        ours[str(r.get("download_status"))] += 1
+        stats.incr(f"status_{r.get('download_status')}")
+        if r["status"] == I2D_SUCCESS:
+            stats.incr("rows_out")
+            status_dict[I2D_SUCCESS] += 1
+            continue
+        kind = error_kind(r.get("error_message")) or "unknown"
+        status_dict[kind] += 1
+        stats.drop(kind)
+        if r.get("download_status") == "error":
+            stats.error(kind, input=str(r.get("url")), message=r.get("error_message"))
+    statuses = Counter(r["status"] for r in recs)
+    return {
+        "count": len(recs), "successes": statuses[I2D_SUCCESS],
+        "failed_to_download": statuses[I2D_DOWNLOAD], "failed_to_resize": statuses[I2D_RESIZE],
+        # start/end as img2dataset writes them (epoch seconds: its logger subtracts them), ISO beside
+        "duration": round(end - start, 3), "start_time": start, "end_time": end,
+        "started_at": iso(start), "ended_at": iso(end),
+        "status_dict": dict(sorted(status_dict.items())), "shard": name,
+        "download_status": dict(sorted(ours.items())), **stats.to_dict(),
+    }

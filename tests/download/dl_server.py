@@ -264,7 +264,7 @@ HOSTILE = {
     "http://[::ffff:169.254.169.254]/a.jpg": ("blocked", "ssrf"),
     "http://rebind.test/a.jpg": ("blocked", "ssrf"),
     "http://canary.test/a.jpg": ("blocked", "ssrf"),
-    "ftp://hostile.test/a.jpg": ("error", "bad_url"),
+    "ftp://hostile.test/a.jpg": ("bad_url", "bad_url"),  # never requested: the URL check in the task
 }
 
 

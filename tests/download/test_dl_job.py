@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import tarfile
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from dl_server import HOSTILE, ImageServer, canary_urls
 
@@ -19,14 +22,18 @@ from crawlpairs.udfs.extract import make_uid
 
 pytestmark = pytest.mark.integration
 FLAKY = "http://hostile.test/flaky.jpg?job"  # 500 the first time, an image the second
+# Rows that main's Spark parse_url turned into a failed job ([INVALID_URL]); now each is a bad_url row.
+BAD_URLS = ["not a url", "Thailand 2011-01/thumbs/img-246.jpg", "http://photos.test/" + "x" * 3000 + ".jpg",
+            "http://[::1/a.jpg", None]
 
 
 def _input(tmp: Path, server: ImageServer) -> tuple[str, pd.DataFrame]:
     urls = sorted(server.warc) + [f"http://photos.test{p}" for p in server.photos]
-    urls += list(HOSTILE) + list(canary_urls(server.canary.port)) + [FLAKY]
+    urls += list(HOSTILE) + list(canary_urls(server.canary.port)) + [FLAKY] + BAD_URLS
     df = pd.DataFrame({
         "uid": [f"{i:032x}" for i in range(len(urls))], "url": urls, "text": [f"alt text {i}" for i in range(len(urls))],
         "page_url": "http://www.archive.org/", "language": "en", "license": None,
+        "fetch_time": pd.Timestamp("2024-05-01T12:00:00Z"),  # extract's timestamp[us, UTC]
     })
     d = tmp / "deduped"
     d.mkdir()
@@ -48,19 +55,37 @@ def test_download_stage_layout_resume_and_retry(spark, tmp_path: Path, image_ser
     cfg = _config(inp, out, dl_cfg)
     stats = run_stage(DownloadStage, cfg, spark=spark)
     images = out / "images"
-    plan = json.loads((images / "_plan.json").read_text())
-    assert plan["shards"] == -(-len(df) // 40)
+    plan = json.loads((out / "images_meta" / "plan.json").read_text())
+    assert plan["input"]["rows"] == len(df) and sum(plan["task_rows"]) == len(df)
     tars = sorted(images.glob("*.tar"))
     assert len(tars) == plan["shards"] == len(list(images.glob("*.parquet"))) == len(list(images.glob("0*_stats.json")))
+    # img2dataset's layout: the shard folder holds shards only; plan and stage stats live beside it
+    assert {p.name for p in images.iterdir()} == {f"{t.stem}{s}" for t in tars for s in (".tar", ".parquet", "_stats.json")}
+    assert {p.name for p in (out / "images_meta").iterdir()} == {"plan.json", "_stats.json"}
+    shard_stats = json.loads((images / f"{tars[0].stem}_stats.json").read_text())
+    assert {"count", "successes", "failed_to_download", "failed_to_resize", "status_dict", "duration",
+            "start_time", "end_time"} <= set(shard_stats)
+    assert shard_stats["count"] == shard_stats["successes"] + shard_stats["failed_to_download"] + \
+        shard_stats["failed_to_resize"]
+    assert shard_stats["end_time"] >= shard_stats["start_time"]  # epoch seconds, as img2dataset's logger reads them
+    assert dt.datetime.fromisoformat(shard_stats["ended_at"]).timestamp() == pytest.approx(shard_stats["end_time"], abs=1e-3)
+    schema = pq.read_schema(tars[0].with_suffix(".parquet"))
+    assert all(pa.types.is_integer(schema.field(c).type) for c in ("width", "height", "original_width"))
+    assert schema.field("fetch_time").type == pa.string()  # ISO-8601: img2dataset's writer drops timestamp[ns]
 
     meta = pd.concat([pd.read_parquet(p) for p in sorted(images.glob("*.parquet"))], ignore_index=True)
     assert sorted(meta.uid) == sorted(df.uid)  # every input row, once
-    assert {"page_url", "language", "license", "status", "error_message", "width", "height",
+    assert {"page_url", "language", "license", "status", "download_status", "error_message", "width", "height",
             "original_width", "original_height", "sha256", "phash", "key"} <= set(meta.columns)
-    by_url = meta.set_index("url")
+    assert set(meta.status) <= {"success", "failed_to_download", "failed_to_resize"}  # img2dataset's values
+    by_url = meta[meta.url.notna()].set_index("url")
     for url, (status, kind) in (HOSTILE | canary_urls(image_server.canary.port)).items():
-        assert (by_url.loc[url, "status"], error_kind(by_url.loc[url, "error_message"])) == (status, kind), url
-    assert by_url.loc[FLAKY, "status"] == "error" and by_url.loc[FLAKY, "error_message"].startswith("http_5xx")
+        assert (by_url.loc[url, "download_status"], error_kind(by_url.loc[url, "error_message"])) == (status, kind), url
+    assert by_url.loc["http://hostile.test/bomb.png", "status"] == "failed_to_resize"
+    assert by_url.loc[FLAKY, "download_status"] == "error" and by_url.loc[FLAKY, "error_message"].startswith("http_5xx")
+    bad = meta[meta.url.isin(BAD_URLS) | meta.url.isna()]
+    assert len(bad) == len(BAD_URLS) and set(bad.download_status) == {"bad_url"}
+    assert set(bad.status) == {"failed_to_download"} and bad.error_message.str.startswith("bad_url").all()
     assert image_server.canary.connections == 0
 
     # webdataset layout: key.jpg / key.txt / key.json for exactly the success rows
@@ -75,12 +100,13 @@ def test_download_stage_layout_resume_and_retry(spark, tmp_path: Path, image_ser
         assert members[f"{key}.txt"].decode() == text
         j = json.loads(members[f"{key}.json"])
         assert j["key"] == key and j["status"] == "success" and j["width"] == 256
+        assert j["fetch_time"] == "2024-05-01T12:00:00+00:00"
         from PIL import Image
 
         assert Image.open(io.BytesIO(members[f"{key}.jpg"])).size == (256, 256)
     assert stats.counts["rows_in"] == len(df) and stats.counts["rows_out"] == len(ok)
     assert stats.counts["rows_in"] == stats.counts["rows_out"] + sum(stats.dropped.values())
-    stage_stats = json.loads((images / "_stats.json").read_text())
+    stage_stats = json.loads((out / "images_meta" / "_stats.json").read_text())
     assert stage_stats["dropped"]["ssrf"] >= 8 and stage_stats["errors"]["timeout"] == 1
 
     # resume: a second run skips every finished shard and makes no request
@@ -96,10 +122,10 @@ def test_download_stage_layout_resume_and_retry(spark, tmp_path: Path, image_ser
     retried = run_stage(DownloadStage, cfg, spark=spark)
     assert 0 < retried.counts["shards_written"] < plan["shards"]
     assert retried.counts["shards_skipped"] + retried.counts["shards_written"] == plan["shards"]
-    again = {k for k, v in image_server.hits.items() if v > hits.get(k, 0)}
+    again = {k for k, v in image_server.hits.items() if v > hits.get(k, 0)
+             and not k.endswith(("/robots.txt", "/ai.txt"))}  # a host's policy files are read again, once
     assert again <= {"hostile.test/always-429.jpg", "hostile.test/slow.jpg", "hostile.test/500.jpg",
-                     "hostile.test/flaky.jpg?job",
-                     "robots503.test/robots.txt", "hostile.test/robots.txt", "photos.test/robots.txt"}
+                     "hostile.test/flaky.jpg?job", "robots503.test/a.jpg"}
     assert "hostile.test/always-429.jpg" in again
     meta2 = pd.concat([pd.read_parquet(p) for p in sorted(images.glob("*.parquet"))], ignore_index=True)
     assert dict(zip(meta2.uid, meta2.key, strict=True)) == keys_before
@@ -107,6 +133,7 @@ def test_download_stage_layout_resume_and_retry(spark, tmp_path: Path, image_ser
     by_url2 = meta2.set_index("url")
     assert by_url2.loc[FLAKY, "status"] == "success"  # the transient failure is now in its shard
     assert (meta2.status == "success").sum() == len(ok) + 1
+    assert set(meta2.download_status[meta2.url.isin(BAD_URLS) | meta2.url.isna()]) == {"bad_url"}
     members2 = set()
     for t in sorted(images.glob("*.tar")):
         with tarfile.open(t) as tar:
@@ -121,6 +148,11 @@ def test_download_stage_layout_resume_and_retry(spark, tmp_path: Path, image_ser
     n_requests = len(image_server.requests)
     with pytest.raises(UsageError, match="use a new --output"):
         run_stage(DownloadStage, _config(str(other), out, dl_cfg), spark=spark)
+    # other output-affecting settings on the same output: one line naming the setting
+    changed = _config(inp, out, dl_cfg)
+    changed.download.image_size = 128
+    with pytest.raises(UsageError, match="image_size: 256 -> 128"):
+        run_stage(DownloadStage, changed, spark=spark)
     assert len(image_server.requests) == n_requests
 
 
