@@ -11,8 +11,8 @@ Why no reader sees rows twice or rows nobody counted:
   are a function of the input and the settings, so a redo overwrites, never adds;
 - a task killed between the data file and the manifest leaves an orphan data file
   holding exactly the rows its redo writes; the driver deletes every data file no
-  manifest names before it schedules any work (and when the run ends, files that
-  stayed pending), so between runs every visible row belongs to a manifested file and
+  manifest names before it schedules any work and again when the tasks are done
+  (a pending file's rows, a crashed attempt's temp file), so between runs every visible row belongs to a manifested file and
   `_stats.json` (summed from the manifests) counts exactly what `candidates/` holds.
   While a run is in flight a reader may see files whose manifest is being written.
 
@@ -287,8 +287,8 @@ class ExtractStage(Stage):
                 else:
                     manifests[result["key"]] = result
                     this_run.merge(Stats.from_dict(result))
-            if pending:  # a write may have landed before the failure: keep the table to manifests
-                self.remove_orphans(ctx, manifests)
+            # a pending file's write may have landed, a crashed attempt may have left a temp file
+            self.remove_orphans(ctx, manifests)
         this_run.incr("files_pending", len(pending))
         ctx.stats = self.totals(list(manifests.values()), unresolved, this_run)
         if pending:
