@@ -228,6 +228,15 @@ class PublishConfig:
 
 
 @dataclass
+class ReportConfig:
+    """Stage 7: any run's root -> report/index.html (one self-contained page)."""
+
+    compare: str | None = None  # a second root (an earlier crawl's run): adds "what changed" to the page
+    samples: int = 12  # images in the sample grid (from the first image shards)
+    bins: int = 20  # bins of the score histograms
+
+
+@dataclass
 class Config:
     """Everything one run needs; `input`/`output` are the stage's own."""
 
@@ -242,9 +251,10 @@ class Config:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
 
-SECTIONS = ("spark", "storage", "extract", "dedup", "recrawl", "download", "score", "index", "publish")
+SECTIONS = ("spark", "storage", "extract", "dedup", "recrawl", "download", "score", "index", "publish", "report")
 
 
 def _field_types(cls: type) -> dict[str, Any]:

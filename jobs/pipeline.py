@@ -1,6 +1,6 @@
 """`crawlpairs run`: every stage in order, each reading what the previous one wrote.
 
-extract -> dedup -> download -> score -> index -> publish, all under one output root and one
+extract -> dedup -> download -> score -> index -> publish -> report, all under one output root and one
 Spark session. `--stages` picks a sub-range (e.g. `extract,dedup` on a CPU node).
 
 `--demo` makes the run self-contained and offline: it generates realistic WAT and
@@ -29,9 +29,10 @@ from crawlpairs.cli import load_stage
 from crawlpairs.config import Config
 from crawlpairs.stage import Context, Stage, UsageError, main, run_stage
 
-ORDER = ("extract", "dedup", "download", "score", "index", "publish")
+ORDER = ("extract", "dedup", "download", "score", "index", "publish", "report")
 # Where each stage reads its input from, relative to the output root (publish reads the root itself).
-INPUT_OF = {"dedup": "candidates", "download": "deduped", "score": "images", "index": "embeddings", "publish": ""}
+INPUT_OF = {"dedup": "candidates", "download": "deduped", "score": "images", "index": "embeddings", "publish": "",
+            "report": ""}
 
 
 @contextlib.contextmanager
@@ -135,7 +136,7 @@ class PipelineStage(Stage):
         if "index" in stages:
             self.demo_query(cfg)
         print(f"\ndemo: done. Output under {root}:", file=sys.stderr)
-        for sub in ("candidates", "deduped", "images", "scored", "embeddings", "index", "dataset"):
+        for sub in ("candidates", "deduped", "images", "scored", "embeddings", "index", "dataset", "report"):
             if (root / sub).exists():
                 print(f"  {root / sub}", file=sys.stderr)
         print("  inspect: notebooks/ (CRAWLPAIRS_OUT=" + str(root) + ")", file=sys.stderr)

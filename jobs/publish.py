@@ -40,6 +40,23 @@ NOT_PUBLISHED = ("emb_row", "shard", "drop_reason", "error", "lsh_buckets", "img
 FOLDERS = ("data", "laion", "open")
 
 
+# Each stage's data folder under a run's root; its `_stats.json` is in `<folder>_meta/` (data-only
+# folders) or, for stages that keep it there, in the folder itself.
+STAGE_FOLDERS = (("extract", "candidates"), ("dedup", "deduped"), ("download", "images"), ("score", "scored"),
+                 ("publish", "dataset"))
+
+
+def stage_stats(root: str, st) -> dict[str, dict]:
+    """stage -> its `_stats.json` document, for the stages that ran under `root`."""
+    found = {}
+    for stage, folder in STAGE_FOLDERS:
+        for where in (storage.join(root, folder + "_meta", "_stats.json"), storage.join(root, folder, "_stats.json")):
+            if storage.exists(where, st):
+                found[stage] = storage.read_json(where, st)
+                break
+    return found
+
+
 def sha256_of(uri: str, st) -> str | None:
     """A model or list file's sha256 (for the card); None when it cannot be read."""
     try:
@@ -165,17 +182,9 @@ class PublishStage(Stage):
             return {str(r[0]) if r[0] is not None else "und": int(r[1])
                     for r in rows.groupBy(column).count().collect()}
 
-        stages = {}
-        root, st = ctx.cfg.output, ctx.cfg.storage
-        for stage, folder in (("extract", "candidates"), ("dedup", "deduped"), ("download", "images"),
-                              ("score", "scored")):
-            for where in (storage.join(root, folder + "_meta", "_stats.json"),
-                          storage.join(root, folder, "_stats.json")):
-                if storage.exists(where, st):
-                    stages[stage] = storage.read_json(where, st)
-                    break
         return {"languages": counts("language"), "image_domains": counts("image_domain"),
-                "page_domains": counts("page_domain"), "crawls": counts("crawl"), "stages": stages}
+                "page_domains": counts("page_domain"), "crawls": counts("crawl"),
+                "stages": stage_stats(ctx.cfg.output, ctx.cfg.storage)}
 
     @staticmethod
     def models(ctx: Context, stages: dict) -> dict[str, dict[str, str]]:

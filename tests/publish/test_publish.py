@@ -14,41 +14,10 @@ import pytest
 import yaml
 
 from crawlpairs.config import Config
-from crawlpairs.jobs.dedup import DedupStage
-from crawlpairs.jobs.extract import ExtractStage
 from crawlpairs.jobs.publish import PublishStage
 from crawlpairs.stage import UsageError, run_stage
 from crawlpairs.udfs import publish
-
-
-def crawl_files(shared_data: Path) -> list[str]:
-    return sorted(str(p) for p in (shared_data / "warc").glob("*.warc.gz")) + \
-        sorted(str(p) for p in (shared_data / "wat").glob("*.gz"))
-
-
-@pytest.fixture(scope="module")
-def root(spark, shared_data, lid_model, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("publish-root")
-    cfg = Config(input=crawl_files(shared_data), output=str(out))
-    cfg.extract.lid_model = lid_model
-    run_stage(ExtractStage, cfg, spark=spark)
-    cfg = Config(input=[str(out / "candidates")], output=str(out))
-    cfg.dedup.near_dup = False  # dedup's own tests cover near-dup; here only its output matters
-    run_stage(DedupStage, cfg, spark=spark)
-    return out
-
-
-def publish_cfg(root: Path, **kw) -> Config:
-    cfg = Config(output=str(root))
-    for k, v in kw.items():
-        setattr(cfg.publish, k, v)
-    return cfg
-
-
-@pytest.fixture(scope="module")
-def published(spark, root) -> tuple[Path, object]:
-    stats = run_stage(PublishStage, publish_cfg(root, rows_per_file=300), spark=spark)
-    return root / "dataset", stats
+from support.publish import publish_cfg
 
 
 def files_in(folder: Path) -> list[Path]:
