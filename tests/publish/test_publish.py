@@ -130,3 +130,38 @@ def test_duckdb_and_hf_datasets_read_the_dataset(published):
             "print(d['train'].num_rows, 'language' in d['train'].column_names, l['train'].num_rows,"
             " 'URL' in l['train'].column_names)")
     assert run_peer(hf, code, str(ds)).split() == [str(n), "True", str(n), "True"]
+
+
+@pytest.mark.integration
+def test_img2dataset_downloads_the_laion_folder(spark, shared_data, tmp_path):
+    """img2dataset 1.47, in its own venv, reads dataset/laion as LAION's files and fetches every row (loopback)."""
+    import pandas as pd
+
+    from crawlpairs.jobs.pipeline import serve_folder
+    from crawlpairs.udfs.extract import make_uid
+    from support.peers import peer_python, run_peer
+
+    pictures = sorted(p.name for p in (shared_data / "images" / "skimage").iterdir() if p.suffix in (".png", ".jpg"))
+    with serve_folder(shared_data / "images" / "skimage") as base:
+        rows = pd.DataFrame({"url": [f"{base}/{name}" for name in pictures],
+                             "text": [f"a photo: {name.split('.')[0]}" for name in pictures]})
+        rows["uid"] = [make_uid(u, t) for u, t in zip(rows.url, rows.text, strict=True)]
+        rows["language"] = "en"
+        (tmp_path / "deduped").mkdir()
+        rows.to_parquet(tmp_path / "deduped" / "part-0.parquet")
+        run_stage(PublishStage, publish_cfg(tmp_path), spark=spark)
+        python = peer_python("img2dataset", ["img2dataset==1.47.0"])
+        code = ("import sys, img2dataset; img2dataset.download(url_list=sys.argv[1], input_format='parquet', "
+                "url_col='URL', caption_col='TEXT', output_format='webdataset', output_folder=sys.argv[2], "
+                "processes_count=1, thread_count=4, image_size=64, retries=0, timeout=10, "
+                "distributor='multiprocessing', number_sample_per_shard=100)")
+        run_peer(python, code, str(tmp_path / "dataset" / "laion"), str(tmp_path / "i2d"),
+                 env={"NO_ALBUMENTATIONS_UPDATE": "1"})
+    stats = [p for p in (tmp_path / "i2d").glob("*_stats.json")]
+    import json
+
+    done = [json.loads(p.read_text()) for p in stats]
+    assert sum(d["count"] for d in done) == len(pictures)
+    assert sum(d["successes"] for d in done) == len(pictures)
+    got = pd.concat([pd.read_parquet(p) for p in (tmp_path / "i2d").glob("*.parquet")])
+    assert set(got.caption) == set(rows.text) and (got.status == "success").all()

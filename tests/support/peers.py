@@ -25,11 +25,24 @@ def peer_python(name: str, requirements: list[str], timeout: float = 900) -> Pat
     python = root / "bin" / "python"
     if stamp.exists() and json.loads(stamp.read_text()) == requirements and python.exists():
         return python
+    if python.exists() and _has(python, requirements):  # made by an earlier version of this helper
+        stamp.write_text(json.dumps(requirements))
+        return python
     venv.EnvBuilder(with_pip=True, clear=True).create(root)
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *requirements],
                    check=True, timeout=timeout)
     stamp.write_text(json.dumps(requirements))
     return python
+
+
+def _has(python: Path, requirements: list[str]) -> bool:
+    """Whether every `name==version` requirement is installed in that venv."""
+    pins = dict(r.split("==", 1) for r in requirements if "==" in r)
+    if len(pins) != len(requirements):
+        return False
+    code = ("import importlib.metadata as m, sys, json; pins = json.loads(sys.argv[1]); "
+            "sys.exit(0 if all(m.version(k) == v for k, v in pins.items()) else 1)")
+    return subprocess.run([str(python), "-c", code, json.dumps(pins)], capture_output=True).returncode == 0
 
 
 def run_peer(python: Path, code: str, *args: str, timeout: float = 600, env: dict | None = None) -> str:
