@@ -32,21 +32,7 @@ from typing import Any
 import pyarrow as pa
 
 from crawlpairs.udfs.dl_fetch import host_key
-
-try:
-    from crawlpairs.udfs.urls import normalize_url
-except ImportError:  # pragma: no cover - until urls.normalize_url (WHATWG, helper E2) is on main
-    from urllib.parse import urlsplit
-
-    def normalize_url(url: str) -> str | None:
-        try:
-            p = urlsplit(url.strip())
-            _ = p.port
-        except ValueError:
-            return None
-        if p.scheme.lower() not in ("http", "https") or not p.hostname or any(c.isspace() for c in url.strip()):
-            return None
-        return url.strip()
+from crawlpairs.udfs.urls import normalize_url
 
 PLAN_VERSION = 2
 TAG_FIELDS = [pa.field("_host", pa.string()), pa.field("_h", pa.int64())]

@@ -1,0 +1,217 @@
+"""Real-process experiments on the download job's shape: a SIGKILL mid-run, and one big host among small ones.
+
+An origin server on loopback serves many hostnames (routed by Host header, reached through
+--resolve-overrides), sleeps a little per image like a remote host, and logs every request
+with its time. The job runs as the real CLI under `setsid` for the crash (the driver, its
+JVM and its Python workers are killed together), in the test's own Spark session otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from aiohttp import web
+from PIL import Image
+
+from crawlpairs.config import Config, DownloadConfig
+from crawlpairs.jobs.download import DownloadStage
+from crawlpairs.stage import run_stage
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Origin:
+    """Image hosts `h*.test` / `big.test` on one loopback port; every request logged as (time, host, path)."""
+
+    def __init__(self, shared_data: Path, delay: float) -> None:
+        self.delay = delay
+        photos = sorted((shared_data / "images" / "skimage").glob("*.png"))[:6]
+        self.bodies = []
+        for p in photos:
+            im = Image.open(p).convert("RGB")
+            im.thumbnail((320, 320))
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=85)
+            self.bodies.append(buf.getvalue())
+        self.log: list[tuple[float, str, str]] = []
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        host = (request.host or "").split(":")[0]
+        self.log.append((time.time(), host, request.path))
+        if not request.path.startswith("/img/"):  # robots.txt, ai.txt: none here
+            return web.Response(status=404)
+        await asyncio.sleep(self.delay)
+        n = int(request.path.rsplit("/", 1)[-1].split(".")[0])
+        return web.Response(body=self.bodies[n % len(self.bodies)], content_type="image/jpeg")
+
+    def images(self) -> int:
+        return sum(1 for _, _, p in self.log if p.startswith("/img/"))
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self.handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    def __enter__(self) -> Origin:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc), children first found, by pid."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids
+        todo += kids
+    return out
+
+
+def _input(tmp: Path, urls: list[str]) -> str:
+    df = pd.DataFrame({"uid": [f"{i:032x}" for i in range(len(urls))], "url": urls,
+                       "text": [f"caption {i}" for i in range(len(urls))]})
+    d = tmp / "deduped"
+    d.mkdir()
+    df.to_parquet(d / "part-0.parquet")
+    return str(d)
+
+
+def _settings(origin: Origin, hosts: list[str], **kw) -> dict:
+    return dict(per_host_concurrency=2, min_image_bytes=0, connect_timeout=5.0, read_timeout=5.0, total_timeout=10.0,
+                allow_network=[f"127.0.0.1:{origin.port}"],
+                resolve_overrides={h: f"127.0.0.1:{origin.port}" for h in hosts}, **kw)
+
+
+def _final(images: Path) -> set[tuple[str, str, str | None]]:
+    meta = pd.concat([pd.read_parquet(p) for p in sorted(images.glob("*.parquet"))], ignore_index=True)
+    return {(u, s, h) for u, s, h in zip(meta.uid, meta.download_status, meta.sha256, strict=True)}
+
+
+def _committed_shards_are_whole(images: Path) -> int:
+    """Every shard with a stats file has its tar and Parquet, and they agree with the stats."""
+    import tarfile
+
+    n = 0
+    for stats in images.glob("*_stats.json"):
+        name = stats.name[: -len("_stats.json")]
+        doc = json.loads(stats.read_text())
+        meta = pd.read_parquet(images / f"{name}.parquet")
+        with tarfile.open(images / f"{name}.tar") as tar:
+            jpgs = [m for m in tar.getnames() if m.endswith(".jpg")]
+        assert len(meta) == doc["count"] and len(jpgs) == doc["successes"] == (meta.status == "success").sum()
+        n += 1
+    return n
+
+
+def test_sigkill_keeps_committed_shards_and_resume_fetches_only_the_rest(
+        spark, tmp_path: Path, shared_data: Path) -> None:
+    rows, hosts = 600, [f"h{k}.test" for k in range(20)]
+    with Origin(shared_data, delay=0.02) as origin:
+        urls = [f"http://{hosts[i % 20]}/img/{i}.jpg" for i in range(rows)]
+        inp = _input(tmp_path, urls)
+        out = tmp_path / "out"
+        dl = _settings(origin, hosts, per_host_rps=2.0, shard_size=20, partitions=2, in_flight_per_task=16)
+        cmd = [str(REPO / ".venv" / "bin" / "crawlpairs"), "download", "--input", inp, "--output", str(out),
+               "--master", "local[2]", "--conf", "spark.ui.enabled=false"]
+        for k, v in dl.items():
+            value = ",".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else \
+                ",".join(v) if isinstance(v, list) else str(v)
+            cmd += [f"--{k.replace('_', '-')}", value]
+        env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
+        with open(tmp_path / "run1.log", "w") as log:
+            proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            deadline = time.monotonic() + 400
+            while origin.images() < 0.6 * rows and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            # The driver's process group, and every process below it: PySpark's worker daemon puts
+            # itself in a group of its own (setpgid), so a group kill alone leaves workers running.
+            tree = _descendants(proc.pid)
+            os.killpg(proc.pid, signal.SIGKILL)
+            for pid in tree:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.wait(30)
+        first = origin.images()
+        assert 0.5 * rows <= first < rows, (first, (tmp_path / "run1.log").read_text()[-2000:])
+        images = out / "images"
+        plan = json.loads((out / "images_meta" / "plan.json").read_text())  # recorded before the first request
+        kept = _committed_shards_are_whole(images)
+        assert 0 < kept < plan["shards"]
+        assert all(p.name[0].isdigit() or p.name.startswith(".") for p in images.iterdir())
+
+        cfg = Config(input=[inp], output=str(out))
+        cfg.download = DownloadConfig(**dl)
+        stats = run_stage(DownloadStage, cfg, spark=spark)
+        assert stats.counts["shards_written"] == plan["shards"] - kept
+        assert _committed_shards_are_whole(images) == plan["shards"]
+        assert not [p for p in images.iterdir() if p.name.startswith(".")]  # the killed run's temp files are gone
+        total = origin.images()
+        assert total <= 1.3 * rows, (first, total)
+        resumed = _final(images)
+
+        clean_cfg = Config(input=[inp], output=str(tmp_path / "clean"))
+        clean_cfg.download = DownloadConfig(**(dl | {"per_host_rps": 0.0}))  # politeness is not in the output
+        run_stage(DownloadStage, clean_cfg, spark=spark)
+        assert resumed == _final(tmp_path / "clean" / "images")
+        assert len(resumed) == rows and {s for _, s, _ in resumed} == {"success"}
+
+
+def test_big_host_does_not_hold_small_hosts_shards(spark, tmp_path: Path, shared_data: Path) -> None:
+    """80 rows on one host and 4 on each of 20 others at 4 req/s: the small hosts' shards commit first."""
+    small = [f"s{k}.test" for k in range(20)]
+    with Origin(shared_data, delay=0.01) as origin:
+        urls = [f"http://big.test/img/{i}.jpg" for i in range(80)] + \
+               [f"http://{small[i % 20]}/img/{i}.jpg" for i in range(80, 160)]
+        inp = _input(tmp_path, urls)
+        cfg = Config(input=[inp], output=str(tmp_path / "out"))
+        cfg.download = DownloadConfig(**_settings(origin, ["big.test", *small], per_host_rps=4.0, shard_size=20))
+        run_stage(DownloadStage, cfg, spark=spark)
+
+        plan = json.loads((tmp_path / "out" / "images_meta" / "plan.json").read_text())
+        assert plan["bounding_hosts"][0]["host"] == "big.test:80" and plan["bound_seconds"] == pytest.approx(20.0)
+        big = plan["big_hosts"]["big.test:80"]
+        assert big["k"] == plan["tasks"] == 2  # split over both tasks, half the rate each
+        images = tmp_path / "out" / "images"
+        meta = pd.concat([pd.read_parquet(p) for p in sorted(images.glob("*.parquet"))], ignore_index=True)
+        assert (meta.download_status == "success").all()
+        end = {p.name[:5]: json.loads(p.read_text())["end_time"] for p in images.glob("*_stats.json")}
+        small_shards = {k[:5] for k, u in zip(meta.key, meta.url, strict=True) if "//s" in u}
+        small_done = max(end[s] for s in small_shards)
+        big_times = sorted(t for t, h, p in origin.log if h == "big.test" and p.startswith("/img/"))
+        assert small_done < big_times[-1] - 5  # committed while the big host still had seconds to go
+        # the global per-host limit held across both tasks: 80 requests at <= 4/s
+        assert (big_times[-1] - big_times[0]) >= 79 / 4.0 * 0.9
