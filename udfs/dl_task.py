@@ -290,8 +290,8 @@ def download_shards(batches: Iterator[pa.RecordBatch], cfg: DownloadConfig, out:
             doc = write_shard(sh.records, shard, out, layout, st, schema, ext, sh.started)
             yield _task_row(task, shard, doc, False)
 
-    # rows read but not committed: about one shard plus what is in flight (and never over max_pending)
-    limit = min(max(cfg.max_pending, cfg.in_flight_per_task), int(layout.get("shard_size", 0)) + cfg.in_flight_per_task)
+    # rows read but not committed: one shard plus what is in flight (max_pending bounds the queue besides)
+    limit = int(layout.get("shard_size", 0)) + max(1, cfg.in_flight_per_task)
 
     def may_read() -> bool:
         return sum(sh.expected for sh in open_.values()) < limit
