@@ -294,7 +294,8 @@ def download_shards(batches: Iterator[pa.RecordBatch], cfg: DownloadConfig, out:
     limit = int(layout.get("shard_size", 0)) + max(1, cfg.in_flight_per_task)
 
     def may_read() -> bool:
-        return sum(sh.expected for sh in open_.values()) < limit
+        """Hold reading only while an earlier, fully read shard waits to commit (never the current one)."""
+        return not any(sh.closed for sh in open_.values()) or sum(sh.expected for sh in open_.values()) < limit
 
     for rec in fetch_records(records(), cfg, st, base_resolver, rate_shares, on_input, may_read):
         rec["download_status"] = rec.pop("status")
