@@ -180,6 +180,8 @@ def test_sigkill_keeps_committed_shards_and_resume_fetches_only_the_rest(
         assert _committed_shards_are_whole(images) == plan["shards"]
         assert not [p for p in images.iterdir() if p.name.startswith(".")]  # the killed run's temp files are gone
         total = origin.images()
+        print(f"crash: {first} images served before SIGKILL, {kept}/{plan['shards']} shards committed; "
+              f"{total} image requests over both runs for {rows} rows ({total / rows:.2f}x)")
         assert total <= 1.3 * rows, (first, total)
         resumed = _final(images)
 
@@ -212,6 +214,8 @@ def test_big_host_does_not_hold_small_hosts_shards(spark, tmp_path: Path, shared
         small_shards = {k[:5] for k, u in zip(meta.key, meta.url, strict=True) if "//s" in u}
         small_done = max(end[s] for s in small_shards)
         big_times = sorted(t for t, h, p in origin.log if h == "big.test" and p.startswith("/img/"))
+        print(f"skew: small hosts' shards committed {small_done - big_times[0]:.1f} s after the big host's first "
+              f"request, its last came at {big_times[-1] - big_times[0]:.1f} s (bound {plan['bound_seconds']} s)")
         assert small_done < big_times[-1] - 5  # committed while the big host still had seconds to go
         # the global per-host limit held across both tasks: 80 requests at <= 4/s
         assert (big_times[-1] - big_times[0]) >= 79 / 4.0 * 0.9
