@@ -29,7 +29,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-VENV = REPO / "bench" / ".venvs" / "img2dataset"
+# img2dataset's venv, shared with tests/download/test_dl_img2dataset.py (made once per machine)
+VENV = Path(os.environ.get("CRAWLPAIRS_PEERS_DIR", Path.home() / ".cache" / "crawlpairs-peers")) / "img2dataset"
 SHARED = Path(os.environ.get("CRAWLPAIRS_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -37,7 +38,7 @@ def ensure_img2dataset() -> str:
     py = VENV / "bin" / "python"
     if not py.exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "img2dataset"], check=True)
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "img2dataset==1.47.0"], check=True)
     out = subprocess.run([str(py), "-c", "import importlib.metadata as m; print(m.version('img2dataset'))"],
                          capture_output=True, text=True, check=True)
     return out.stdout.strip()
@@ -69,16 +70,17 @@ img2dataset.download(url_list=sys.argv[1], input_format="parquet", url_col="url"
 """
 
 ENGINE = """
-import sys, pandas as pd
+import sys, json, pyarrow as pa, pyarrow.parquet as pq
 from crawlpairs.config import DownloadConfig
-from crawlpairs.udfs.dl_task import download_frames
-from crawlpairs.udfs.dl_shards import plan, write_shard
-cfg = DownloadConfig(**__import__("json").loads(sys.argv[3]))
-df = pd.read_parquet(sys.argv[1])
-frames = list(download_frames(iter([df[i:i + 1000] for i in range(0, len(df), 1000)]), cfg))
-res = pd.concat(frames, ignore_index=True)
-p = plan(len(res), cfg.shard_size)
-write_shard(res, 0, sys.argv[2], p, None)
+from crawlpairs.udfs.dl_task import SHARD_RESULT_SCHEMA, download_shards
+from crawlpairs.udfs.dl_shards import parquet_schema
+cfg = DownloadConfig(**json.loads(sys.argv[3]))
+t = pq.read_table(sys.argv[1])
+t = t.append_column("_shard", pa.array([i // cfg.shard_size for i in range(t.num_rows)], pa.int64()))
+layout = {"shard_digits": 5, "index_digits": 4, "shard_size": cfg.shard_size}
+for row in download_shards(iter(t.to_batches(1000)), cfg, sys.argv[2], layout,
+                           parquet_schema(t.schema, SHARD_RESULT_SCHEMA)):
+    print(row.to_pylist()[0]["peak_rss_mb"], file=sys.stderr)
 """
 
 
@@ -183,6 +185,13 @@ def main() -> int:
                     m["cpu_s"] = m["images_per_cpu_s"] = None
                 if arm.startswith("crawlpairs") and folder.exists():
                     m["webdataset_reads"] = read_with_webdataset(folder)
+                if arm == "crawlpairs-spark" and (out / "images_meta" / "_stats.json").exists():
+                    extra = json.loads((out / "images_meta" / "_stats.json").read_text()).get("extra", {})
+                    m["phases_s"] = extra.get("seconds")
+                    m["peak_rss_mb"] = extra.get("peak_rss_mb_per_task")
+                if arm == "crawlpairs-engine":
+                    lines = [x for x in log.read_text().split() if x.replace(".", "", 1).isdigit()]
+                    m["peak_rss_mb"] = float(lines[-1]) if lines else None
                 print(json.dumps(m), flush=True)
                 runs.append(m)
     finally:
@@ -214,6 +223,16 @@ def main() -> int:
     for m in runs:
         lines.append(f"| {m['arm']} | {m['round']} | {m['images']} | {m['wall_s']} | {m['cpu_s']} | "
                      f"{m['images_per_s']} | {m['images_per_cpu_s']} | {m.get('webdataset_reads', '')} |")
+    by_arm = {m["arm"]: m for m in runs if m["round"] == 0}
+    if {"crawlpairs-engine", "crawlpairs-spark"} <= set(by_arm):
+        eng, job = by_arm["crawlpairs-engine"], by_arm["crawlpairs-spark"]
+        over = job["wall_s"] - eng["wall_s"]
+        result["spark_overhead"] = {"seconds": round(over, 2), "fraction": round(over / eng["wall_s"], 3),
+                                    "phases_s": job.get("phases_s")}
+        lines += ["", f"- Spark stage over the engine alone: {over:.1f} s ({100 * over / eng['wall_s']:.0f} %); "
+                      f"phases of the job (s): {job.get('phases_s')}",
+                  f"- peak RSS per task: engine {eng.get('peak_rss_mb')} MB, Spark task {job.get('peak_rss_mb')} MB"]
+        (HERE / f"results{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     (HERE / f"RESULTS{suffix}.md").write_text("\n".join(lines) + "\n")
     print((HERE / f"RESULTS{suffix}.md").read_text())
     return 0
