@@ -10,9 +10,9 @@ Arms, each a fresh process, wall-clock seconds from exec to exit, for local[1] a
   rerun          `crawlpairs extract` again into the same output (everything committed)
   baseline_nolid extract --lid-model none with the code of --baseline-rev (before this work)
 Arms are interleaved per round (rounds in a shuffled order) and reported as medians, so
-other load on the machine hits every arm alike; CPU seconds of the process tree (what
-the run waited for: the CLI, its JVM) are reported beside wall seconds because they move
-less with that load. Writes bench/extract/startup.json.
+other load on the machine hits every arm alike. `median_cpu_s` is the CPU of the Python
+driver process only (RUSAGE_CHILDREN: the JVM is not a child the run reaps, so its CPU
+is missing): it shows the Python side, not the whole cost. Writes bench/extract/startup.json.
 """
 
 from __future__ import annotations
