@@ -17,7 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 def stats(root, sub):
-    return json.loads((root / sub / "_stats.json").read_text())
+    """A stage's `_stats.json`: in `<folder>_meta/` for data-only folders, else in the folder."""
+    meta = root / f"{sub}_meta" / "_stats.json"
+    return json.loads((meta if meta.exists() else root / sub / "_stats.json").read_text())
 
 
 def test_demo_runs_every_stage_and_rows_flow_through(spark, tmp_path):
