@@ -154,8 +154,8 @@ class ImageServer:
             return web.Response(body=self.secret, content_type=jpeg, headers={"tdm-reservation": "1"})
         if name == "listed.jpg":
             return web.Response(body=self.listed, content_type=jpeg)
-        if name == "retry-once.jpg":
-            if self.hits[f"hostile.test{path}"] == 1:
+        if name == "retry-once.jpg":  # 429 on every odd request: each test's client sees one 429, then the image
+            if self.hits[f"hostile.test{path}"] % 2 == 1:
                 return web.Response(status=429, headers={"Retry-After": "1"})
             return web.Response(body=self.ok_photo, content_type=jpeg)
         if name == "flaky.jpg":  # 500 on the first request of each distinct URL, then the image
