@@ -19,7 +19,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px 
 h1{font-size:24px}h2{font-size:19px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:13px}
 td.n{text-align:right;font-variant-numeric:tabular-nums}.grid{display:flex;flex-wrap:wrap;gap:10px}
-figure{margin:0;width:160px;font-size:11px}figure img{width:160px;height:160px;object-fit:cover;background:#eee}
+figure{margin:0;width:160px;font-size:11px;overflow-wrap:anywhere}figure img{width:160px;height:160px;object-fit:cover;background:#eee}
 .row{display:flex;flex-wrap:wrap;gap:24px}.muted{color:#777;font-size:12px}
 """
 

@@ -26,7 +26,8 @@ def test_demo_runs_every_stage_and_rows_flow_through(spark, tmp_path):
     cfg = Config()
     cfg.output = str(tmp_path / "demo")
     cfg.spark.shuffle_partitions = 4
-    args = argparse.Namespace(demo=True, stages="extract,dedup,download,score,index,publish", demo_pages=40)
+    args = argparse.Namespace(demo=True, stages="extract,dedup,download,score,index,publish,report",
+                              demo_pages=40)
     run_stage(PipelineStage, cfg, spark, args=args)
     root = tmp_path / "demo"
 
@@ -59,6 +60,10 @@ def test_demo_runs_every_stage_and_rows_flow_through(spark, tmp_path):
     laion = ds.dataset(str(root / "dataset" / "laion"), format="parquet").to_table()
     assert laion.num_rows == len(data) and laion.column("WIDTH").null_count == 0
     assert (root / "dataset" / "README.md").read_text().startswith("---\n")
+    page = (root / "report" / "index.html").read_text()  # the demo ends with its report
+    samples = page.split('<section id="samples">')[1]
+    assert samples.count('<img src="data:image/') >= 6  # the grid shows downloaded images inline
+    assert "kept by the score filters" in page and 'aria-label="CLIP similarity"' in page
 
 
 def test_unknown_stage_is_a_usage_error(tmp_path):
