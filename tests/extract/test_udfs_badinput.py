@@ -249,15 +249,18 @@ def test_too_many_links_are_capped(cfg):
     assert stats.counts["pairs_found"] == stats.counts["pairs_kept"] + sum(stats.dropped.values()) == 30
 
 
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a child of a big pytest
+# process would report its parent's peak; VmHWM belongs to the child's own address space.
 BOMB_CHILD = """
-import resource, sys
+import re, sys
 from crawlpairs.config import ExtractConfig
 from crawlpairs.stats import Stats
 from crawlpairs.udfs.extract import extract_stream
 stats = Stats()
 with open(sys.argv[1], "rb") as fh:
     rows = sum(b.num_rows for b in extract_stream(fh, sys.argv[1], ExtractConfig(lid_model=None), stats))
-print(rows, dict(stats.errors), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+hwm_kib = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+print(rows, dict(stats.errors), hwm_kib // 1024)
 """
 
 
