@@ -110,12 +110,16 @@ def write_bytes(uri: str, data: bytes, storage: StorageConfig | None = None) -> 
     if is_remote(uri):
         fs.pipe_file(path, data)
         return
-    target = Path(path)
+    _replace_local(Path(path), lambda tmp: Path(tmp).write_bytes(data))
+
+
+def _replace_local(target: Path, fill: Callable[[str], object]) -> None:
+    """Write a hidden temp file beside `target` with `fill(temp_path)`, then rename it over `target`."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        fill(tmp)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -132,14 +136,7 @@ def put_file(local: str, uri: str, storage: StorageConfig | None = None) -> None
     try:
         os.replace(local, uri)
     except OSError:  # another device (tmp on tmpfs): copy beside the target, then rename
-        fd, tmp = tempfile.mkstemp(prefix=f".{Path(uri).name}.", suffix=".tmp", dir=Path(uri).parent)
-        os.close(fd)
-        try:
-            shutil.copyfile(local, tmp)
-            os.replace(tmp, uri)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _replace_local(Path(uri), lambda tmp: shutil.copyfile(local, tmp))
 
 
 def move(src: str, dst: str, storage: StorageConfig | None = None) -> None:

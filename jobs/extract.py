@@ -98,15 +98,6 @@ class _WriteFailed(Exception):
     """Writing the rows failed: the file stays pending (never committed as a bad file)."""
 
 
-def _publish(local: str, uri: str, st) -> None:
-    """Move a finished local file to `uri` atomically (local rename; one upload on S3)."""
-    if storage.is_remote(uri):
-        fs, path = storage.filesystem(uri, st)
-        fs.put_file(local, path)
-    else:
-        os.replace(local, uri)
-
-
 def commit_file(uri: str, crawl: str | None, cfg: Config, out: str, settings: dict[str, Any]) -> dict[str, Any]:
     """Extract one input file and commit it; return its manifest, or a `pending` record.
 
@@ -192,7 +183,7 @@ def commit_file(uri: str, crawl: str | None, cfg: Config, out: str, settings: di
         for w, _, _ in writers.values():
             w.close()
         for _, tmp, target in writers.values():
-            _publish(tmp, target, st)
+            storage.put_file(tmp, target, st)
     except Exception as exc:  # noqa: BLE001 - a write that failed: the file is not committed
         return pending(f"write: {exc.__class__.__name__}: {exc}")
     finally:
