@@ -57,6 +57,13 @@ def stage_stats(root: str, st) -> dict[str, dict]:
     return found
 
 
+def value_counts(rows, column: str, null: str = "none") -> dict[str, int]:
+    """Rows per value of `column` (one Spark aggregate); a missing column counts nothing."""
+    if column not in rows.columns:
+        return {}
+    return {str(r[0]) if r[0] is not None else null: int(r[1]) for r in rows.groupBy(column).count().collect()}
+
+
 def sha256_of(uri: str, st) -> str | None:
     """A model or list file's sha256 (for the card); None when it cannot be read."""
     try:
@@ -176,14 +183,9 @@ class PublishStage(Stage):
     @staticmethod
     def facts(ctx: Context, rows, source: str) -> dict:
         """Counts the card states: languages, domains, crawls, and every stage's own `_stats.json`."""
-        def counts(column: str) -> dict[str, int]:
-            if column not in rows.columns:
-                return {}
-            return {str(r[0]) if r[0] is not None else "und": int(r[1])
-                    for r in rows.groupBy(column).count().collect()}
-
-        return {"languages": counts("language"), "image_domains": counts("image_domain"),
-                "page_domains": counts("page_domain"), "crawls": counts("crawl"),
+        return {"languages": value_counts(rows, "language", null="und"),
+                "image_domains": value_counts(rows, "image_domain"), "page_domains": value_counts(rows, "page_domain"),
+                "crawls": value_counts(rows, "crawl"),
                 "stages": stage_stats(ctx.cfg.output, ctx.cfg.storage)}
 
     @staticmethod

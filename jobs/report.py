@@ -19,7 +19,7 @@ import tarfile
 from typing import Any
 
 from crawlpairs import storage
-from crawlpairs.jobs.publish import stage_stats
+from crawlpairs.jobs.publish import stage_stats, value_counts
 from crawlpairs.stage import Context, Stage, UsageError, main
 from crawlpairs.udfs import report
 
@@ -109,12 +109,6 @@ class ReportStage(Stage):
             return None
         rows = ctx.spark.read.parquet(ctx.spark_uri(storage.join(root, source))).persist()
 
-        def counts(column: str) -> dict[str, int]:
-            if column not in rows.columns:
-                return {}
-            return {str(r[0]) if r[0] is not None else "none": int(r[1])
-                    for r in rows.groupBy(column).count().collect()}
-
         hists = {}
         for column, title in HISTOGRAMS:
             if column not in rows.columns:
@@ -134,8 +128,8 @@ class ReportStage(Stage):
             "root": root, "source": source, "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "funnel": funnel(stages),
             "drops": {s: doc.get("dropped", {}) for s, doc in stages.items() if doc.get("dropped")},
-            "languages": counts("language"), "licenses": counts("license"),
-            "image_domains": counts("image_domain"), "page_domains": counts("page_domain"),
+            "languages": value_counts(rows, "language"), "licenses": value_counts(rows, "license"),
+            "image_domains": value_counts(rows, "image_domain"), "page_domains": value_counts(rows, "page_domain"),
             "statuses": {k.removeprefix("status_"): v for k, v in dl.get("counts", {}).items()
                          if k.startswith("status_")},
             "refusals": {k: v for k, v in dl.get("dropped", {}).items() if any(w in k for w in REFUSAL_WORDS)},
