@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -34,20 +33,9 @@ img2dataset.download(url_list=sys.argv[1], input_format="parquet", url_col="url"
 
 @pytest.fixture(scope="session")
 def img2dataset_python() -> str:
-    root = Path(os.environ.get("CRAWLPAIRS_PEERS_DIR", Path.home() / ".cache" / "crawlpairs-peers"))
-    venv = root / "img2dataset"
-    py = venv / "bin" / "python"
-    ok = py.exists() and subprocess.run(
-        [str(py), "-c", f"import importlib.metadata as m; assert m.version('img2dataset') == '{VERSION}'"],
-        capture_output=True).returncode == 0
-    if not ok:
-        try:
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True)
-            subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"img2dataset=={VERSION}"], check=True,
-                           capture_output=True, timeout=1800)
-        except (subprocess.SubprocessError, OSError) as exc:
-            pytest.skip(f"cannot create the img2dataset {VERSION} venv: {exc}")
-    return str(py)
+    from support.peers import peer_python
+
+    return str(peer_python("img2dataset", [f"img2dataset=={VERSION}"]))
 
 
 def _img2dataset(py: str, urls: Path, folder: Path, mode: str, per_shard: int) -> subprocess.CompletedProcess:
