@@ -12,7 +12,6 @@ the bomb file with the default max_inflate_bytes, and with max_inflate_bytes = 0
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import time
@@ -33,7 +32,9 @@ def child(path: str, cap: int) -> None:
     t = time.time()
     with open(path, "rb") as fh:
         rows = sum(b.num_rows for b in extract_stream(fh, path, cfg, stats))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    # VmHWM is this process's own high-water mark; ru_maxrss would carry the parent's across fork + exec
+    status = Path("/proc/self/status").read_text()
+    peak = int(status.split("VmHWM:", 1)[1].split()[0]) // 1024
     print(f"| {Path(path).name[:40]} | {cap} | {rows} | {dict(stats.errors)} | {time.time() - t:.1f} | {peak} |",
           flush=True)
 
