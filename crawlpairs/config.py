@@ -195,7 +195,7 @@ class ScoreConfig:
 class IndexConfig:
     """Stage 5: embeddings -> kNN indices (autofaiss) + row-aligned metadata."""
 
-    kinds: list[str] = field(default_factory=lambda: ["img_emb"])  # img_emb and/or text_emb
+    kinds: list[str] = field(default_factory=lambda: ["img_emb", "text_emb"])  # image.index, text.index
     max_index_memory_usage: str = "4G"  # hard cap on each index's size (autofaiss picks the type)
     current_memory_available: str = "8G"  # RAM the build may use
     max_index_query_time_ms: float = 10.0  # latency target autofaiss tunes nprobe/efSearch for
