@@ -51,6 +51,11 @@ def session_conf(cfg: Config) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.parquet.compression.codec": "zstd",
         "spark.ui.showConsoleProgress": "false",
+        # data folders hold data only: no `_SUCCESS` marker (our commits are manifests and stats
+        # in `<folder>_meta/`) and no `.crc` sidecars beside local files (DuckDB's `**`, HF datasets
+        # and img2dataset glob them); S3/HDFS outputs are not affected by the second.
+        "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+        "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
     }
     if cfg.spark.shuffle_partitions:
         conf["spark.sql.shuffle.partitions"] = str(cfg.spark.shuffle_partitions)

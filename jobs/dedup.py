@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 
+from crawlpairs import layout
 from crawlpairs.stage import Context, Stage, UsageError, main
 from crawlpairs.udfs import dedup_seen
 from crawlpairs.udfs.dedup_seen import SeenSet
@@ -58,6 +59,7 @@ class DedupStage(Stage):
     name = "dedup"
     section = "dedup"
     output_dir = "deduped"
+    stats_dir = layout.meta_dir(output_dir)
     help = "candidates/ -> deduped/: exact (uid, url), near-duplicate captions, and a seen-set across runs"
 
     def run(self, ctx: Context) -> None:

@@ -20,7 +20,7 @@ import sys
 import time
 from functools import partial
 
-from crawlpairs import fingerprint, storage
+from crawlpairs import fingerprint, layout, storage
 from crawlpairs.stage import Context, Stage, UsageError, main
 from crawlpairs.stats import Stats
 from crawlpairs.udfs import dl_plan, dl_shards
@@ -49,7 +49,7 @@ class DownloadStage(Stage):
     name = "download"
     section = "download"
     output_dir = "images"
-    stats_dir = "images" + dl_shards.META_SUFFIX
+    stats_dir = layout.meta_dir("images")
     help = "deduped/ -> images/: fetch politely (opt-outs, robots.txt, per-host limits, SSRF guard)"
 
     def check(self, ctx: Context) -> None:
@@ -89,7 +89,7 @@ class DownloadStage(Stage):
         if "uid" not in rows.columns:
             rows = rows.withColumn("uid", uid_column())
         input_arrow = to_arrow_schema(rows.schema, timezone="UTC")
-        meta = dl_shards.meta_dir(out)
+        meta = layout.meta_dir(out)
         plan_uri = storage.join(meta, dl_shards.PLAN)
         settings = fingerprint.settings(d, ignore=NOT_OUTPUT)
 
@@ -155,10 +155,10 @@ class DownloadStage(Stage):
         shard_schema = dl_shards.parquet_schema(input_arrow, SHARD_RESULT_SCHEMA)
         ext = "jpg" if d.output_format == "jpeg" else d.output_format
         shares = dl_plan.rate_shares(plan)
-        layout = {k: plan[k] for k in ("shard_digits", "index_digits", "shard_size")}
+        shard_layout = {k: plan[k] for k in ("shard_digits", "index_digits", "shard_size")}
 
         def fetch(batches):
-            return download_shards(batches, d, out, layout, shard_schema, st, ext=ext, rate_shares=shares,
+            return download_shards(batches, d, out, shard_layout, shard_schema, st, ext=ext, rate_shares=shares,
                                    retry=retry)
 
         result = todo.mapInArrow(fetch, T.StructType.fromJson(_spark_schema(TASK_SCHEMA))).collect()

@@ -2,7 +2,7 @@
 
 Committed per input file, by the Spark task that read it; no batch barrier. A task
 extracts its file, writes the file's rows as one Parquet file per crawl id under a
-name derived from the input URI, then the file's manifest `_files/<key>.json` (counts,
+name derived from the input URI, then the file's manifest `candidates_meta/files/<key>.json` (counts,
 errors, the settings fingerprint). Both writes are atomic (local: temp name + rename;
 S3: one object appears whole). A re-run skips exactly the files that have a manifest.
 
@@ -23,9 +23,9 @@ next run reads only those. An unusable `--lid-model` stops the job on the driver
 any input is read (exit 2). Committed files made with other output-affecting settings
 stop the job too, unless `--force` re-extracts them.
 
-Layout: candidates/crawl=<id>/<key>.parquet (no `crawl` column inside, as Spark's
-partitionBy writes it), `_files/<key>.json` (manifests), `_stats.json` (totals over
-every committed file, plus this run's).
+Layout: candidates/crawl=<id>/<key>.parquet (data only: no `crawl` column inside, as
+Spark's partitionBy writes it); beside it `candidates_meta/files/<key>.json` (manifests)
+and `candidates_meta/_stats.json` (totals over every committed file, plus this run's).
 """
 
 from __future__ import annotations
@@ -40,12 +40,13 @@ import tempfile
 import time
 from typing import Any
 
-from crawlpairs import fingerprint, inputs, storage
+from crawlpairs import fingerprint, inputs, layout, storage
 from crawlpairs.config import Config, ExtractConfig
 from crawlpairs.stage import Context, Stage, UsageError, main
 from crawlpairs.stats import Stats
 
-MANIFESTS = "_files"
+MANIFESTS = "files"  # under candidates_meta/
+OLD_MANIFESTS = "_files"  # inside candidates/, before the data-only layout
 DATA_NAME = re.compile(r"^[0-9a-f]{16}\.parquet$")
 # Fields that change which files are read or how they are scheduled, never a file's rows.
 # The language model enters the fingerprint by its content (lid_model_sha256), not its name.
@@ -63,6 +64,11 @@ def file_key(uri: str) -> str:
 def data_path(crawl: str, key: str) -> str:
     """A file's rows for one crawl id, relative to candidates/ (deterministic: redo overwrites)."""
     return f"crawl={crawl}/{key}.parquet"
+
+
+def manifest_dir(out: str) -> str:
+    """Where the manifests of `out` (the candidates/ folder) live: beside it, never inside."""
+    return storage.join(layout.meta_dir(out), MANIFESTS)
 
 
 def lid_off(cfg: ExtractConfig) -> bool:
@@ -205,7 +211,7 @@ def commit_file(uri: str, crawl: str | None, cfg: Config, out: str, settings: di
         **stats.to_dict(),
     }
     try:
-        storage.write_json(storage.join(out, MANIFESTS, key + ".json"), manifest, st)
+        storage.write_json(storage.join(manifest_dir(out), key + ".json"), manifest, st)
     except Exception as exc:  # noqa: BLE001 - no manifest, no commit: the data file is an orphan
         return {"file": uri, "key": key, "pending": f"manifest: {exc.__class__.__name__}: {exc}"[:500]}
     return manifest
@@ -228,6 +234,7 @@ class ExtractStage(Stage):
     name = "extract"
     section = "extract"
     output_dir = "candidates"
+    stats_dir = layout.meta_dir(output_dir)
     uses_spark = False  # the session starts only when there are files to read
     help = "Crawl files (WAT/WARC: paths, globs, folders, s3://, https://, @list, crawl id) -> candidates/"
 
@@ -236,6 +243,7 @@ class ExtractStage(Stage):
         if storage.exists(storage.join(out, "_committed"), st):
             raise UsageError(f"--output {cfg.output}: candidates/ was written by an older crawlpairs "
                              "(batch layout); write to a new --output")
+        self.move_old_manifests(ctx)
         settings = output_settings(cfg.extract, self.check_lid_model(cfg))
         digest = fingerprint.digest(settings)
         resolved = inputs.resolve(cfg.input, cfg.extract, st)
@@ -259,7 +267,7 @@ class ExtractStage(Stage):
                              "fingerprints: re-run with --force to re-extract them, or write to a new --output")
         redo = {k for k, m in manifests.items() if cfg.extract.force and (m["file"] in wanted or k in stale)}
         for key in sorted(redo):  # manifest first: its data files become orphans, removed below
-            storage.rm(storage.join(out, MANIFESTS, key + ".json"), st, recursive=False)
+            storage.rm(storage.join(manifest_dir(out), key + ".json"), st, recursive=False)
             del manifests[key]
         self.remove_orphans(ctx, manifests)
 
@@ -317,7 +325,7 @@ class ExtractStage(Stage):
 
     def read_manifests(self, ctx: Context) -> dict[str, dict]:
         """Every committed file's manifest, keyed by file key (read in one batched call)."""
-        pattern = storage.join(ctx.out, MANIFESTS, "*.json")
+        pattern = storage.join(manifest_dir(ctx.out), "*.json")
         uris = storage.glob(pattern, ctx.cfg.storage)
         if not uris:
             return {}
@@ -327,6 +335,15 @@ class ExtractStage(Stage):
         paths = [storage.filesystem(u, ctx.cfg.storage)[1] for u in uris]
         docs = [orjson.loads(blob) for blob in fs.cat(paths).values()]
         return {d["key"]: d for d in docs}
+
+    def move_old_manifests(self, ctx: Context) -> None:
+        """An output from before the data-only layout: its manifests and stats move beside candidates/."""
+        st = ctx.cfg.storage
+        for uri in storage.glob(storage.join(ctx.out, OLD_MANIFESTS, "*.json"), st):
+            storage.move(uri, storage.join(manifest_dir(ctx.out), storage.basename(uri)), st)
+        for name in (OLD_MANIFESTS, "_stats.json"):
+            if storage.exists(storage.join(ctx.out, name), st):
+                storage.rm(storage.join(ctx.out, name), st, recursive=name == OLD_MANIFESTS)
 
     def remove_orphans(self, ctx: Context, manifests: dict[str, dict]) -> None:
         """Delete data files no manifest names (a killed or pending file's rows), and temp files."""

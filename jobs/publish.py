@@ -28,7 +28,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 
-from crawlpairs import storage
+from crawlpairs import layout, storage
 from crawlpairs.stage import Context, Stage, UsageError, main
 from crawlpairs.udfs import publish
 
@@ -38,23 +38,6 @@ PROVENANCE = ("crawl", "source_file", "source_offset", "fetch_time", "license_ur
 # Bookkeeping of the score stage that is not part of a published row.
 NOT_PUBLISHED = ("emb_row", "shard", "drop_reason", "error", "lsh_buckets", "img_emb", "similarity_model")
 FOLDERS = ("data", "laion", "open")
-
-
-# Each stage's data folder under a run's root; its `_stats.json` is in `<folder>_meta/` (data-only
-# folders) or, for stages that keep it there, in the folder itself.
-STAGE_FOLDERS = (("extract", "candidates"), ("dedup", "deduped"), ("download", "images"), ("score", "scored"),
-                 ("publish", "dataset"))
-
-
-def stage_stats(root: str, st) -> dict[str, dict]:
-    """stage -> its `_stats.json` document, for the stages that ran under `root`."""
-    found = {}
-    for stage, folder in STAGE_FOLDERS:
-        for where in (storage.join(root, folder + "_meta", "_stats.json"), storage.join(root, folder, "_stats.json")):
-            if storage.exists(where, st):
-                found[stage] = storage.read_json(where, st)
-                break
-    return found
 
 
 def value_counts(rows, column: str, null: str = "none") -> dict[str, int]:
@@ -109,7 +92,7 @@ class PublishStage(Stage):
     name = "publish"
     section = "publish"
     output_dir = "dataset"
-    stats_dir = "dataset_meta"
+    stats_dir = layout.meta_dir("dataset")
     input_required = False
     help = "scored/ + images/ (or deduped/) -> dataset/: data, laion and open configs and a dataset card"
 
@@ -186,7 +169,7 @@ class PublishStage(Stage):
         return {"languages": value_counts(rows, "language", null="und"),
                 "image_domains": value_counts(rows, "image_domain"), "page_domains": value_counts(rows, "page_domain"),
                 "crawls": value_counts(rows, "crawl"),
-                "stages": stage_stats(ctx.cfg.output, ctx.cfg.storage)}
+                "stages": layout.stage_stats(ctx.cfg.output, ctx.cfg.storage)}
 
     @staticmethod
     def models(ctx: Context, stages: dict) -> dict[str, dict[str, str]]:

@@ -19,7 +19,8 @@ import tarfile
 from typing import Any
 
 from crawlpairs import storage
-from crawlpairs.jobs.publish import stage_stats, value_counts
+from crawlpairs.jobs.publish import value_counts
+from crawlpairs.layout import stage_stats
 from crawlpairs.stage import Context, Stage, UsageError, main
 from crawlpairs.udfs import report
 

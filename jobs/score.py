@@ -3,7 +3,7 @@
 One Spark task per shard (`udfs.clip.score_shard` does the work on the executor: decode in
 a thread pool, open_clip once per Python worker, GPU from the task's resources when Spark
 assigned one). The driver then reads the per-shard rows, flags semantic near-duplicates
-when asked, and writes the kept rows partitioned by language and similarity band.
+when asked, and writes the kept rows as flat Parquet files ranged by language and similarity band.
 
     crawlpairs score --input OUT/images --output OUT
     spark-submit --conf spark.executor.resource.gpu.amount=1 --conf spark.task.resource.gpu.amount=1 \\
@@ -13,9 +13,10 @@ when asked, and writes the kept rows partitioned by language and similarity band
 from __future__ import annotations
 
 import json
+import math
 import os
 
-from crawlpairs import fingerprint, storage
+from crawlpairs import fingerprint, layout, storage
 from crawlpairs.stage import Context, Stage, UsageError, main
 from crawlpairs.stats import Stats
 
@@ -85,6 +86,7 @@ class ScoreStage(Stage):
     name = "score"
     section = "score"
     output_dir = "scored"
+    stats_dir = layout.meta_dir(output_dir)
     help = "CLIP embeddings, similarity, NSFW / watermark / aesthetic heads, filters per language"
 
     @staticmethod
@@ -156,40 +158,28 @@ class ScoreStage(Stage):
         kept = df.filter(F.col("drop_reason").isNull())
         w = float(sc.similarity_band_width)
         kept = (kept.withColumn("language", F.coalesce(F.col("language"), F.lit("und")))
-                .withColumn("similarity_band", F.format_string(
-                    "%.2f", F.floor(F.round(F.col("similarity") / F.lit(w), 6)) * F.lit(w))))
+                .withColumn("similarity_band", F.round(
+                    F.floor(F.round(F.col("similarity") / F.lit(w), 6)) * F.lit(w), 6)))
         flagged = sc.semantic_dup_threshold > 0
         if flagged:
             kept = self.flag_semantic_dups(kept, sc.semantic_dup_threshold)
-        kept = kept.drop(*[c for c in DROP_COLUMNS if c in kept.columns])
+        kept = kept.drop(*[c for c in DROP_COLUMNS if c in kept.columns]).persist()
+        n = kept.count()
         if flagged:
-            # the count, spread's per-partition sizes and the write would each redo the flagging
-            kept = kept.persist()
             ctx.stats.incr("semantic_dups_flagged", kept.filter(F.col("semantic_dup")).count())
-        (self.spread(kept, sc.rows_per_file)
-         .write.mode("overwrite").option("partitionOverwriteMode", "static")
-         .option("maxRecordsPerFile", max(0, sc.rows_per_file))
-         .partitionBy("language", "similarity_band").parquet(ctx.spark_uri(ctx.out)))
-        if flagged:
-            kept.unpersist()
+        # Flat files, every column inside (language and the band too: DuckDB and HF datasets read
+        # them as columns, not folder names). Each file holds a range of (language, band), so a
+        # reader's filter on either skips whole files by their Parquet statistics.
+        files = max(1, math.ceil(n / max(1, sc.rows_per_file)))
+        (kept.repartitionByRange(files, "language", "similarity_band", "key")
+         .sortWithinPartitions("language", "similarity_band", "key")
+         .write.mode("overwrite").parquet(ctx.spark_uri(ctx.out)))
+        kept.unpersist()
         ctx.stats.extra["embeddings"] = storage.join(out_root, "embeddings")
         ctx.stats.extra["embedding_files"] = len(_existing([emb_uris(out_root, shard_id(s))["img_emb"]
                                                             for s in shards], st))
         ctx.stats.extra.setdefault("executor_cores", executor_cores)
         ctx.stats.extra.setdefault("pid", os.getpid())
-
-    @staticmethod
-    def spread(kept, rows_per_file: int):
-        """One writer task per (language, band) would put all of en/0.30 in one task and one file;
-        give each partition ceil(rows / rows_per_file) tasks instead (a small count first)."""
-        from pyspark.sql import functions as F
-
-        keys = ["language", "similarity_band"]
-        salts = (kept.groupBy(*keys).count()
-                 .select(*keys, F.ceil(F.col("count") / F.lit(max(1, rows_per_file))).cast("int").alias("_salts")))
-        return (kept.join(F.broadcast(salts), on=keys)
-                .withColumn("_salt", F.pmod(F.hash("key"), F.col("_salts")))
-                .repartition(*keys, "_salt").drop("_salts", "_salt"))
 
     @staticmethod
     def flag_semantic_dups(kept, threshold: float):

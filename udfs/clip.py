@@ -36,11 +36,12 @@ import numpy as np
 
 from crawlpairs import fingerprint, storage
 from crawlpairs.config import ScoreConfig, StorageConfig
+from crawlpairs.layout import meta_dir
 from crawlpairs.stats import Stats
 from crawlpairs.udfs import heads as heads_mod
 from crawlpairs.udfs import wds
 
-ROWS_DIR = "_scored_shards"  # per-shard rows (kept + dropped), the shard's commit marker
+ROWS_DIR = meta_dir("scored") + "/shards"  # per-shard rows (kept + dropped), the commit marker; beside scored/
 EMB_DIR = "embeddings"
 
 # Columns taken from img2dataset's Parquet / .json when present (else null), with their types.
@@ -371,12 +372,12 @@ def threshold_for(language: str | None, cfg: ScoreConfig) -> float:
     return float(cfg.default_threshold)
 
 
-def similarity_band(sim: float | None, width: float) -> str:
-    """0.317 -> "0.30" with width 0.05: a partition value users can read one band of."""
+def similarity_band(sim: float | None, width: float) -> float | None:
+    """0.317 -> 0.3 with width 0.05: the band's lower edge, a column users filter one band on
+    (the same expression as jobs/score.py's, which computes it in Spark)."""
     if sim is None or sim != sim:
-        return "none"
-    lo = np.floor(round(sim / width, 6)) * width
-    return f"{lo:.2f}"
+        return None
+    return round(float(np.floor(round(sim / width, 6)) * width), 6)
 
 
 def drop_reason(sim: float, language: str | None, punsafe: float | None, pwatermark: float | None,

@@ -33,17 +33,11 @@ from crawlpairs.config import StorageConfig
 from crawlpairs.stats import Stats
 from crawlpairs.udfs.dl_fetch import SUCCESS, error_kind
 
-META_SUFFIX = "_meta"  # bookkeeping of a data folder X lives in the sibling X_meta
 PLAN = "plan.json"
 BAD_URL = "bad_url"
 # img2dataset's `status` values; ours (success / opt-out / blocked / error / bad_url) are in `download_status`.
 I2D_SUCCESS, I2D_DOWNLOAD, I2D_RESIZE = "success", "failed_to_download", "failed_to_resize"
 RESIZE_KINDS = frozenset({"bomb", "not_image", "too_small", "decode"})  # body came, the image step failed
-
-
-def meta_dir(out: str) -> str:
-    """`<root>/images` -> `<root>/images_meta`: where plan and stage stats live."""
-    return out.rstrip("/") + META_SUFFIX
 
 
 def i2d_status(download_status: str | None, error_message: str | None) -> str:

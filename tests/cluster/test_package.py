@@ -196,7 +196,7 @@ def test_real_extract_job_from_the_artefact_on_standalone_cluster(tmp_path, stan
            "--lid-model", str(shared_data / "models" / "lid.176.ftz"), "--shuffle-partitions", "2"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=500, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    stats = json.loads((out / "candidates" / "_stats.json").read_text())
+    stats = json.loads((out / "candidates_meta" / "_stats.json").read_text())
     assert stats["counts"]["files_read"] == 2 and stats["counts"]["rows_out"] > 0
     import pyarrow.dataset as ds
 

@@ -23,7 +23,7 @@ def run_dedup(spark):
         cfg = dedup_config(inp, out, seen, **dedup)
         run_stage(DedupStage, cfg, spark)
         kept = pq.read_table(Path(out) / "deduped").to_pylist()
-        stats = json.loads((Path(out) / "deduped" / "_stats.json").read_text())
+        stats = json.loads((Path(out) / "deduped_meta" / "_stats.json").read_text())
         return kept, stats
 
     return run

@@ -65,8 +65,8 @@ def real_run(tmp_path_factory, shared_data):
 
 def test_extract_then_dedup_with_defaults(real_run):
     out = real_run
-    ex = json.loads((out / "candidates" / "_stats.json").read_text())
-    st = json.loads((out / "deduped" / "_stats.json").read_text())
+    ex = json.loads((out / "candidates_meta" / "_stats.json").read_text())
+    st = json.loads((out / "deduped_meta" / "_stats.json").read_text())
     candidates = parquet_rows(out / "candidates")
     kept = parquet_rows(out / "deduped")
 
@@ -93,8 +93,8 @@ def test_every_url_is_strictly_valid(real_run):
 def test_near_dup_on_the_real_gallery(real_run):
     out = real_run / "nd"
     cli("dedup", "--input", str(real_run / "candidates"), "--output", str(out), "--near-dup")
-    st = json.loads((out / "deduped" / "_stats.json").read_text())
-    base = json.loads((real_run / "deduped" / "_stats.json").read_text())
+    st = json.loads((out / "deduped_meta" / "_stats.json").read_text())
+    base = json.loads((real_run / "deduped_meta" / "_stats.json").read_text())
     nd = st["extra"]["near_dup"]
     hist = nd["size_histogram"]
     assert nd["clusters"] == sum(h["clusters"] for h in hist.values()) > 0

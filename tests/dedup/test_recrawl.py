@@ -121,7 +121,7 @@ def test_recrawl_two_crawls_kill_and_resume(tmp_path, cc_site, spark):
     assert snap[C1] == cand1  # first crawl: everything is new
     assert snap[C2] == cand2 - cand1  # second crawl: only its new pairs
     assert snap["seen"] == cand1 | cand2  # the seen-set holds the union
-    st2 = json.loads((a / "crawls" / C2 / "deduped" / "_stats.json").read_text())
+    st2 = json.loads((a / "crawls" / C2 / "deduped_meta" / "_stats.json").read_text())
     assert st2["dropped"] == {"seen_uid": len(shared)}
 
     # -- the same, SIGKILLed once crawl 1's dedup has started, then restarted --------------

@@ -48,7 +48,7 @@ def test_spark_submit_on_standalone_cluster_matches_local(standalone_cluster, sp
     assert len(on_cluster) > 50
     cols = ["uid", "url", "text", "page_url", "language", "license", "crawl", "source_file", "source_offset"]
     assert on_cluster[cols].equals(local[cols])
-    assert (tmp_path / "cluster" / "candidates" / "_stats.json").exists()
+    assert (tmp_path / "cluster" / "candidates_meta" / "_stats.json").exists()
 
 
 def executor_pids(cluster) -> list[int]:
@@ -105,4 +105,4 @@ def test_executor_killed_mid_job_loses_and_doubles_nothing(standalone_cluster, s
     got = read_table(out / "candidates")[cols].sort_values(cols).reset_index(drop=True)
     want = read_table(tmp_path / "clean" / "candidates")[cols].sort_values(cols).reset_index(drop=True)
     assert len(want) > 300 and got.equals(want)
-    assert len(list((out / "candidates" / "_files").glob("*.json"))) == len(wats)
+    assert len(list((out / "candidates_meta" / "files").glob("*.json"))) == len(wats)

@@ -85,7 +85,7 @@ def test_real_files_known_values(real_run):
 
 def test_stats_account_for_every_pair_and_error(real_run):
     _, out, stats = real_run
-    doc = json.loads((out / "candidates" / "_stats.json").read_text())
+    doc = json.loads((out / "candidates_meta" / "_stats.json").read_text())
     c = doc["counts"]
     assert c["pairs_found"] == c["rows_out"] + doc["dropped_total"]
     assert doc["errors"].get("wat_json", 0) >= 1  # the truncated CC-MAIN-2023-14 WAT
@@ -108,7 +108,7 @@ def test_lost_manifest_rewrites_file_without_duplicates(spark, shared_data, lid_
     cfg = make_cfg([str(shared_data / "wat"), str(shared_data / "warc")], tmp_path, lid_model)
     run_stage(ExtractStage, cfg, spark)
     first = read_table(tmp_path / "candidates").sort_values(["source_file", "uid"]).reset_index(drop=True)
-    victim = tmp_path / "candidates" / "_files" / (file_key(str(shared_data / "wat" / (CC2014_WAT + ".gz"))) + ".json")
+    victim = tmp_path / "candidates_meta" / "files" / (file_key(str(shared_data / "wat" / (CC2014_WAT + ".gz"))) + ".json")
     victim.unlink()
     # a killed task's leftovers: a temp file (hidden) and the orphan data file stay until the re-run
     (tmp_path / "candidates" / "crawl=CC-MAIN-2014-35" / ".x.123.parquet.tmp").write_bytes(b"partial")
@@ -124,7 +124,7 @@ def test_orphan_of_an_input_no_longer_given_is_removed(spark, shared_data, lid_m
     """Between runs, every visible row belongs to a manifested file (stats and table agree)."""
     cfg = make_cfg([str(shared_data / "wat" / (CC2014_WAT + ".gz"))], tmp_path, lid_model)
     run_stage(ExtractStage, cfg, spark)
-    manifest = next((tmp_path / "candidates" / "_files").glob("*.json"))
+    manifest = next((tmp_path / "candidates_meta" / "files").glob("*.json"))
     manifest.unlink()  # killed between its data file and its manifest
     cfg.input = [str(shared_data / "warc" / "dolma-sample-0000.warc.gz")]
     stats = run_stage(ExtractStage, cfg, spark)
@@ -151,7 +151,7 @@ def test_bad_inputs_are_counted_and_the_rest_succeeds(spark, shared_data, lid_mo
     df = read_table(tmp_path / "out" / "candidates")
     good = reference_uids([bad / "good.warc.gz"], cfg)
     assert good <= set(df.uid)
-    per_file = list((tmp_path / "out" / "candidates" / "_files").glob("*.json"))
+    per_file = list((tmp_path / "out" / "candidates_meta" / "files").glob("*.json"))
     assert len(per_file) == 4  # one manifest per input file, errors included
 
 
@@ -207,7 +207,7 @@ def test_unusable_lid_model_stops_before_any_input_is_read(model, needle, shared
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == 2 and len(lines) == 1, res.stderr
     assert "--lid-model" in lines[0] and needle in lines[0]
-    assert not (tmp_path / "o" / "candidates" / "_files").exists()
+    assert not (tmp_path / "o" / "candidates_meta" / "files").exists()
 
 
 def test_changed_settings_stop_the_rerun_and_force_reextracts(spark, shared_data, lid_model, tmp_path):
@@ -253,7 +253,7 @@ def test_s3_input_and_output(s3_spark, s3_server, shared_data, lid_model, tmp_pa
                                 shared_data / "warc" / "dolma-sample-0000.warc.gz"], cfg)
     assert set(table.uid) == local_ref
     assert stats.errors["wat_json"] >= 1
-    assert storage.exists(s3_server.uri("out", "candidates", "_stats.json"), st)
+    assert storage.exists(s3_server.uri("out", "candidates_meta", "_stats.json"), st)
     assert table.source_file.str.startswith("s3://").all()
 
 

@@ -85,7 +85,7 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def manifests(out: Path) -> set[str]:
-    return {p.stem for p in (out / "candidates" / MANIFESTS).glob("*.json")}
+    return {p.stem for p in (out / "candidates_meta" / MANIFESTS).glob("*.json")}
 
 
 def data_keys(out: Path) -> set[str]:
@@ -141,7 +141,7 @@ def test_a_file_whose_write_fails_is_pending_and_the_rerun_reads_only_it(spark, 
     with pytest.raises(PendingWork) as info:
         run_stage(ExtractStage, cfg, spark)
     assert info.value.pending == [real]
-    doc = json.loads((tmp_path / "candidates" / "_stats.json").read_text())
+    doc = json.loads((tmp_path / "candidates_meta" / "_stats.json").read_text())
     assert [p["file"] for p in doc["extra"]["pending"]] == [real]
     assert doc["extra"]["this_run"]["counts"]["files_pending"] == 1
     assert manifests(tmp_path) == {file_key(other)}  # not committed: no manifest, no rows

@@ -75,7 +75,7 @@ def write_candidates(out: Path, shared_data: Path, n: int = 300) -> pa.Table:
         })
     table = pa.Table.from_pylist(rows)
     pq.write_to_dataset(table, out / "candidates", partition_cols=["crawl"])
-    (out / "candidates" / "_stats.json").write_text(json.dumps(
+    (out / "candidates_meta" / "_stats.json").write_text(json.dumps(
         {"stage": "extract", "version": "0.1.0", "seconds": 1.0, "counts": {"rows_out": n},
          "dropped": {"text_too_short": 12}, "errors": {}}))
     return table
@@ -87,7 +87,7 @@ def write_later_stages(out: Path, shared_data: Path, cand: pa.Table) -> None:
 
     kept = cand.slice(0, 200)
     pq.write_to_dataset(kept, out / "deduped", partition_cols=["crawl"])
-    (out / "deduped" / "_stats.json").write_text(json.dumps(
+    (out / "deduped_meta" / "_stats.json").write_text(json.dumps(
         {"stage": "dedup", "counts": {"rows_in": cand.num_rows, "rows_out": 200},
          "dropped": {"duplicate_url": 60, "near_duplicate": 40}, "errors": {}}))
     photos = sorted((shared_data / "images" / "skimage").glob("*.png"))[:6] + \

@@ -36,35 +36,38 @@ def job(spark, images_dir, tmp_path_factory):
     return out, stats
 
 
-def test_job_writes_scored_partitions_and_counts_every_row(job, spark):
+def test_job_writes_data_only_scored_files_and_counts_every_row(job, spark):
     out, stats = job
-    doc = json.loads((out / "scored" / "_stats.json").read_text())
+    doc = json.loads((out / "scored_meta" / "_stats.json").read_text())
     c, d = doc["counts"], doc["dropped"]
     assert c["shards_in"] == 3 and c["shards_scored"] == 3
     assert c["rows_in"] == c["rows_out"] + doc["dropped_total"]
     assert d["similarity_below_threshold"] > 0 and d["corrupt_image"] == 2 and d["empty_image"] == 1
     assert d["missing_text"] == 1 and doc["errors"]["missing_txt"] == 1
-    parts = sorted(p.name for p in (out / "scored").iterdir() if p.is_dir())
-    assert parts == ["language=de", "language=en"]
+    # scored/ holds Parquet files only: no folders, no _SUCCESS, no .crc, no stats
+    names = sorted(p.name for p in (out / "scored").iterdir())
+    assert names and all(n.startswith("part-") and n.endswith(".parquet") for n in names), names
+    # language and the band are columns inside every file (a band is a number), and each file is
+    # at most rows_per_file rows and sorted, so a filter on either skips files by their statistics
+    files = sorted((out / "scored").glob("*.parquet"))
+    assert len(files) >= -(-c["rows_out"] // 4)
+    langs = set()
+    for f in files:
+        t = pq.read_table(f)
+        assert t.num_rows <= 4 and t.schema.field("similarity_band").type == "double"
+        assert t.schema.field("language").type == "string"
+        pairs = list(zip(t.column("language").to_pylist(), t.column("similarity_band").to_pylist(), strict=True))
+        assert pairs == sorted(pairs)
+        langs |= {p[0] for p in pairs}
+    assert langs == {"de", "en"}
     df = spark.read.parquet(str(out / "scored"))
     assert df.count() == c["rows_out"]
     assert "drop_reason" not in df.columns and "img_emb" not in df.columns
-    de = spark.read.parquet(str(out / "scored" / "language=de")).toPandas()
-    assert len(de) > 0 and "language" not in de.columns  # one partition read alone
-    counts = df.groupBy("language", "similarity_band").count().toPandas()
-    big = counts.sort_values("count").iloc[-1]
-    files = list((out / "scored" / f"language={big.language}" / f"similarity_band={big.similarity_band}").glob("*.parquet"))
-    assert big["count"] > 4 and len(files) >= -(-big["count"] // 4)
-    assert all(pq.ParquetFile(f).metadata.num_rows <= 4 for f in files)
     rows = df.select("similarity", "similarity_band").toPandas()
-    band = rows.similarity_band.astype(float)
-    assert ((rows.similarity >= band - 1e-6) & (rows.similarity < band + 0.05 + 1e-6)).all()
-    # the job's Spark expression names band folders exactly as the udf does
-    band_dirs = list((out / "scored").glob("language=*/similarity_band=*"))
-    assert len(band_dirs) > 1
-    for d in band_dirs:
-        sims = pq.read_table(d, columns=["similarity"]).column(0).to_pylist()
-        assert sims and {clip.similarity_band(s, 0.05) for s in sims} == {d.name.split("=", 1)[1]}
+    assert rows.similarity_band.nunique() > 1
+    assert ((rows.similarity >= rows.similarity_band - 1e-6) & (rows.similarity < rows.similarity_band + 0.05 + 1e-6)).all()
+    # the job's Spark expression gives every row the band the udf gives it
+    assert [clip.similarity_band(s, 0.05) for s in rows.similarity] == list(rows.similarity_band)
 
 
 def test_embeddings_one_aligned_triple_per_shard(job):

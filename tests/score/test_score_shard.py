@@ -317,9 +317,9 @@ def test_device_is_cpu_without_a_gpu():
 
 
 def test_similarity_band():
-    assert clip.similarity_band(0.317, 0.05) == "0.30"
-    assert clip.similarity_band(0.30, 0.05) == "0.30"
-    assert clip.similarity_band(None, 0.05) == "none"
+    assert clip.similarity_band(0.317, 0.05) == 0.3
+    assert clip.similarity_band(0.30, 0.05) == 0.3
+    assert clip.similarity_band(None, 0.05) is None
 
 
 def test_udfs_import_no_torch():
