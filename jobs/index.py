@@ -1,7 +1,7 @@
 """Stage 5: `embeddings/` -> `index/` (autofaiss kNN indices + metadata to map hits back).
 
 `crawlpairs index --input OUT/embeddings --output OUT/index`. The work is in
-`crawlpairs.udfs.knn.build`; this job only hands it Spark where Spark helps:
+`crawlpairs.udfs.knn_build.build`; this job only hands it Spark where Spark helps:
 autofaiss's pyspark mode (`--distributed`, one index or `--nb-indices-to-keep` of them)
 finds this session itself, and `--shard-by partition` runs one autofaiss build per
 embedding part as one Spark task each.
@@ -13,7 +13,7 @@ from typing import Any
 
 from crawlpairs import storage
 from crawlpairs.stage import Context, Stage, UsageError, main
-from crawlpairs.udfs import knn
+from crawlpairs.udfs import knn_build
 
 
 class IndexStage(Stage):
@@ -42,13 +42,13 @@ class IndexStage(Stage):
 
         use_spark = icfg.distributed and spark is not None
         try:
-            info = knn.build(
+            info = knn_build.build(
                 root, ctx.out, icfg, cfg.storage, ctx.stats, score_cfg=cfg.score,
                 map_fn=spark_map if use_spark else None,
             )
-        except knn.IndexBuildError as exc:
+        except knn_build.IndexBuildError as exc:
             raise UsageError(str(exc)) from None
-        ctx.stats.incr("rows_out", info["count"])  # rows_in and drops by reason: counted per part by knn
+        ctx.stats.incr("rows_out", info["count"])  # rows_in and drops by reason: counted per part by knn_build
         ctx.stats.extra.setdefault("clip", info.get("clip"))
 
     def summary(self, ctx: Context) -> str:

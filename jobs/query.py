@@ -2,7 +2,7 @@
 
 No Spark: one process loads the index (fetched once from s3:// into a local cache), the
 CLIP model recorded at build time for --text / --image, and prints one JSON line per
-hit (or a table with --table). Notebooks call `crawlpairs.udfs.knn.query` directly.
+hit (or a table with --table). Notebooks call `crawlpairs.udfs.knn.query` (knn_query) directly.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import numpy as np
 
 from crawlpairs import storage
 from crawlpairs.stage import Context, Stage, UsageError, main
-from crawlpairs.udfs import knn
-from crawlpairs.udfs.knn import open_index, query, query_df  # noqa: F401 - entry points for callers
+from crawlpairs.udfs import knn_query
+from crawlpairs.udfs.knn_files import INFO_NAME
+from crawlpairs.udfs.knn_query import open_index, query, query_df  # noqa: F401 - entry points for callers
 
 
 class QueryStage(Stage):
@@ -48,13 +49,13 @@ class QueryStage(Stage):
         if a.k < 1:
             raise UsageError(f"-k {a.k}: must be at least 1")
         st = ctx.cfg.storage
-        if not storage.exists(storage.join(a.index, knn.INFO_NAME), st):
-            raise UsageError(f"--index {a.index}: no {knn.INFO_NAME} there (build it with `crawlpairs index`)")
+        if not storage.exists(storage.join(a.index, INFO_NAME), st):
+            raise UsageError(f"--index {a.index}: no {INFO_NAME} there (build it with `crawlpairs index`)")
         try:
             logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-            idx = knn.open_index(a.index, kind=a.kind, storage=st, mmap=a.mmap)
+            idx = knn_query.open_index(a.index, kind=a.kind, storage=st, mmap=a.mmap)
             vector = _parse_vector(a.vector) if a.vector is not None else None
-            hits = knn.query(idx, text=a.text, image=a.image, vector=vector, k=a.k)
+            hits = knn_query.query(idx, text=a.text, image=a.image, vector=vector, k=a.k)
         except FileNotFoundError as exc:
             raise UsageError(f"--image {a.image}: {exc}") from None
         except ValueError as exc:

@@ -117,14 +117,6 @@ def show_stats(stage):
     return st
 
 
-def npy_header(fh):
-    """(shape, dtype) of an open .npy file, leaving fh at the first row: no need to read the array."""
-    version = np.lib.format.read_magic(fh)
-    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, _, dtype = read(fh)
-    return shape, dtype
-
-
 def top(series, n=20, name="rows"):
     counts = series.fillna("(none)").astype(str).value_counts()
     frame = counts.head(n).rename(name).to_frame()
@@ -377,6 +369,8 @@ emb_files = stage_files("embeddings", suffix=".npy")
 if not emb_files:
     print("stage embeddings not run (no .npy under embeddings/)")
 else:
+    from crawlpairs.udfs.knn_files import npy_header  # sizes from the header, not the array
+
     rows = []
     for path in emb_files[:50]:
         with fs.open(path, "rb") as fh:
@@ -426,6 +420,8 @@ else:
                 if not emb:
                     print("no CLIP model recorded and no embeddings to query with: skipped")
                 else:
+                    from crawlpairs.udfs.knn_files import npy_header
+
                     with fs.open(emb[0], "rb") as fh:  # only the first row, not the whole part
                         shape, dtype = npy_header(fh)
                         vector = np.frombuffer(fh.read(int(np.prod(shape[1:])) * dtype.itemsize), dtype=dtype)

@@ -4,7 +4,7 @@
 
 Both arms run in this one process on the same generated vectors with the same autofaiss options:
   direct:     autofaiss.build_index(embeddings=<img_emb folder>, ...)
-  crawlpairs: crawlpairs.udfs.knn.build(<embeddings root>, ...) - the index job minus Spark start-up:
+  crawlpairs: crawlpairs.udfs.knn_build.build(<embeddings root>, ...) - the index job minus Spark start-up:
               part discovery and checks, metadata copy in id order, autofaiss, index_info.json.
 Recall@10 compares each index's top-10 with faiss IndexFlatIP (exact) on held-out queries drawn
 from the same distribution; self-hit@1 queries indexed rows with their own vectors.
@@ -112,7 +112,7 @@ def main() -> int:
 
     from crawlpairs.config import IndexConfig
     from crawlpairs.stats import Stats
-    from crawlpairs.udfs import knn
+    from crawlpairs.udfs import knn_build, knn_query
 
     work = Path(args.work)
     emb = work / f"emb-{args.n}-{args.dim}"
@@ -124,7 +124,7 @@ def main() -> int:
         current_memory_available=args.current_memory_available,
         max_index_query_time_ms=args.max_index_query_time_ms, index_key=args.index_key,
     )
-    opts = knn.autofaiss_options(cfg)
+    opts = knn_build.autofaiss_options(cfg)
     results: dict = {"arms": {}}
     for arm in args.order.split(","):
         out = work / f"out-{arm}"
@@ -143,7 +143,7 @@ def main() -> int:
             index_files = [out / "knn.index"]
         else:
             stats = Stats()
-            info = knn.build(str(emb), str(out), cfg, stats=stats, force=True)
+            info = knn_build.build(str(emb), str(out), cfg, stats=stats, force=True)
             seconds = time.perf_counter() - t
             infos = info["kinds"]["img_emb"]["shards"][0]["autofaiss"]
             index_files = [out / s["file"] for s in info["kinds"]["img_emb"]["shards"]]
@@ -172,7 +172,7 @@ def main() -> int:
     self_rows = np.random.default_rng(7).choice(len(xb), size=min(200, len(xb)), replace=False)
 
     direct_index = faiss.read_index(str(work / "out-direct" / "knn.index"))
-    ours = knn.KnnIndex(str(work / "out-crawlpairs"))
+    ours = knn_query.KnnIndex(str(work / "out-crawlpairs"))
     for arm, search in (("direct", lambda q: direct_index.search(q, 10)[1]),
                         ("crawlpairs", lambda q: ours.search(q, 10)[1])):
         t = time.perf_counter()
@@ -193,7 +193,7 @@ def main() -> int:
             sweep[nprobe] = round(recall_at(direct_index.search(queries, 10)[1], exact), 4)
         results["recall_at_10_by_nprobe"] = sweep
     # the end-to-end check: a hit maps back to its own metadata row
-    hit = knn.query(ours, vector=xb[self_rows[0]], k=1)[0]
+    hit = knn_query.query(ours, vector=xb[self_rows[0]], k=1)[0]
     results["metadata_roundtrip_ok"] = hit["text"] == f"generated caption number {self_rows[0]}"
 
     d, c = results["arms"]["direct"]["seconds"], results["arms"]["crawlpairs"]["seconds"]
@@ -209,10 +209,10 @@ def main() -> int:
                                          - results["arms"]["direct"]["cpu_seconds"])
                                   / results["arms"]["direct"]["cpu_seconds"], 2),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, "
-                   f"faiss {faiss.__version__}, autofaiss {knn._autofaiss_version()}",
+                   f"faiss {faiss.__version__}, autofaiss {knn_build._autofaiss_version()}",
         "load": os.getloadavg(),
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-        "finished": knn.now_iso(),
+        "finished": knn_build.now_iso(),
     })
     suffix = f"-{args.tag}" if args.tag else ""
     (HERE / f"results{suffix}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -238,7 +238,7 @@ def write_md(r: dict, path: Path = HERE / "RESULTS.md") -> None:
         "| arm | build s (wall) | CPU s | index | search params | size MB | recall@10 vs exact | self-hit@1 | ms/query (batch of 1000) |",
         "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for name, x in (("autofaiss.build_index directly", a), ("crawlpairs index (knn.build)", b)):
+    for name, x in (("autofaiss.build_index directly", a), ("crawlpairs index (knn_build.build)", b)):
         lines.append(
             f"| {name} | {x['seconds']:.1f} | {x['cpu_seconds']:.1f} | {x['index_key']} | {x['index_param']} | "
             f"{x['index_bytes'] / 1e6:.0f} | {x['recall_at_10']:.3f} | {x['self_hit_at_1']:.3f} | "

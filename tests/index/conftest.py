@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from support.photos import CAPTIONS, IMAGES, clip_folder
+
 
 def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     x = rng.normal(size=(n, dim)).astype(np.float32)
@@ -46,6 +48,22 @@ def write_embeddings(root: Path, sizes: list[int], dim: int = 16, kinds=("img_em
 @pytest.fixture
 def make_embeddings():
     return write_embeddings
+
+
+@pytest.fixture
+def photo_embeddings(tmp_path, shared_data):
+    """OUT/embeddings for four real photos and their captions, embedded by score's own encoder
+    (tiny-clip, seeded random weights). Returns (embeddings root, photo paths, urls)."""
+    from crawlpairs.udfs import clip
+
+    images = [shared_data / "images" / "skimage" / f for f in IMAGES]
+    enc = clip.get_encoder("tiny-clip", None, "cpu", "fp32")
+    pixels = np.stack([clip.load_image(p.read_bytes(), enc.spec)[0] for p in images])
+    urls = [f"https://img.example/{p.name}" for p in images]
+    root = tmp_path / "out" / "embeddings"
+    clip_folder(root, enc.encode_images(pixels), enc.encode_texts(CAPTIONS), urls,
+                {"model": "tiny-clip", "pretrained": None, "model_config_dir": None})
+    return root, images, urls
 
 
 # A tiny open_clip architecture (random weights, saved once so build and query load the same ones).

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from crawlpairs import storage
 from crawlpairs.config import Config, IndexConfig
 from crawlpairs.jobs.index import IndexStage
 from crawlpairs.jobs.query import QueryStage
@@ -15,7 +16,7 @@ from crawlpairs.udfs import knn
 
 
 def test_cli_index_then_query_returns_the_row_itself(tmp_path, make_embeddings, spark, capsys):
-    vecs = make_embeddings(tmp_path / "emb", [120, 80], dim=16, kinds=("img_emb",))
+    vecs = make_embeddings(tmp_path / "emb", [120, 80], dim=16)  # both kinds: --kinds defaults to both
     out = tmp_path / "out" / "index"
     rc = main(IndexStage, ["--input", str(tmp_path / "emb"), "--output", str(out),
                            "--index-key", "HNSW16", "--index-param", "efSearch=64", "--max-index-memory-usage", "1G"])
@@ -23,6 +24,7 @@ def test_cli_index_then_query_returns_the_row_itself(tmp_path, make_embeddings, 
     stats = json.loads((out / "_stats.json").read_text())
     assert stats["counts"]["rows_out"] == 200 and stats["counts"]["parts_used"] == 2
     assert stats["config"]["index"]["max_index_memory_usage"] == "1G"
+    assert (out / "image.index").is_file() and (out / "text.index").is_file()
     np.save(tmp_path / "q.npy", vecs["img_emb"][150:151])
     capsys.readouterr()
     assert main(QueryStage, ["--index", str(out), "--vector", str(tmp_path / "q.npy"), "-k", "5"]) == 0
@@ -35,7 +37,7 @@ def test_cli_errors_are_one_line(tmp_path, make_embeddings, capsys):
     assert main(QueryStage, ["--index", str(tmp_path / "missing"), "--vector", "1,2"]) == 2
     assert "--index" in capsys.readouterr().err
     make_embeddings(tmp_path / "emb", [20], dim=4, kinds=("img_emb",))
-    knn.build(str(tmp_path / "emb"), str(tmp_path / "index"), IndexConfig(index_key="Flat"))
+    knn.build(str(tmp_path / "emb"), str(tmp_path / "index"), IndexConfig(kinds=["img_emb"], index_key="Flat"))
     assert main(QueryStage, ["--index", str(tmp_path / "index")]) == 2
     assert "give exactly one" in capsys.readouterr().err
     assert main(QueryStage, ["--index", str(tmp_path / "index"), "--vector", "1,2,x"]) == 2
@@ -49,13 +51,14 @@ def test_distributed_autofaiss_keeps_several_indices(tmp_path, make_embeddings, 
     """autofaiss's pyspark mode on the session: 2 indices, ids global, every row finds itself."""
     vecs = make_embeddings(tmp_path / "emb", [150, 150, 100], dim=16, kinds=("img_emb",))
     cfg = Config(input=[str(tmp_path / "emb")], output=str(tmp_path / "index"))
-    cfg.index = IndexConfig(distributed=True, nb_indices_to_keep=2, index_key="IVF4,Flat", index_param="nprobe=4",
-                            tmp_dir=str(tmp_path / "scratch"))
+    cfg.index = IndexConfig(kinds=["img_emb"], distributed=True, nb_indices_to_keep=2, index_key="IVF4,Flat",
+                            index_param="nprobe=4", tmp_dir=str(tmp_path / "scratch"))
     stats = run_stage(IndexStage, cfg, spark=spark)
     assert stats.counts["shards_img_emb"] == 2
     info = json.loads((tmp_path / "index" / knn.INFO_NAME).read_text())
     files = sorted(s["file"] for s in info["kinds"]["img_emb"]["shards"])
-    assert files == ["img_emb/knn.index0", "img_emb/knn.index1"]
+    assert files == ["image.index0", "image.index1"] and not info["clip_back_loadable"]
+    assert json.loads((tmp_path / "index" / "image.json1").read_text())["index_path"] == "image.index1"
     idx = knn.KnnIndex(str(tmp_path / "index"))
     assert sum(index.ntotal for index, _ in idx.shards) == 400
     _, ids = idx.search(vecs["img_emb"], k=3)
@@ -80,15 +83,16 @@ def test_index_on_s3_in_and_out(tmp_path, make_embeddings, s3_server):
     """Embeddings read from and index written to a real S3 server (SeaweedFS); query fetches it once."""
     local = tmp_path / "emb"
     vecs = make_embeddings(local, [70, 50], dim=16, kinds=("img_emb",))
-    fs, _ = knn.st.filesystem(s3_server.uri("x"), s3_server.storage)
+    fs, _ = storage.filesystem(s3_server.uri("x"), s3_server.storage)
     src = s3_server.uri("knn-test", "embeddings")
     fs.put(str(local) + "/", src.replace("s3://", "") + "/", recursive=True)
     out = s3_server.uri("knn-test", "index")
-    cfg = IndexConfig(index_key="HNSW16", index_param="efSearch=64")
+    cfg = IndexConfig(kinds=["img_emb"], index_key="HNSW16", index_param="efSearch=64")
     info = knn.build(src, out, cfg, storage=s3_server.storage)
     assert info["count"] == 120
-    assert knn.st.exists(out + "/img_emb/knn.index", s3_server.storage)
-    assert knn.st.exists(out + "/metadata/part-00001.parquet", s3_server.storage)
+    assert storage.exists(out + "/image.index", s3_server.storage)
+    assert storage.read_json(out + "/image.json", s3_server.storage)["index_path"] == "image.index"
+    assert storage.exists(out + "/metadata/part-00001.parquet", s3_server.storage)
     idx = knn.KnnIndex(out, storage=s3_server.storage, cache_dir=str(tmp_path / "cache"))
     assert idx.local.startswith(str(tmp_path / "cache"))
     hits = idx.query_vectors(vecs["img_emb"][[3, 100]], k=2)
@@ -96,7 +100,7 @@ def test_index_on_s3_in_and_out(tmp_path, make_embeddings, s3_server):
 
 
 def test_input_may_be_the_run_root_and_query_is_importable_from_the_job(tmp_path, make_embeddings, spark):
-    vecs = make_embeddings(tmp_path / "out" / "embeddings", [40], dim=8, kinds=("img_emb",))
+    vecs = make_embeddings(tmp_path / "out" / "embeddings", [40], dim=8)
     cfg = Config(input=[str(tmp_path / "out")], output=str(tmp_path / "out" / "index"))
     cfg.index = IndexConfig(index_key="Flat")
     stats = run_stage(IndexStage, cfg, spark=spark)

@@ -1,4 +1,4 @@
-"""udfs/knn.py without Spark: real autofaiss builds on small generated embedding folders."""
+"""udfs/knn_build.py and knn_query.py without Spark: real autofaiss builds on small generated embedding folders."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ import pytest
 
 from crawlpairs.config import IndexConfig
 from crawlpairs.stats import Stats
-from crawlpairs.udfs import knn
+from crawlpairs.udfs import knn, knn_query
+from support.photos import CAPTIONS, IMAGES, clip_folder
 
 # HNSW with a fixed efSearch: autofaiss's own parameter search costs seconds per index.
 FAST = {"index_key": "HNSW16", "index_param": "efSearch=128"}
 
 
 def _cfg(**kw) -> IndexConfig:
-    return IndexConfig(**{**FAST, **kw})
+    return IndexConfig(**{**FAST, "kinds": ["img_emb"], **kw})
 
 
 def test_every_row_is_its_own_nearest_neighbour(tmp_path, make_embeddings):
@@ -41,13 +42,24 @@ def test_every_row_is_its_own_nearest_neighbour(tmp_path, make_embeddings):
     assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
     on_disk = json.loads((tmp_path / "index" / knn.INFO_NAME).read_text())
     assert on_disk["kinds"]["img_emb"]["shards"][0]["index_key"] == "HNSW16"
-    assert on_disk["metadata"]["rows"] == [300, 250]
+    assert on_disk["metadata"]["rows"] == [300, 250] and on_disk["clip_back_loadable"]
+    # clip_back's layout: image.index / text.index at the root, metadata with `caption`, in id order
+    names = sorted(p.name for p in (tmp_path / "index").iterdir())
+    assert names == ["image.index", "image.json", "index_info.json", "metadata", "text.index", "text.json"]
+    meta = pd.concat(pd.read_parquet(p) for p in sorted((tmp_path / "index" / "metadata").glob("*.parquet")))
+    assert list(meta.columns) == ["uid", "url", "caption", "similarity"] and len(meta) == 550
+    assert meta["caption"].iloc[400] == "caption 400"
+    # autofaiss's infos name the published index, not the temp folder it was built in
+    for name in ("image.json", "text.json"):
+        infos = json.loads((tmp_path / "index" / name).read_text())
+        assert infos["index_path"] == name.replace(".json", ".index") and infos["nb vectors"] == 550
+    assert "crawlpairs-index-" not in (tmp_path / "index" / knn.INFO_NAME).read_text()
 
 
 def test_autofaiss_chooses_the_index_within_the_budget(tmp_path, make_embeddings):
     vecs = make_embeddings(tmp_path / "emb", [400], dim=8, kinds=("img_emb",))
     info = knn.build(str(tmp_path / "emb"), str(tmp_path / "index"),
-                     IndexConfig(max_index_memory_usage="100M", max_index_query_time_ms=5))
+                     IndexConfig(kinds=["img_emb"], max_index_memory_usage="100M", max_index_query_time_ms=5))
     shard = info["kinds"]["img_emb"]["shards"][0]
     assert shard["index_key"] and shard["autofaiss"]["nb vectors"] == 400
     _, ids = knn.KnnIndex(str(tmp_path / "index")).search(vecs["img_emb"], 1)
@@ -90,7 +102,7 @@ def test_no_usable_part_and_too_small_budget_are_one_line_errors(tmp_path, make_
     make_embeddings(tmp_path / "emb", [50], dim=16, kinds=("img_emb",))
     with pytest.raises(knn.IndexBuildError, match="--max-index-memory-usage"):
         knn.build(str(tmp_path / "emb"), str(tmp_path / "i2"),
-                  IndexConfig(max_index_memory_usage="1K", current_memory_available="2K"))
+                  IndexConfig(kinds=["img_emb"], max_index_memory_usage="1K", current_memory_available="2K"))
     with pytest.raises(knn.IndexBuildError, match="--nb-indices-to-keep"):
         knn.build(str(tmp_path / "emb"), str(tmp_path / "i3"), _cfg(nb_indices_to_keep=2))
 
@@ -100,14 +112,17 @@ def test_rerun_is_skipped_when_unchanged_and_replaces_when_changed(tmp_path, mak
     make_embeddings(root, [60, 40], dim=16, kinds=("img_emb",))
     out = tmp_path / "index"
     first = knn.build(str(root), str(out), _cfg(shard_by="partition"))
-    assert sorted(p.name for p in (out / "img_emb").iterdir()) == [
-        "knn_00000.index", "knn_00000.index.json", "knn_00001.index", "knn_00001.index.json"]
+    assert sorted(p.name for p in (out / "image").iterdir()) == [
+        "knn_00000.index", "knn_00000.json", "knn_00001.index", "knn_00001.json"]
+    assert json.loads((out / "image" / "knn_00001.json").read_text())["index_path"] == "image/knn_00001.index"
+    assert not first["clip_back_loadable"]
     stats = Stats()
     again = knn.build(str(root), str(out), _cfg(shard_by="partition"), stats=stats)
     assert stats.counts["skipped_up_to_date"] == 1 and again["created"] == first["created"]
     # new settings: the old shard files are gone, not mixed with the new single index
+    (out / "metadata.hdf5").write_bytes(b"clip_back's cache of the old metadata")
     knn.build(str(root), str(out), _cfg())
-    assert sorted(p.name for p in (out / "img_emb").iterdir()) == ["knn.index", "knn.index.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["image.index", "image.json", "index_info.json", "metadata"]
     # same counts but rewritten vectors (score ran again): rebuilt, not skipped
     x = np.load(root / "img_emb" / "img_emb_0001.npy")[::-1].copy()
     np.save(root / "img_emb" / "img_emb_0001.npy", x)
@@ -148,43 +163,22 @@ def test_query_needs_exactly_one_input_and_the_right_dimension(tmp_path, make_em
 
 def test_opening_an_index_reads_its_info_once(tmp_path, make_embeddings, monkeypatch):
     vecs = make_embeddings(tmp_path / "emb", [30], dim=16, kinds=("img_emb",))["img_emb"]
-    knn.build(str(tmp_path / "emb"), str(tmp_path / "index"), IndexConfig(index_key="Flat"))
+    knn.build(str(tmp_path / "emb"), str(tmp_path / "index"), IndexConfig(kinds=["img_emb"], index_key="Flat"))
     reads = []
-    real = knn.st.read_json
-    monkeypatch.setattr(knn.st, "read_json", lambda uri, *a, **k: reads.append(uri) or real(uri, *a, **k))
+    real = knn_query.st.read_json
+    monkeypatch.setattr(knn_query.st, "read_json", lambda uri, *a, **k: reads.append(uri) or real(uri, *a, **k))
     assert knn.query(str(tmp_path / "index"), vector=vecs[3], k=1)[0]["id"] == 3
     assert reads == [str(tmp_path / "index" / knn.INFO_NAME)]
 
 
-def _clip_folder(root, img, txt, captions, names, score_cfg):
-    for kind, x in (("img_emb", img), ("text_emb", txt)):
-        (root / kind).mkdir(parents=True)
-        np.save(root / kind / f"{kind}_00000.npy", x)
-    (root / "metadata").mkdir()
-    pd.DataFrame({"uid": list("abcd"), "url": names, "text": captions}).to_parquet(
-        root / "metadata" / "metadata_00000.parquet")
-    # score writes OUT/scored/_stats.json with its config: index records the model from it
-    (root.parent / "scored").mkdir()
-    (root.parent / "scored" / "_stats.json").write_text(json.dumps({"config": {"score": score_cfg}}))
-
-
-CAPTIONS = ["a red rocket on the launch pad", "an astronaut portrait", "a cup of coffee", "a cat"]
-IMAGES = ("rocket.jpg", "astronaut.png", "coffee.png", "chelsea.png")
-
-
-def test_queries_reproduce_score_embeddings(tmp_path, shared_data):
+def test_queries_reproduce_score_embeddings(tmp_path, photo_embeddings):
     """Embeddings made by score's own encoder (tiny-clip, seeded random weights); query re-encodes
     text and images from what index recorded, and finds the same rows."""
     from crawlpairs.udfs import clip
 
-    images = [shared_data / "images" / "skimage" / f for f in IMAGES]
-    enc = clip.get_encoder("tiny-clip", None, "cpu", "fp32")
-    pixels = np.stack([clip.load_image(p.read_bytes(), enc.spec)[0] for p in images])
-    root = tmp_path / "out" / "embeddings"
-    _clip_folder(root, enc.encode_images(pixels), enc.encode_texts(CAPTIONS), CAPTIONS, [p.name for p in images],
-                 {"model": "tiny-clip", "pretrained": None, "model_config_dir": None})
+    root, images, _ = photo_embeddings
     out = str(tmp_path / "out" / "index")
-    info = knn.build(str(root), out, IndexConfig(kinds=["img_emb", "text_emb"], index_key="Flat"))
+    info = knn.build(str(root), out, IndexConfig(index_key="Flat"))  # both kinds by default
     assert info["clip"]["model"] == "tiny-clip" and info["clip"]["source"].endswith("scored/_stats.json")
     for i, caption in enumerate(CAPTIONS):
         hit = knn.query(out, text=caption, kind="text_emb", k=1)[0]
@@ -195,19 +189,21 @@ def test_queries_reproduce_score_embeddings(tmp_path, shared_data):
     text_to_image = knn.query_df(out, text="a cat", k=4)
     with pytest.raises(ValueError, match="corrupt_image"):
         knn.query(out, image=b"not an image", k=1)
-    # query's encoder is score's cached one, not a second copy of the model
-    assert knn.open_index(out).encoder()._enc is clip.get_encoder("tiny-clip", None, clip.pick_device("auto"), "fp32")
+    # query's encoder is score's cached one (udfs/clip.py), not a second copy of the model
+    assert knn.open_index(out).encoder() is clip.get_encoder("tiny-clip", None, clip.pick_device("auto"), "fp32")
     assert list(text_to_image["rank"]) == [1, 2, 3, 4] and set(text_to_image["uid"]) == set("abcd")
 
 
 def test_clip_model_from_index_flags_with_a_checkpoint_file(tmp_path, tiny_clip, shared_data):
     """--clip-model/--clip-pretrained (a weights file) win over what score recorded."""
+    from crawlpairs.udfs import clip
+
     model, ckpt, config_dir = tiny_clip
-    enc = knn.ClipEncoder(model, ckpt, config_dir)
+    enc = clip.get_encoder(model, ckpt, "cpu", "fp32", config_dir)
     images = [shared_data / "images" / "skimage" / f for f in IMAGES]
     root = tmp_path / "out" / "embeddings"
-    _clip_folder(root, enc.encode_images([str(p) for p in images]), enc.encode_text(CAPTIONS), CAPTIONS,
-                 [p.name for p in images], {"model": "ViT-B-32", "pretrained": "openai"})
+    clip_folder(root, knn_query.encode_images(enc, [str(p) for p in images]), enc.encode_texts(CAPTIONS),
+                [p.name for p in images], {"model": "ViT-B-32", "pretrained": "openai"})
     out = str(tmp_path / "out" / "index")
     cfg = IndexConfig(kinds=["img_emb", "text_emb"], index_key="Flat", clip_model=model, clip_pretrained=ckpt,
                       clip_model_config_dir=config_dir)
@@ -221,10 +217,12 @@ def test_clip_model_from_index_flags_with_a_checkpoint_file(tmp_path, tiny_clip,
 def test_memory_mapped_query_and_l2_metric(tmp_path, make_embeddings):
     vecs = make_embeddings(tmp_path / "emb", [120], dim=16, kinds=("img_emb",))["img_emb"]
     knn.build(str(tmp_path / "emb"), str(tmp_path / "ip"),
-              IndexConfig(index_key="IVF4,Flat", index_param="nprobe=4", should_be_memory_mappable=True))
+              IndexConfig(kinds=["img_emb"], index_key="IVF4,Flat", index_param="nprobe=4",
+                          should_be_memory_mappable=True))
     _, ids = knn.KnnIndex(str(tmp_path / "ip"), mmap=True).search(vecs, k=2)
     assert (ids[:, 0] == np.arange(120)).all()
-    knn.build(str(tmp_path / "emb"), str(tmp_path / "l2"), IndexConfig(index_key="Flat", metric_type="l2"))
+    knn.build(str(tmp_path / "emb"), str(tmp_path / "l2"), IndexConfig(kinds=["img_emb"], index_key="Flat",
+                                                                      metric_type="l2"))
     hits = knn.query(str(tmp_path / "l2"), vector=vecs[7], k=3)
     assert hits[0]["id"] == 7 and hits[0]["score"] == pytest.approx(0.0, abs=1e-5)
     assert hits[0]["score"] <= hits[1]["score"] <= hits[2]["score"]  # distances: smallest first
