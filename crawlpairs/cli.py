@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "query": ("crawlpairs.jobs.query:QueryStage", "top-k search of an index by text, image or vector"),
     "publish": ("crawlpairs.jobs.publish:PublishStage", "scored/ (or deduped/) -> dataset/ (data, laion, open, card)"),
     "report": ("crawlpairs.jobs.report:ReportStage", "any run's root -> report/index.html (one self-contained page)"),
+    "takedown": ("crawlpairs.jobs.takedown:TakedownStage", "remove URLs/domains/image hashes from every artefact"),
 }
 
 
