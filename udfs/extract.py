@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import typing
 from collections.abc import Iterator
@@ -38,7 +39,20 @@ from crawlpairs.udfs.html import decode_body, decode_html, parse_html
 from crawlpairs.udfs.license import detect_license
 from crawlpairs.udfs.text import clean_text
 from crawlpairs.udfs.urls import base_prefixes, host_of, normalize_url, resolve
-from crawlpairs.udfs.wat import WatLayoutError, decode_attr_url, parse_page, scan_page
+from crawlpairs.udfs.wat import WatLayoutError, decode_attr_url, parse_page, scan_extras, scan_page
+
+_hot: typing.Any
+try:  # the compiled per-link loop (udfs/_hotloop.c, built by `pip install`); same rows, faster
+    if os.environ.get("CRAWLPAIRS_EXTRACT_ENGINE", "").lower() == "python":
+        raise ImportError("CRAWLPAIRS_EXTRACT_ENGINE=python")
+    from crawlpairs.udfs import _hotloop as _hot
+except ImportError:
+    _hot = None
+
+
+def engine() -> str:
+    """Which WAT loop runs in this process: `compiled` (the C extension) or `python`."""
+    return "python" if _hot is None else "compiled"
 
 CANDIDATE_SCHEMA = pa.schema(
     [
@@ -143,6 +157,16 @@ class _Builder:
         self.ext_tails = tuple("." + e for e in exts) if all(e.isascii() for e in exts) else ("",)
         self.ext_span = max((len(t) for t in self.ext_tails), default=0)
         self.max_raw_text = cfg.max_text_length * 4 + 64  # longer raw text cannot clean down to max
+        # the compiled loop's settings; None (Python loop) when it is not built or an
+        # extension is not ASCII (its suffix test would differ from the IGNORECASE regex)
+        self.hot = _hot if _hot is not None and "" not in self.ext_tails else None
+        self.hot_cfg = (
+            tuple(s.encode() for s in self.schemes if s.isascii()),
+            tuple(t.encode() for t in self.ext_tails),
+            cfg.max_url_length, cfg.max_domain_length, cfg.min_text_length, cfg.max_text_length,
+            self.max_raw_text, cfg.max_links_per_page if cfg.max_links_per_page > 0 else 1 << 62,
+            bool(cfg.exact_dedup),
+        )
         self.found = 0
         self.drops: dict[str, int] = {}
         self._reset()
@@ -162,6 +186,7 @@ class _Builder:
         self.p_license_url: list[str | None] = []
         self.p_offset: list[int | None] = []
         self.p_time: list[str | None] = []  # WARC-Date as written; parsed per batch by Arrow
+        self.lists = (self.uid, self.url, self.text, self.source, self.image_domain)  # the compiled loop's
 
     def __len__(self) -> int:
         return len(self.url)
@@ -182,11 +207,7 @@ class _Builder:
         self.found += len(images)
         seen: set[tuple[str, str]] = set()
         prefixes = base_prefixes(base)
-        schemes, drop_ext, max_raw = self.schemes, self.drop_ext, self.max_raw_text
-        min_len, max_len, max_url, max_dom = (cfg.min_text_length, cfg.max_text_length,
-                                              cfg.max_url_length, cfg.max_domain_length)
         dedup = cfg.exact_dedup
-        page_idx = len(self.p_url)
         n0 = len(self.url)
         uids, urls, texts, sources, domains = self.uid, self.url, self.text, self.source, self.image_domain
         with_dims = images and len(images[0]) > 2
@@ -194,7 +215,7 @@ class _Builder:
         # href -> (url, drop reason or None, domain): a third of a page's IMG links repeat an
         # href (icons, spacers, the same picture twice), so resolve and judge each href once.
         judged: dict[str, tuple[str, str | None, str]] = {}
-        ext_tails, ext_span = self.ext_tails, self.ext_span
+        judge, pick = self.judge, self.pick
         sha256 = hashlib.sha256
         for img in images:
             cands = img[1]
@@ -203,83 +224,19 @@ class _Builder:
                 continue
             href = img[0]
             verdict = judged.get(href)
-            if verdict is not None:
-                url, reason, domain = verdict
-            else:  # the URL filters, in order (inline: a call per link costs more than the work)
-                raw_href = href
-                if decode_urls and "&" in href:
-                    href = decode_attr_url(href)
-                url = resolve(base, href, prefixes)
-                reason, domain = None, ""
-                if not url:
-                    reason = "empty_url"
-                else:
-                    colon = url.find(":")
-                    scheme = url[:colon].lower() if colon > 0 else ""
-                    if scheme not in schemes:
-                        reason = "data_uri" if scheme == "data" else "scheme"
-                    elif (url := normalize_url(url, schemes)) is None:  # type: ignore[assignment]
-                        reason = "bad_url"  # no browser could request it (urls.normalize_url)
-                    elif len(url) > max_url:
-                        reason = "url_too_long"
-                    else:
-                        j = url.find("/", colon + 3)
-                        origin = url[:j] if j > 0 else url
-                        domain = hosts.get(origin)
-                        if domain is None:
-                            domain = hosts[origin] = host_of(origin)
-                        if not domain:
-                            reason = "no_domain"
-                        elif len(domain) > max_dom:
-                            reason = "domain_too_long"
-                        elif drop_ext is not None:
-                            # the regex can only match if the part before the query/fragment ends
-                            # in `.ext`: check a short slice first (most images are .jpg/.png). A
-                            # non-ASCII tail goes to the regex: IGNORECASE folds U+017F to "s".
-                            end = len(url)
-                            k = url.find("?")
-                            if k >= 0:
-                                end = k
-                            k = url.find("#", 0, end)
-                            if k >= 0:
-                                end = k
-                            tail = url[max(0, end - ext_span) : end]
-                            if (tail.lower().endswith(ext_tails) or not tail.isascii()) and drop_ext(url):
-                                reason = "extension"
-                judged[raw_href] = (url, reason, domain)
+            if verdict is None:
+                verdict = judged[href] = judge(href, base, prefixes, decode_urls, hosts)
+            url, reason, domain = verdict
             if reason is not None:
                 drops[reason] = drops.get(reason, 0) + 1
                 continue
-            # alt first: if it has text, it decides (LAION). Fallbacks (only reached when alt is
-            # missing or cleans to nothing) are tried in order until one passes the length limits.
-            text, reason, source = "", "empty_text", "alt"
-            for raw, src in cands:
-                if len(raw) > max_raw:  # cannot clean down to max_text_length: skip the cost
-                    reason = "text_too_long"
-                    if src == "alt":
-                        break
-                    continue
-                t = clean_text(raw)
-                if not t:
-                    continue
-                text, source = t, src
-                if src == "alt" or min_len <= len(t) <= max_len:
-                    break
-            if not text:
-                pass  # `reason` is what the loop found: empty_text or text_too_long
-            elif len(text) < min_len:
-                reason = "text_too_short"
-            elif len(text) > max_len:
-                reason = "text_too_long"
-            elif dedup:
+            text, reason, source = pick(cands)
+            if reason is None and dedup:
                 key = (url, text)
                 if key in seen:
                     reason = "duplicate_in_page"
                 else:
                     seen.add(key)
-                    reason = None
-            else:
-                reason = None
             if reason is not None:
                 drops[reason] = drops.get(reason, 0) + 1
                 continue
@@ -291,7 +248,120 @@ class _Builder:
             if with_dims:
                 self.width.append(img[2])
                 self.height.append(img[3])
-        kept = len(urls) - n0
+        self._page_done(page_url, lic, offset, fetch_time, len(urls) - n0, with_dims)
+
+    def judge(self, href: str, base: str, prefixes: tuple[str, str] | None, decode_urls: bool,
+              hosts: dict[str, str]) -> tuple[str, str | None, str]:
+        """One raw href -> (url, drop reason or None, image domain): resolution, then the URL
+        filters in order. `hosts` caches origin -> host for the page."""
+        if decode_urls and "&" in href:
+            href = decode_attr_url(href)
+        url = resolve(base, href, prefixes)
+        reason, domain = None, ""
+        if not url:
+            return url, "empty_url", domain
+        colon = url.find(":")
+        scheme = url[:colon].lower() if colon > 0 else ""
+        if scheme not in self.schemes:
+            return url, ("data_uri" if scheme == "data" else "scheme"), domain
+        norm = normalize_url(url, self.schemes)
+        if norm is None:
+            return url, "bad_url", domain  # no browser could request it (urls.normalize_url)
+        url = norm
+        if len(url) > self.cfg.max_url_length:
+            return url, "url_too_long", domain
+        j = url.find("/", colon + 3)
+        origin = url[:j] if j > 0 else url
+        domain = hosts.get(origin)  # type: ignore[assignment]
+        if domain is None:
+            domain = hosts[origin] = host_of(origin)
+        if not domain:
+            reason = "no_domain"
+        elif len(domain) > self.cfg.max_domain_length:
+            reason = "domain_too_long"
+        elif self.drop_ext is not None:
+            # the regex can only match if the part before the query/fragment ends in `.ext`:
+            # check a short slice first (most images are .jpg/.png). A non-ASCII tail goes to
+            # the regex: IGNORECASE folds U+017F to "s".
+            end = len(url)
+            k = url.find("?")
+            if k >= 0:
+                end = k
+            k = url.find("#", 0, end)
+            if k >= 0:
+                end = k
+            tail = url[max(0, end - self.ext_span) : end]
+            if (tail.lower().endswith(self.ext_tails) or not tail.isascii()) and self.drop_ext(url):
+                reason = "extension"
+        return url, reason, domain
+
+    def pick(self, cands: list[tuple[str, str]]) -> tuple[str, str | None, str]:
+        """(text, drop reason or None, text_source) from an image's candidate texts.
+
+        alt first: if it has text, it decides (LAION). Fallbacks (only reached when alt is
+        missing or cleans to nothing) are tried in order until one passes the length limits."""
+        max_raw, min_len, max_len = self.max_raw_text, self.cfg.min_text_length, self.cfg.max_text_length
+        text, reason, source = "", "empty_text", "alt"
+        for raw, src in cands:
+            if len(raw) > max_raw:  # cannot clean down to max_text_length: skip the cost
+                reason = "text_too_long"
+                if src == "alt":
+                    break
+                continue
+            t = clean_text(raw)
+            if not t:
+                continue
+            text, source = t, src
+            if src == "alt" or min_len <= len(t) <= max_len:
+                break
+        if not text:
+            return text, reason, source  # what the loop found: empty_text or text_too_long
+        if len(text) < min_len:
+            return text, "text_too_short", source
+        if len(text) > max_len:
+            return text, "text_too_long", source
+        return text, None, source
+
+    def add_wat_page(self, payload: bytes, with_title: bool, page_url: str | None, base: str,
+                     lic: tuple[str | None, str | None], offset: int | None, fetch_time: str | None,
+                     max_links: int) -> bool:
+        """`add_page` over `scan_page(payload).images`, in the compiled loop; False (nothing
+        added) when the loop declines the page (a link object it cannot prove it parses as
+        orjson does): the caller then takes the Python path for the whole page."""
+        prefixes = base_prefixes(base)
+        o = d = None
+        if prefixes is not None and prefixes[0].isascii() and prefixes[1].isascii():
+            o, d = prefixes[0].encode(), prefixes[1].encode()
+        hosts: dict[str, str] = {}
+        judged: dict[str, tuple[str, str | None, str]] = {}
+        judge = self.judge
+
+        def judge_href(href: str) -> tuple[str, str | None, str]:
+            verdict = judged.get(href)
+            if verdict is None:
+                verdict = judged[href] = judge(href, base, prefixes, True, hosts)
+            return verdict
+
+        n0 = len(self.url)
+        r = self.hot.wat_links(payload, with_title, o, d, self.hot_cfg, judge_href, self.pick, self.lists,
+                               self.drops)
+        if r is None:
+            return False
+        n, kept = r
+        if n > max_links:
+            self.stats.drop("too_many_links", n - max_links)
+            self.stats.incr("pairs_found", n - max_links)  # found = kept + dropped
+            n = max_links
+        self.found += n
+        assert kept == len(self.url) - n0
+        self._page_done(page_url, lic, offset, fetch_time, kept, False)
+        return True
+
+    def _page_done(self, page_url: str | None, lic: tuple[str | None, str | None], offset: int | None,
+                   fetch_time: str | None, kept: int, with_dims: bool) -> None:
+        """Per-page values of a page that kept `kept` rows (stored once, expanded in `build`)."""
+        urls = self.url
+        page_idx = len(self.p_url)
         if kept:
             self.row_page.extend([page_idx] * kept)
             if not with_dims and self.width:
@@ -369,6 +439,23 @@ class _Builder:
         return batch if batch.num_rows else None
 
 
+def _wat_base_license(page_url: str | None, page_base: str | None,
+                      license_links: list[tuple[str, str | None]]) -> tuple[str, tuple[str | None, str | None]]:
+    """A WAT page's base URL (Head.Base resolved against the page, if it gives http(s)) and license."""
+    base = page_url or ""
+    if page_base:
+        try:
+            rb = resolve(base, decode_attr_url(page_base))
+        except Exception:  # noqa: BLE001
+            rb = ""
+        if rb[:4].lower() == "http":
+            base = rb
+    lic: tuple[str | None, str | None] = (None, None)
+    if license_links:
+        lic = detect_license((resolve(base, decode_attr_url(u)), r) for u, r in license_links)
+    return base, lic
+
+
 def extract_stream(
     fileobj: typing.BinaryIO,
     source_file: str,
@@ -398,7 +485,10 @@ def extract_stream(
     with_title = "title" in cfg.text_fallbacks
     max_links = cfg.max_links_per_page if cfg.max_links_per_page > 0 else 1 << 62
     b = _Builder(cfg, stats, source_file, storage)
+    hot = b.hot
     stats.incr("files_read")
+    stats.incr(f"engine.{'compiled' if hot is not None else 'python'}")  # files read by each loop
+    n_hot = 0
     caps = Caps(cfg.max_record_bytes, cfg.max_inflate_bytes)
     type_counts: dict[str, int] = {}
     n_wat = n_html = 0
@@ -410,8 +500,27 @@ def extract_stream(
                 if not want_wat:
                     continue
                 payload = rec.payload
-                if b"IMG@" not in payload:
-                    continue
+                if hot is None:
+                    if b"IMG@" not in payload:
+                        continue
+                    flags = 7
+                else:
+                    flags, base_at = hot.flags(payload)  # IMG@, "Base", creativecommons.org in C
+                    if not flags & 1:
+                        continue
+                if hot is not None and payload[-8:].rstrip().endswith(b"}"):
+                    try:
+                        pre = scan_extras(payload, bool(flags & 2), bool(flags & 4), base_at)
+                    except ValueError:
+                        pre = None  # scan_page would fail the same way: the Python path decides
+                    if pre is not None:
+                        page_url = header_value(rec.header, "WARC-Target-URI")
+                        base, lic = _wat_base_license(page_url, pre[0], pre[1])
+                        if b.add_wat_page(payload, with_title, page_url, base, lic, rec.offset,
+                                          header_value(rec.header, "WARC-Date"), max_links):
+                            n_wat += 1
+                            n_hot += 1
+                            continue
                 try:
                     page = None
                     if payload[-8:].rstrip().endswith(b"}"):
@@ -432,17 +541,7 @@ def extract_stream(
                     continue
                 n_wat += 1
                 page_url = page.page_url or header_value(rec.header, "WARC-Target-URI")
-                base = page_url or ""
-                if page.base:
-                    try:
-                        rb = resolve(base, decode_attr_url(page.base))
-                    except Exception:  # noqa: BLE001
-                        rb = ""
-                    if rb[:4].lower() == "http":
-                        base = rb
-                lic = (None, None)
-                if page.license_links:
-                    lic = detect_license((resolve(base, decode_attr_url(u)), r) for u, r in page.license_links)
+                base, lic = _wat_base_license(page_url, page.base, page.license_links)
                 images = page.images
                 if len(images) > max_links:
                     stats.drop("too_many_links", len(images) - max_links)
@@ -497,6 +596,8 @@ def extract_stream(
         stats.incr(f"records.{t}", n)
     if n_wat:
         stats.incr("pages.wat", n_wat)
+    if hot is not None:
+        stats.incr("pages.wat_compiled", n_hot)  # the rest of pages.wat fell back to the Python loop
     if n_html:
         stats.incr("pages.html", n_html)
     b.flush_counts()

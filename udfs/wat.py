@@ -119,16 +119,26 @@ def scan_page(payload: bytes, with_title: bool = False) -> WatPage:
         if url.__class__ is str:
             images.append((url, _texts(link, with_title)))
         i = find(_IMG, end)
+    base, lic = scan_extras(payload, b'"Base"' in payload, b"creativecommons.org" in payload)
+    return WatPage(None, base, images, lic)
+
+
+def scan_extras(payload: bytes, has_base: bool, has_cc: bool, base_at: int = 0
+                ) -> tuple[str | None, list[tuple[str, str | None]]]:
+    """`scan_page`'s Head.Base and license links; the caller says whether `"Base"` and
+    `creativecommons.org` occur in the payload (the compiled engine finds both in one pass,
+    and where the first `"Base"` is: no match of `_BASE` starts before it).
+    ValueError when a cut-out is not valid JSON (then the whole page takes `parse_page`)."""
     lic: list[tuple[str, str | None]] = []
-    if b"creativecommons.org" in payload:
+    if has_cc:
         _scan_cc_links(payload, lic)
     base = None
-    if b'"Base"' in payload:
-        m = _BASE.search(payload)
+    if has_base:
+        m = _BASE.search(payload, base_at)
         if m:
-            b = loads(m.group(1))
+            b = orjson.loads(m.group(1))
             base = b if b.strip() else None
-    return WatPage(None, base, images, lic)
+    return base, lic
 
 
 _CC = b"creativecommons.org"

@@ -1,0 +1,203 @@
+"""The compiled WAT loop (udfs/_hotloop.c) against the pure-Python loop: the same rows.
+
+extract runs `crawlpairs.udfs._hotloop` when it is importable (built by `pip install -e .`)
+and its Python loop otherwise. Both must give identical rows (every column, in order) and
+identical counters on every real crawl file in the shared data, on a WAT built from every
+real HTML page of the shared WARCs, and on generated link objects aimed at the places where
+the C code takes a shortcut or hands a link back to Python (spaces, `../`, character
+references, JSON escapes, odd schemes and hosts, duplicate keys, non-string values).
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import io
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from crawlpairs.config import ExtractConfig
+from crawlpairs.stats import Stats
+from crawlpairs.udfs import extract as ex
+
+REPO = Path(__file__).resolve().parents[2]
+
+if os.environ.get("CRAWLPAIRS_EXTRACT_ENGINE", "").lower() == "python":
+    pytest.skip("CRAWLPAIRS_EXTRACT_ENGINE=python: the compiled loop is off", allow_module_level=True)
+
+
+def test_the_compiled_loop_is_built() -> None:
+    """`pip install -e .` builds it (setup.py); a missing C compiler would leave extract on
+    its Python loop, correct but slower: CI must notice."""
+    assert ex.engine() == "compiled", "crawlpairs.udfs._hotloop is not importable: run `pip install -e .`"
+
+
+def run(data: bytes, name: str, cfg: ExtractConfig, compiled: bool) -> tuple[list[dict], dict]:
+    saved = ex._hot
+    if not compiled:
+        ex._hot = None
+    try:
+        stats = Stats()
+        batches = list(ex.extract_stream(io.BytesIO(data), name, cfg, stats, batch_rows=700))
+    finally:
+        ex._hot = saved
+    rows = pa.Table.from_batches(batches, ex.CANDIDATE_SCHEMA).to_pylist() if batches else []
+    d = stats.to_dict()
+    d["counts"] = {k: v for k, v in d["counts"].items() if not k.startswith("engine.")}
+    return rows, d
+
+
+def assert_same(data: bytes, name: str, cfg: ExtractConfig) -> dict:
+    """Both loops on `data`; returns the compiled run's stats."""
+    rows_c, st_c = run(data, name, cfg, True)
+    rows_p, st_p = run(data, name, cfg, False)
+    assert len(rows_c) == len(rows_p), name
+    for i, (a, b) in enumerate(zip(rows_c, rows_p, strict=True)):
+        assert a == b, f"{name}: row {i} differs"
+    compiled_pages = st_c["counts"].pop("pages.wat_compiled", 0)
+    assert st_c == st_p, name
+    st_c["counts"]["pages.wat_compiled"] = compiled_pages
+    return st_c
+
+
+CONFIGS = {
+    "default": {},
+    "alt_only": {"text_fallbacks": []},
+    "loose": {"min_text_length": 1, "drop_extensions": ["jpg", "tar.gz"], "max_url_length": 60,
+              "max_domain_length": 12, "allowed_schemes": ["http", "https", "ftp"], "max_links_per_page": 7},
+    "no_dedup": {"exact_dedup": False, "max_text_length": 20},
+}
+
+
+def real_files(shared: Path) -> list[Path]:
+    return sorted(p for p in (shared / "wat").iterdir() if ".warc" in p.name) + sorted(
+        (shared / "warc").glob("*.warc.gz"))
+
+
+def realwat_module():
+    spec = importlib.util.spec_from_file_location("bench_realwat", REPO / "bench" / "extract" / "realwat.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_realwat", mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def real_pages_wat(shared_data: Path, tmp_path_factory) -> bytes:
+    """Every real HTML page of the shared WARCs once (and once more with varied texts), as a
+    WAT in Common Crawl's layout (bench/extract/realwat.py)."""
+    realwat = realwat_module()
+    pages = realwat.load_pages(shared_data)
+    path = tmp_path_factory.mktemp("realwat") / "real-pages.warc.wat.gz"
+    realwat.write_wat(path, pages, 2 * len(pages), 0)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_same_rows_on_every_real_file(shared_data: Path, lid_model: str, config: str) -> None:
+    files = real_files(shared_data)
+    assert len(files) >= 8
+    compiled = 0
+    for path in files:
+        cfg = ExtractConfig(lid_model=lid_model, **CONFIGS[config])
+        st = assert_same(path.read_bytes(), str(path), cfg)
+        compiled += st["counts"]["pages.wat_compiled"]
+    assert compiled >= 2  # the real WATs' pages with images went through the C loop
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_same_rows_on_every_real_page_as_wat(real_pages_wat: bytes, lid_model: str, config: str) -> None:
+    cfg = ExtractConfig(lid_model=lid_model, **CONFIGS[config])
+    st = assert_same(real_pages_wat, "real-pages.warc.wat.gz", cfg)
+    assert st["counts"]["pages.wat"] > 250
+    assert st["counts"]["pages.wat_compiled"] == st["counts"]["pages.wat"]
+    assert st["counts"]["pairs_kept"] > (0 if config == "loose" else 200)
+
+
+# ---- generated link objects: the shortcuts and the hand-backs -------------------------------
+
+BASES = ["http://example.com/a/b/page.html?x=1", "https://www.Example.org/", "http://ex.com", "http://ex.com/dir/",
+         "http://xn--bcher-kva.example/d/", "http://exa mple.com/", "http://1.2.3.4/x/", "http://ex.com/a/./b/",
+         "http://ex.com/a%2e/b/", "http://ex.com/ä/b/", "ftp://ex.com/a/", "", "http://[::1]/a/"]
+HREF_PARTS = ["/", "./", "../", "a", "b.jpg", "c.JPG", "x.gif", "y.svg?z=1", "img", " ", "%20", "%2e", "%2E", ".",
+              "..", "?q=1", "#frag", "&amp;", "&", ";", "&#47;", "\\", "\t", "\n", "é", "ü", "日本", "'", '"', "<",
+              ">", "`", "{", "}", "|", "^", ":", "@", "xn--", "HTTP://", "http://", "https://", "//", "data:",
+              "javascript:", "ftp://", "mailto:", "http://Ex.com/", "http://ex.com:80/", "http://u@ex.com/",
+              "http://0x7f.1/", "http://ex.com./", "http://ex..com/", "http://-a.com/", "http://ex.1com/",
+              "http://" + "d" * 70 + ".com/", "/" + "p" * 80, "a.tar.gz", "%41", "~", "$", "[", "]"]
+TEXTS = ["a photo", "  spaced   out  ", "tiny", "", "   ", "Ünïcödé caption", "caf\u00c3\u00a9 mojibake", "x" * 30,
+         "ctrl\x01char", "tab\there", "amp &amp; co", "bare & amp", "\u200bzero width", "A" * 200, "日本語のキャプション",
+         "emoji 😀 here", "line\nbreak", "quote \" inside", "back\\slash", "nbsp\u00a0here"]
+
+
+def _record(body: bytes, target: str) -> bytes:
+    head = (f"WARC/1.0\r\nWARC-Type: metadata\r\nWARC-Target-URI: {target}\r\nWARC-Date: 2024-08-12T00:00:00Z\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    return gzip.compress(head + body + b"\r\n\r\n", 6)
+
+
+def _page_json(page_url: str, base: str | None, links: list[str]) -> bytes:
+    head = '"Head":{"Title":"t"' + (f',"Base":{json.dumps(base)}' if base is not None else "") + "}"
+    return ('{"Envelope":{"WARC-Header-Metadata":{"WARC-Target-URI":' + json.dumps(page_url) + '},'
+            '"Payload-Metadata":{"HTTP-Response-Metadata":{"HTML-Metadata":{' + head + ',"Links":['
+            + ",".join(links) + "]}}}}}").encode()
+
+
+def _link(rng: random.Random) -> str:
+    href = "".join(rng.choice(HREF_PARTS) for _ in range(rng.randint(0, 6)))
+    fields = ['"path":"IMG@/src"', f'"url":{json.dumps(href, ensure_ascii=rng.random() < 0.5)}']
+    if rng.random() < 0.85:
+        fields.append(f'"alt":{json.dumps(rng.choice(TEXTS), ensure_ascii=rng.random() < 0.5)}')
+    if rng.random() < 0.3:
+        fields.append(f'"title":{json.dumps(rng.choice(TEXTS), ensure_ascii=rng.random() < 0.5)}')
+    r = rng.random()
+    if r < 0.02:
+        fields.append('"width":100')  # a non-string value: the C parser hands the page back
+    elif r < 0.04:
+        fields.append(f'"alt":{json.dumps(rng.choice(TEXTS))}')  # duplicate key: the last wins
+    elif r < 0.05:
+        fields[1] = fields[1].replace("/", "\\/")  # JSON escape of "/"
+    rng.shuffle(fields)
+    return "{" + ",".join(fields) + "}"
+
+
+def generated_wat(seed: int, pages: int = 150) -> bytes:
+    rng = random.Random(seed)
+    out = []
+    for k in range(pages):
+        page_url = rng.choice(BASES[:5]) + f"?p={k}"
+        base = rng.choice(BASES) if rng.random() < 0.4 else None
+        links = [_link(rng) for _ in range(rng.randint(0, 25))]
+        links.insert(rng.randint(0, len(links)), '{"path":"A@/href","url":"http://creativecommons.org/licenses/by/4.0/",'
+                     '"rel":"license"}' if rng.random() < 0.1 else '{"path":"A@/href","url":"/x"}')
+        out.append(_record(_page_json(page_url, base, links), page_url))
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_same_rows_on_generated_links(lid_model: str, seed: int) -> None:
+    data = generated_wat(seed)
+    for config in sorted(CONFIGS):
+        st = assert_same(data, f"generated-{seed}.warc.wat.gz", ExtractConfig(lid_model=None, **CONFIGS[config]))
+        assert st["counts"]["pages.wat"] > 100
+        # pages with a non-string value take the Python loop; most take the C loop
+        assert 0 < st["counts"]["pages.wat_compiled"] < st["counts"]["pages.wat"]
+    st = assert_same(data, f"generated-{seed}.warc.wat.gz", ExtractConfig(lid_model=lid_model))
+    assert st["counts"]["pairs_kept"] > 50
+
+
+def test_the_digest_is_sha256() -> None:
+    import hashlib
+
+    from crawlpairs.udfs import _hotloop
+
+    rng = random.Random(5)
+    for n in [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000]:
+        data = bytes(rng.randrange(256) for _ in range(n))
+        assert _hotloop.sha256(data) == hashlib.sha256(data).digest()

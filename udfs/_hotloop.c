@@ -1,0 +1,851 @@
+/* crawlpairs.udfs._hotloop: the per-link loop of a WAT page in C.
+ *
+ * What it does is exactly what udfs/extract.py `_Builder.add_page` does over the images
+ * `udfs/wat.py` `scan_page` cuts out, for the cases it can prove it handles the same way:
+ *
+ *  - link objects: each `"IMG@/src"` is cut out between the nearest `{` before and `}` after
+ *    it, as scan_page does, and parsed by a small JSON object parser that accepts only flat
+ *    objects of string values (what Common Crawl writes). Anything else (a number, an escaped
+ *    key, a brace inside a string, invalid UTF-8, a lone surrogate) returns None before any
+ *    row is written, and the caller takes the Python path for the whole page.
+ *  - URLs: ASCII hrefs that are absolute http(s) or plain relative (`/a/b.jpg`, `b.jpg`) and
+ *    whose result is already in the WHATWG normal form (the same test as urls._CLEAN) are
+ *    judged here; every other href goes to the Python `judge` callable (urls.resolve,
+ *    urls.normalize_url through ada, the filters): the same code the Python path runs.
+ *  - texts: an alt of printable ASCII without `&` is cleaned here (its only possible change is
+ *    collapsing spaces); every other candidate list goes to the Python `pick` callable.
+ *  - dedup within the page and uid: sha256(url "\t" text) in C.
+ *
+ * No state survives a call; the GIL is held throughout.
+ */
+#define PY_SSIZE_T_CLEAN
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- SHA-256 (FIPS 180-4) */
+
+typedef struct {
+    uint32_t h[8];
+    uint64_t len;
+    uint8_t buf[64];
+    size_t n;
+} sha256_ctx;
+
+static const uint32_t K256[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void sha256_block(sha256_ctx *c, const uint8_t *p) {
+    uint32_t w[64], a, b, d, e, f, g, h, cc, t1, t2;
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    a = c->h[0]; b = c->h[1]; cc = c->h[2]; d = c->h[3];
+    e = c->h[4]; f = c->h[5]; g = c->h[6]; h = c->h[7];
+    for (int i = 0; i < 64; i++) {
+        t1 = h + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K256[i] + w[i];
+        t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
+        h = g; g = f; f = e; e = d + t1; d = cc; cc = b; b = a; a = t1 + t2;
+    }
+    c->h[0] += a; c->h[1] += b; c->h[2] += cc; c->h[3] += d;
+    c->h[4] += e; c->h[5] += f; c->h[6] += g; c->h[7] += h;
+}
+
+static void sha256_init(sha256_ctx *c) {
+    static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(c->h, iv, sizeof iv);
+    c->len = 0;
+    c->n = 0;
+}
+
+static void sha256_update(sha256_ctx *c, const uint8_t *p, size_t n) {
+    c->len += n;
+    if (c->n) {
+        size_t k = 64 - c->n < n ? 64 - c->n : n;
+        memcpy(c->buf + c->n, p, k);
+        c->n += k; p += k; n -= k;
+        if (c->n < 64) return;
+        sha256_block(c, c->buf);
+        c->n = 0;
+    }
+    while (n >= 64) { sha256_block(c, p); p += 64; n -= 64; }
+    if (n) { memcpy(c->buf, p, n); c->n = n; }
+}
+
+static void sha256_final(sha256_ctx *c, uint8_t out[32]) {
+    uint64_t bits = c->len * 8;
+    uint8_t pad = 0x80, zero = 0, lenb[8];
+    sha256_update(c, &pad, 1);
+    while (c->n != 56) sha256_update(c, &zero, 1);
+    for (int i = 0; i < 8; i++) lenb[i] = (uint8_t)(bits >> (56 - 8 * i));
+    sha256_update(c, lenb, 8);
+    for (int i = 0; i < 8; i++) {
+        out[4 * i] = (uint8_t)(c->h[i] >> 24); out[4 * i + 1] = (uint8_t)(c->h[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(c->h[i] >> 8); out[4 * i + 3] = (uint8_t)c->h[i];
+    }
+}
+
+/* ---------------------------------------------------------------- small buffers */
+
+typedef struct {
+    char *p;
+    Py_ssize_t n, cap;
+} buf_t;
+
+static int buf_reserve(buf_t *b, Py_ssize_t extra) {
+    if (b->n + extra <= b->cap) return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->n + extra) cap *= 2;
+    char *p = PyMem_Realloc(b->p, cap);
+    if (!p) { PyErr_NoMemory(); return -1; }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- JSON strings */
+
+/* A decoded string: offset/length in the arena; ascii: every byte < 0x80. */
+typedef struct {
+    Py_ssize_t off, len;
+    int present, ascii;
+} jstr;
+
+enum { OK = 0, UNSUPPORTED = 1, FAIL = -1 };
+
+static int hexval(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+static int hex4(const char *p, const char *end, unsigned *out) {
+    if (end - p < 4) return -1;
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hexval(p[i]);
+        if (h < 0) return -1;
+        v = v << 4 | (unsigned)h;
+    }
+    *out = v;
+    return 0;
+}
+
+static void put_utf8(buf_t *b, unsigned cp) {
+    char *o = b->p + b->n;
+    if (cp < 0x80) { o[0] = (char)cp; b->n += 1; }
+    else if (cp < 0x800) { o[0] = (char)(0xC0 | cp >> 6); o[1] = (char)(0x80 | (cp & 0x3F)); b->n += 2; }
+    else if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | cp >> 12); o[1] = (char)(0x80 | (cp >> 6 & 0x3F)); o[2] = (char)(0x80 | (cp & 0x3F));
+        b->n += 3;
+    } else {
+        o[0] = (char)(0xF0 | cp >> 18); o[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+        o[2] = (char)(0x80 | (cp >> 6 & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F)); b->n += 4;
+    }
+}
+
+/* Parse the JSON string starting at *pp (a '"') into the arena. UNSUPPORTED for anything a
+ * strict parser would refuse (control characters, bad escapes, lone surrogates, invalid
+ * UTF-8) or that runs past `end`. */
+static int parse_string(const char **pp, const char *end, buf_t *arena, jstr *out) {
+    const char *p = *pp + 1;
+    if (buf_reserve(arena, end - p + 4) < 0) return FAIL;  /* decoded is never longer */
+    out->off = arena->n;
+    out->present = 1;
+    int ascii = 1;
+    while (p < end) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"') {
+            out->len = arena->n - out->off;
+            out->ascii = ascii;
+            if (!ascii) {  /* strict UTF-8, as orjson requires */
+                PyObject *u = PyUnicode_DecodeUTF8(arena->p + out->off, out->len, NULL);
+                if (!u) { PyErr_Clear(); return UNSUPPORTED; }
+                Py_DECREF(u);
+            }
+            *pp = p + 1;
+            return OK;
+        }
+        if (c < 0x20) return UNSUPPORTED;
+        if (c == '\\') {
+            if (p + 1 >= end) return UNSUPPORTED;
+            char e = p[1];
+            char lit;
+            switch (e) {
+            case '"': lit = '"'; break;
+            case '\\': lit = '\\'; break;
+            case '/': lit = '/'; break;
+            case 'b': lit = '\b'; break;
+            case 'f': lit = '\f'; break;
+            case 'n': lit = '\n'; break;
+            case 'r': lit = '\r'; break;
+            case 't': lit = '\t'; break;
+            case 'u': {
+                unsigned cp, lo;
+                if (hex4(p + 2, end, &cp) < 0) return UNSUPPORTED;
+                p += 6;
+                if (cp >= 0xDC00 && cp <= 0xDFFF) return UNSUPPORTED;
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, end, &lo) < 0) return UNSUPPORTED;
+                    if (lo < 0xDC00 || lo > 0xDFFF) return UNSUPPORTED;
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                    p += 6;
+                }
+                if (cp >= 0x80) ascii = 0;
+                put_utf8(arena, cp);
+                continue;
+            }
+            default: return UNSUPPORTED;
+            }
+            arena->p[arena->n++] = lit;
+            p += 2;
+            continue;
+        }
+        if (c >= 0x80) ascii = 0;
+        arena->p[arena->n++] = (char)c;
+        p++;
+    }
+    return UNSUPPORTED;
+}
+
+static const char *skip_ws(const char *p, const char *end) {
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    return p;
+}
+
+typedef struct {
+    jstr url, alt, title;
+} link_t;
+
+static int key_is(buf_t *arena, jstr *k, const char *name) {
+    size_t n = strlen(name);
+    return (size_t)k->len == n && memcmp(arena->p + k->off, name, n) == 0;
+}
+
+/* The object in [start, end] (both braces included): a flat object of string values whose
+ * "path" is "IMG@/src". Duplicate keys: the last one wins (as in orjson). */
+static int parse_link(const char *start, const char *end, buf_t *arena, link_t *link) {
+    const char *p = skip_ws(start + 1, end), *stop = end + 1;
+    jstr path = {0}, key, val;
+    memset(link, 0, sizeof *link);
+    if (p < stop && *p == '}') return p == end ? UNSUPPORTED /* {} has no path */ : UNSUPPORTED;
+    for (;;) {
+        int r;
+        if (p >= stop || *p != '"') return UNSUPPORTED;
+        if ((r = parse_string(&p, stop, arena, &key)) != OK) return r;
+        p = skip_ws(p, stop);
+        if (p >= stop || *p != ':') return UNSUPPORTED;
+        p = skip_ws(p + 1, stop);
+        if (p >= stop || *p != '"') return UNSUPPORTED;  /* only string values */
+        if ((r = parse_string(&p, stop, arena, &val)) != OK) return r;
+        if (key_is(arena, &key, "path")) path = val;
+        else if (key_is(arena, &key, "url")) link->url = val;
+        else if (key_is(arena, &key, "alt")) link->alt = val;
+        else if (key_is(arena, &key, "title")) link->title = val;
+        p = skip_ws(p, stop);
+        if (p >= stop) return UNSUPPORTED;
+        if (*p == ',') { p = skip_ws(p + 1, stop); continue; }
+        if (*p == '}' && p == end) break;
+        return UNSUPPORTED;
+    }
+    if (!path.present || path.len != 8 || memcmp(arena->p + path.off, "IMG@/src", 8) != 0) return UNSUPPORTED;
+    return OK;
+}
+
+/* ---------------------------------------------------------------- URL fast path */
+
+/* bytes allowed in the path/query of a URL the WHATWG serialiser leaves alone (urls._CLEAN) */
+static unsigned char PATHOK[256];
+static unsigned char HOSTOK[256];
+
+static void init_tables(void) {
+    const char *path = "!$%&()*+,-./0123456789:;=?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_abcdefghijklmnopqrstuvwxyz|~";
+    for (const char *c = path; *c; c++) PATHOK[(unsigned char)*c] = 1;
+    for (int c = 'a'; c <= 'z'; c++) HOSTOK[c] = 1;
+    for (int c = '0'; c <= '9'; c++) HOSTOK[c] = 1;
+    HOSTOK['-'] = 1;
+}
+
+static int has_sub(const char *s, Py_ssize_t n, const char *needle) {
+    return memmem(s, n, needle, strlen(needle)) != NULL;
+}
+
+static int lower_eq(const char *s, const char *lit, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c >= 'A' && c <= 'Z') c += 32;
+        if (c != lit[i]) return 0;
+    }
+    return 1;
+}
+
+/* urls.normalize_url's fast path: the URL is returned unchanged by the WHATWG parser.
+ * On success *host, *hostlen is the host (without a trailing dot) and *slash the index of
+ * the path's first "/". */
+static int is_clean(const char *u, Py_ssize_t n, Py_ssize_t *host, Py_ssize_t *hostlen, Py_ssize_t *slash,
+                    Py_ssize_t *spaces) {
+    Py_ssize_t i;
+    if (n >= 7 && memcmp(u, "http://", 7) == 0) i = 7;
+    else if (n >= 8 && memcmp(u, "https://", 8) == 0) i = 8;
+    else return 0;
+    Py_ssize_t h = i, label = i;
+    while (i < n && u[i] != '/') {
+        unsigned char c = (unsigned char)u[i];
+        if (c == '.') {
+            if (i == label) return 0;  /* empty label */
+            label = i + 1;
+        } else if (!HOSTOK[c]) return 0;
+        i++;
+    }
+    if (i >= n) return 0;  /* no path "/" */
+    Py_ssize_t hend = i;
+    if (hend > h && u[hend - 1] == '.') hend--;  /* one trailing dot is allowed */
+    if (hend == h || u[hend - 1] == '.') return 0;
+    /* the last label starts with a letter (not an IPv4 number in any radix) */
+    Py_ssize_t last = hend - 1;
+    while (last > h && u[last - 1] != '.') last--;
+    if (!(u[last] >= 'a' && u[last] <= 'z')) return 0;
+    Py_ssize_t sp = 0;
+    int query = 0;
+    for (Py_ssize_t j = i; j < n; j++) {
+        unsigned char c = (unsigned char)u[j];
+        if (c == ' ') sp++;  /* what the serialiser changes in path and query: %20 */
+        else if (!PATHOK[c]) return 0;
+        else if (c == '?') query = 1;
+        /* "^" is in the WHATWG path percent-encode set (ada writes %5E) but urls._CLEAN lets it
+         * through unchanged: leave it to the Python loop, which gives whatever urls gives */
+        else if (c == '^' && !query) return 0;
+    }
+    *spaces = sp;
+    if (has_sub(u, n, "/.") || has_sub(u, n, "%2e") || has_sub(u, n, "%2E") || has_sub(u, n, "xn--")) return 0;
+    *host = h;
+    *hostlen = hend - h;
+    *slash = i;
+    return 1;
+}
+
+typedef struct {
+    PyObject *schemes;  /* tuple of lower-case bytes */
+    PyObject *exts;     /* tuple of lower-case ASCII bytes ".svg", ... */
+    Py_ssize_t max_url, max_dom, min_len, max_len, max_raw, max_links;
+    int dedup;
+} cfg_t;
+
+enum { J_FALLBACK = 0, J_URL, J_DROP };
+
+static int scheme_allowed(cfg_t *cfg, const char *s, Py_ssize_t n) {
+    Py_ssize_t k = PyTuple_GET_SIZE(cfg->schemes);
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyObject *b = PyTuple_GET_ITEM(cfg->schemes, i);
+        if (PyBytes_GET_SIZE(b) == n && lower_eq(s, PyBytes_AS_STRING(b), n)) return 1;
+    }
+    return 0;
+}
+
+/* One href through resolve + the URL filters. J_URL: out holds the URL, *host, *hostlen its
+ * host; J_DROP: *reason names the drop; J_FALLBACK: Python must judge it. */
+static int judge_fast(cfg_t *cfg, const char *href, Py_ssize_t n, const char *origin, Py_ssize_t olen,
+                      const char *dir, Py_ssize_t dlen, buf_t *out, Py_ssize_t *host, Py_ssize_t *hostlen,
+                      const char **reason) {
+    /* clean_href: strip C0 and space at both ends; anything inside that is not printable
+     * ASCII (tabs, newlines, spaces, non-ASCII) goes to Python */
+    while (n > 0 && (unsigned char)href[0] <= 0x20) { href++; n--; }
+    while (n > 0 && (unsigned char)href[n - 1] <= 0x20) n--;
+    if (n == 0) { *reason = "empty_url"; return J_DROP; }
+    int amp = 0, semi = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)href[i];
+        if (c < 0x20 || c >= 0x7f || c == '\\') return J_FALLBACK;  /* inner spaces: see is_clean */
+        if (c == '&') amp = 1;
+        else if (c == ';') semi = 1;
+    }
+    if (amp && semi) return J_FALLBACK;  /* character references: decode_attr_url */
+    out->n = 0;
+    if ((n >= 7 && lower_eq(href, "http://", 7)) || (n >= 8 && lower_eq(href, "https://", 8))) {
+        if (buf_reserve(out, n) < 0) return -1;
+        memcpy(out->p, href, n);
+        out->n = n;
+    } else {
+        const char *colon = memchr(href, ':', n);
+        if (colon) {
+            Py_ssize_t k = colon - href;
+            int scheme = k > 0 && ((href[0] | 32) >= 'a' && (href[0] | 32) <= 'z');
+            for (Py_ssize_t i = 0; scheme && i < k; i++) {
+                char c = href[i];
+                scheme = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '+' ||
+                         c == '-' || c == '.';
+            }
+            if (scheme) {
+                if (scheme_allowed(cfg, href, k)) return J_FALLBACK;
+                *reason = (k == 4 && lower_eq(href, "data", 4)) ? "data_uri" : "scheme";
+                return J_DROP;
+            }
+        }
+        if (!origin || href[0] == '?' || href[0] == '#' || (n >= 2 && href[0] == '/' && href[1] == '/'))
+            return J_FALLBACK;
+        if (href[0] == '.') {
+            /* urls._climb: leading "../" and "./" runs pop directories off the base directory */
+            Py_ssize_t i = 0, up = 0;
+            for (;;) {
+                if (n - i >= 3 && href[i] == '.' && href[i + 1] == '.' && href[i + 2] == '/') { up++; i += 3; }
+                else if (n - i >= 2 && href[i] == '.' && href[i + 1] == '/') i += 2;
+                else break;
+            }
+            const char *rest = href + i;
+            Py_ssize_t rlen = n - i;
+            if (i == 0 || (rlen && rest[0] == '.') || has_sub(rest, rlen, "/.")) return J_FALLBACK;
+            Py_ssize_t dl = dlen, root = olen + 1;  /* dir[root - 1] is the path's first "/" */
+            for (Py_ssize_t u = 0; u < up; u++) {
+                if (dl <= root) break;
+                Py_ssize_t k = dl - 2;
+                while (k > root - 1 && dir[k] != '/') k--;
+                dl = k + 1;
+            }
+            if (buf_reserve(out, dl + rlen) < 0) return -1;
+            memcpy(out->p, dir, dl);
+            memcpy(out->p + dl, rest, rlen);
+            out->n = dl + rlen;
+            goto resolved;
+        }
+        const char *pre = href[0] == '/' ? origin : dir;
+        Py_ssize_t plen = href[0] == '/' ? olen : dlen;
+        if (buf_reserve(out, plen + n) < 0) return -1;
+        memcpy(out->p, pre, plen);
+        memcpy(out->p + plen, href, n);
+        out->n = plen + n;
+        if (has_sub(out->p, out->n, "/.")) return J_FALLBACK;
+    }
+resolved:;
+    char *hash = memchr(out->p, '#', out->n);
+    if (hash) out->n = hash - out->p;
+    Py_ssize_t slash, spaces;
+    if (!is_clean(out->p, out->n, host, hostlen, &slash, &spaces)) return J_FALLBACK;  /* ada decides */
+    if (spaces) {  /* percent-encode spaces (after the host: is_clean allows none before) */
+        if (buf_reserve(out, 2 * spaces) < 0) return -1;
+        for (Py_ssize_t j = out->n - 1, k = out->n + 2 * spaces - 1; j >= slash; j--) {
+            if (out->p[j] == ' ') { out->p[k--] = '0'; out->p[k--] = '2'; out->p[k--] = '%'; }
+            else out->p[k--] = out->p[j];
+        }
+        out->n += 2 * spaces;
+    }
+    if (out->n > cfg->max_url) { *reason = "url_too_long"; return J_DROP; }
+    if (*hostlen > cfg->max_dom) { *reason = "domain_too_long"; return J_DROP; }
+    Py_ssize_t end = out->n;
+    const char *q = memchr(out->p, '?', out->n);
+    if (q) end = q - out->p;
+    Py_ssize_t k = PyTuple_GET_SIZE(cfg->exts);
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyObject *t = PyTuple_GET_ITEM(cfg->exts, i);
+        Py_ssize_t tl = PyBytes_GET_SIZE(t);
+        if (end - tl >= slash + 1 && lower_eq(out->p + end - tl, PyBytes_AS_STRING(t), tl)) {
+            *reason = "extension";
+            return J_DROP;
+        }
+    }
+    return J_URL;
+}
+
+/* ---------------------------------------------------------------- dedup set of digests */
+
+typedef struct {
+    uint8_t (*slots)[32];
+    uint8_t *used;
+    size_t mask;
+} dset;
+
+static int dset_init(dset *s, Py_ssize_t n) {
+    size_t cap = 16;
+    while (cap < (size_t)n * 2) cap <<= 1;
+    s->slots = PyMem_Malloc(cap * 32);
+    s->used = PyMem_Calloc(cap, 1);
+    s->mask = cap - 1;
+    if (!s->slots || !s->used) { PyErr_NoMemory(); return -1; }
+    return 0;
+}
+
+/* 1 if the digest was already there, else inserts it and returns 0 */
+static int dset_add(dset *s, const uint8_t d[32]) {
+    size_t i;
+    memcpy(&i, d, sizeof i);
+    for (i &= s->mask;; i = (i + 1) & s->mask) {
+        if (!s->used[i]) { s->used[i] = 1; memcpy(s->slots[i], d, 32); return 0; }
+        if (memcmp(s->slots[i], d, 32) == 0) return 1;
+    }
+}
+
+static void dset_free(dset *s) {
+    PyMem_Free(s->slots);
+    PyMem_Free(s->used);
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static PyObject *ascii_str(const char *s, Py_ssize_t n) {
+    PyObject *u = PyUnicode_New(n, 127);
+    if (u) memcpy(PyUnicode_1BYTE_DATA(u), s, n);
+    return u;
+}
+
+static PyObject *str_of(buf_t *arena, jstr *j) {
+    return j->ascii ? ascii_str(arena->p + j->off, j->len) : PyUnicode_DecodeUTF8(arena->p + j->off, j->len, NULL);
+}
+
+/* `s and not s.isspace()` */
+static int usable(buf_t *arena, jstr *j) {
+    if (!j->present || j->len == 0) return 0;
+    const unsigned char *p = (const unsigned char *)arena->p + j->off;
+    if (j->ascii) {
+        for (Py_ssize_t i = 0; i < j->len; i++) {
+            unsigned char c = p[i];
+            if (!(c == ' ' || (c >= 9 && c <= 13) || (c >= 28 && c <= 31))) return 1;
+        }
+        return 0;
+    }
+    PyObject *u = str_of(arena, j);
+    if (!u) return -1;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(u);
+    int kind = PyUnicode_KIND(u);
+    const void *data = PyUnicode_DATA(u);
+    int r = 0;
+    for (Py_ssize_t i = 0; i < n && !r; i++)
+        if (!Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, i))) r = 1;
+    Py_DECREF(u);
+    return r;
+}
+
+static int count_drop(PyObject *drops, PyObject *reason) {
+    PyObject *v = PyDict_GetItemWithError(drops, reason);
+    if (!v && PyErr_Occurred()) return -1;
+    long n = v ? PyLong_AsLong(v) : 0;
+    PyObject *nv = PyLong_FromLong(n + 1);
+    if (!nv) return -1;
+    int r = PyDict_SetItem(drops, reason, nv);
+    Py_DECREF(nv);
+    return r;
+}
+
+static int count_drop_c(PyObject *drops, const char *reason) {
+    PyObject *k = PyUnicode_InternFromString(reason);
+    if (!k) return -1;
+    int r = count_drop(drops, k);
+    Py_DECREF(k);
+    return r;
+}
+
+/* UTF-8 of a str as hashlib sees it after .encode("utf-8", "surrogatepass"); new reference */
+static PyObject *utf8_bytes(PyObject *s) {
+    PyObject *b = PyUnicode_AsUTF8String(s);
+    if (b) return b;
+    PyErr_Clear();
+    return PyUnicode_AsEncodedString(s, "utf-8", "surrogatepass");
+}
+
+static PyObject *S_ALT, *S_TITLE;
+
+/* ---------------------------------------------------------------- flags */
+
+/* First occurrence of `needle` (length k) in s[0:n], found by memchr on its byte at `rare`
+ * (a byte that is rare in WAT JSON: memchr runs at memory speed, memmem on a needle that
+ * starts with '"' does not). */
+static const char *find_rare(const char *s, Py_ssize_t n, const char *needle, Py_ssize_t k, Py_ssize_t rare) {
+    const char *p = s + rare, *end = s + n - (k - rare) + 1;
+    while (p < end) {
+        p = memchr(p, needle[rare], end - p);
+        if (!p) return NULL;
+        if (memcmp(p - rare, needle, k) == 0) return p - rare;
+        p++;
+    }
+    return NULL;
+}
+
+/* (bits, offset of the first "Base" or -1): bit 1: IMG@, 2: "Base", 4: creativecommons.org */
+static PyObject *hot_flags(PyObject *self, PyObject *arg) {
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0) return NULL;
+    long f = 0;
+    Py_ssize_t base = -1;
+    if (find_rare(b.buf, b.len, "IMG@", 4, 3)) {
+        f |= 1;
+        const char *q = find_rare(b.buf, b.len, "\"Base\"", 6, 1);
+        if (q) { f |= 2; base = q - (const char *)b.buf; }
+        if (find_rare(b.buf, b.len, "creativecommons.org", 19, 6)) f |= 4;
+    }
+    PyBuffer_Release(&b);
+    return Py_BuildValue("ln", f, base);
+}
+
+/* ---------------------------------------------------------------- the page */
+
+static PyObject *hot_wat_links(PyObject *self, PyObject *args) {
+    Py_buffer pl;
+    int with_title;
+    PyObject *origin_o, *dir_o, *cfgt, *judge, *pick, *lists, *drops;
+    if (!PyArg_ParseTuple(args, "y*pOOO!OOO!O!", &pl, &with_title, &origin_o, &dir_o, &PyTuple_Type, &cfgt, &judge,
+                          &pick, &PyTuple_Type, &lists, &PyDict_Type, &drops))
+        return NULL;
+    cfg_t cfg;
+    PyObject *result = NULL;
+    buf_t arena = {0}, ubuf = {0};
+    link_t *links = NULL;
+    Py_ssize_t nlinks = 0, caplinks = 0;
+    dset seen = {0};
+    PyObject *last_host = NULL;
+    const char *hostbuf_last = NULL;
+    Py_ssize_t last_hostlen = -1;
+    char last_host_copy[256];
+
+    if (!PyArg_ParseTuple(cfgt, "O!O!nnnnnnp", &PyTuple_Type, &cfg.schemes, &PyTuple_Type, &cfg.exts, &cfg.max_url,
+                          &cfg.max_dom, &cfg.min_len, &cfg.max_len, &cfg.max_raw, &cfg.max_links, &cfg.dedup))
+        goto done;
+    if (PyTuple_GET_SIZE(lists) != 5) { PyErr_SetString(PyExc_ValueError, "lists: 5 lists"); goto done; }
+    PyObject *L_uid = PyTuple_GET_ITEM(lists, 0), *L_url = PyTuple_GET_ITEM(lists, 1),
+             *L_text = PyTuple_GET_ITEM(lists, 2), *L_src = PyTuple_GET_ITEM(lists, 3),
+             *L_dom = PyTuple_GET_ITEM(lists, 4);
+    const char *origin = NULL, *dir = NULL;
+    Py_ssize_t olen = 0, dlen = 0;
+    if (origin_o != Py_None) {
+        origin = PyBytes_AsString(origin_o);
+        dir = PyBytes_AsString(dir_o);
+        if (!origin || !dir) goto done;
+        olen = PyBytes_GET_SIZE(origin_o);
+        dlen = PyBytes_GET_SIZE(dir_o);
+    }
+
+    /* phase 1: every IMG@/src link object, validated before any row is written */
+    const char *P = pl.buf;
+    Py_ssize_t N = pl.len;
+    static const char IMG[] = "\"IMG@/src\"";
+    const char *hit = find_rare(P, N, IMG, 10, 5);
+    while (hit) {
+        Py_ssize_t i = hit - P;
+        const char *start = NULL, *end;
+        for (Py_ssize_t j = i - 1; j >= 0; j--)
+            if (P[j] == '{') { start = P + j; break; }
+        end = memchr(hit, '}', N - i);
+        if (!start || !end || i == 0 || P[i - 1] == '\\') { result = Py_NewRef(Py_None); goto done; }
+        if (nlinks == caplinks) {
+            caplinks = caplinks ? caplinks * 2 : 64;
+            link_t *nl = PyMem_Realloc(links, caplinks * sizeof *links);
+            if (!nl) { PyErr_NoMemory(); goto done; }
+            links = nl;
+        }
+        int r = parse_link(start, end, &arena, &links[nlinks]);
+        if (r == FAIL) goto done;
+        if (r == UNSUPPORTED) { result = Py_NewRef(Py_None); goto done; }
+        if (links[nlinks].url.present) nlinks++;
+        hit = find_rare(end, N - (end - P), IMG, 10, 5);
+    }
+
+    /* phase 2: the per-link loop of _Builder.add_page */
+    Py_ssize_t todo = nlinks < cfg.max_links ? nlinks : cfg.max_links, kept = 0;
+    if (cfg.dedup && dset_init(&seen, todo) < 0) goto done;
+    for (Py_ssize_t li = 0; li < todo; li++) {
+        link_t *L = &links[li];
+        int alt_ok = usable(&arena, &L->alt);
+        int title_ok = with_title ? usable(&arena, &L->title) : 0;
+        if (alt_ok < 0 || title_ok < 0) goto done;
+        if (!alt_ok && !title_ok) {
+            if (count_drop_c(drops, "empty_text") < 0) goto done;
+            continue;
+        }
+        /* URL */
+        PyObject *url = NULL, *domain = NULL;
+        Py_ssize_t host, hostlen;
+        const char *reason = NULL;
+        int j = judge_fast(&cfg, arena.p + L->url.off, L->url.len, origin, olen, dir, dlen, &ubuf, &host, &hostlen,
+                           &reason);
+        if (j < 0) goto done;
+        if (j == J_DROP) {
+            if (count_drop_c(drops, reason) < 0) goto done;
+            continue;
+        }
+        if (j == J_URL) {
+            url = ascii_str(ubuf.p, ubuf.n);
+            if (!url) goto done;
+            if (last_host && hostlen == last_hostlen && memcmp(last_host_copy, ubuf.p + host, hostlen) == 0) {
+                domain = Py_NewRef(last_host);
+            } else {
+                domain = ascii_str(ubuf.p + host, hostlen);
+                if (!domain) { Py_DECREF(url); goto done; }
+                if (hostlen <= (Py_ssize_t)sizeof last_host_copy) {
+                    Py_XSETREF(last_host, Py_NewRef(domain));
+                    memcpy(last_host_copy, ubuf.p + host, hostlen);
+                    last_hostlen = hostlen;
+                }
+            }
+        } else {
+            PyObject *href = str_of(&arena, &L->url);
+            if (!href) goto done;
+            PyObject *v = PyObject_CallOneArg(judge, href);
+            Py_DECREF(href);
+            if (!v) goto done;
+            if (!PyTuple_Check(v) || PyTuple_GET_SIZE(v) != 3) {
+                Py_DECREF(v);
+                PyErr_SetString(PyExc_TypeError, "judge must return (url, reason, domain)");
+                goto done;
+            }
+            PyObject *r = PyTuple_GET_ITEM(v, 1);
+            if (r != Py_None) {
+                int e = count_drop(drops, r);
+                Py_DECREF(v);
+                if (e < 0) goto done;
+                continue;
+            }
+            url = Py_NewRef(PyTuple_GET_ITEM(v, 0));
+            domain = Py_NewRef(PyTuple_GET_ITEM(v, 2));
+            Py_DECREF(v);
+        }
+        /* text */
+        PyObject *text = NULL, *source = NULL;
+        jstr *alt = &L->alt;
+        int fast_text = alt_ok && alt->ascii;
+        if (fast_text) {
+            const unsigned char *a = (const unsigned char *)arena.p + alt->off;
+            for (Py_ssize_t i = 0; i < alt->len; i++)
+                if (a[i] < 0x20 || a[i] == 0x7f || a[i] == '&') { fast_text = 0; break; }
+        }
+        if (fast_text) {
+            if (alt->len > cfg.max_raw) {
+                reason = "text_too_long";
+            } else {
+                /* " ".join(alt.split()) for printable ASCII: collapse runs of spaces */
+                const char *a = arena.p + alt->off;
+                if (buf_reserve(&ubuf, alt->len) < 0) { Py_DECREF(url); Py_DECREF(domain); goto done; }
+                char *o = ubuf.p;  /* the URL is already a str: reuse the buffer */
+                Py_ssize_t m = 0;
+                for (Py_ssize_t i = 0; i < alt->len; i++) {
+                    if (a[i] == ' ') {
+                        if (m && o[m - 1] != ' ') o[m++] = ' ';
+                    } else o[m++] = a[i];
+                }
+                if (m && o[m - 1] == ' ') m--;
+                if (m < cfg.min_len) reason = "text_too_short";
+                else if (m > cfg.max_len) reason = "text_too_long";
+                else {
+                    text = ascii_str(o, m);
+                    if (!text) { Py_DECREF(url); Py_DECREF(domain); goto done; }
+                    source = Py_NewRef(S_ALT);
+                }
+            }
+        } else {
+            PyObject *cands = PyList_New(0);
+            if (!cands) { Py_DECREF(url); Py_DECREF(domain); goto done; }
+            int bad = 0;
+            for (int c = 0; c < 2 && !bad; c++) {
+                if (c == 0 ? !alt_ok : !title_ok) continue;
+                PyObject *s = str_of(&arena, c == 0 ? &L->alt : &L->title);
+                PyObject *t = s ? PyTuple_Pack(2, s, c == 0 ? S_ALT : S_TITLE) : NULL;
+                Py_XDECREF(s);
+                if (!t || PyList_Append(cands, t) < 0) bad = 1;
+                Py_XDECREF(t);
+            }
+            PyObject *v = bad ? NULL : PyObject_CallOneArg(pick, cands);
+            Py_DECREF(cands);
+            if (!v) { Py_DECREF(url); Py_DECREF(domain); goto done; }
+            if (!PyTuple_Check(v) || PyTuple_GET_SIZE(v) != 3) {
+                Py_DECREF(v); Py_DECREF(url); Py_DECREF(domain);
+                PyErr_SetString(PyExc_TypeError, "pick must return (text, reason, source)");
+                goto done;
+            }
+            PyObject *r = PyTuple_GET_ITEM(v, 1);
+            if (r != Py_None) {
+                int e = count_drop(drops, r);
+                Py_DECREF(v); Py_DECREF(url); Py_DECREF(domain);
+                if (e < 0) goto done;
+                continue;
+            }
+            text = Py_NewRef(PyTuple_GET_ITEM(v, 0));
+            source = Py_NewRef(PyTuple_GET_ITEM(v, 2));
+            Py_DECREF(v);
+        }
+        if (reason) {
+            Py_DECREF(url); Py_DECREF(domain);
+            if (count_drop_c(drops, reason) < 0) goto done;
+            continue;
+        }
+        /* dedup and uid: sha256(url "\t" text); a URL never holds a raw tab */
+        PyObject *ub = utf8_bytes(url), *tb = ub ? utf8_bytes(text) : NULL;
+        if (!tb) { Py_XDECREF(ub); Py_DECREF(url); Py_DECREF(domain); Py_DECREF(text); Py_DECREF(source); goto done; }
+        sha256_ctx h;
+        uint8_t d[32];
+        sha256_init(&h);
+        sha256_update(&h, (const uint8_t *)PyBytes_AS_STRING(ub), PyBytes_GET_SIZE(ub));
+        sha256_update(&h, (const uint8_t *)"\t", 1);
+        sha256_update(&h, (const uint8_t *)PyBytes_AS_STRING(tb), PyBytes_GET_SIZE(tb));
+        sha256_final(&h, d);
+        Py_DECREF(ub);
+        Py_DECREF(tb);
+        if (cfg.dedup && dset_add(&seen, d)) {
+            Py_DECREF(url); Py_DECREF(domain); Py_DECREF(text); Py_DECREF(source);
+            if (count_drop_c(drops, "duplicate_in_page") < 0) goto done;
+            continue;
+        }
+        static const char HEX[] = "0123456789abcdef";
+        char hex[32];
+        for (int i = 0; i < 16; i++) { hex[2 * i] = HEX[d[i] >> 4]; hex[2 * i + 1] = HEX[d[i] & 15]; }
+        PyObject *uid = ascii_str(hex, 32);
+        int e = !uid || PyList_Append(L_uid, uid) < 0 || PyList_Append(L_url, url) < 0 ||
+                PyList_Append(L_text, text) < 0 || PyList_Append(L_src, source) < 0 || PyList_Append(L_dom, domain) < 0;
+        Py_XDECREF(uid); Py_DECREF(url); Py_DECREF(domain); Py_DECREF(text); Py_DECREF(source);
+        if (e) goto done;
+        kept++;
+    }
+    result = Py_BuildValue("nn", nlinks, kept);
+done:
+    (void)hostbuf_last;
+    Py_XDECREF(last_host);
+    if (cfg.dedup && seen.used) dset_free(&seen);
+    PyMem_Free(arena.p);
+    PyMem_Free(ubuf.p);
+    PyMem_Free(links);
+    PyBuffer_Release(&pl);
+    return result;
+}
+
+static PyObject *hot_sha_uid(PyObject *self, PyObject *arg) {
+    /* sha256(data)[:16].hex(): exposed for the tests of the digest */
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0) return NULL;
+    sha256_ctx h;
+    uint8_t d[32];
+    sha256_init(&h);
+    sha256_update(&h, b.buf, b.len);
+    sha256_final(&h, d);
+    PyBuffer_Release(&b);
+    return PyBytes_FromStringAndSize((const char *)d, 32);
+}
+
+static PyMethodDef methods[] = {
+    {"flags", hot_flags, METH_O, "(bits, first \"Base\" offset or -1); bits 1: IMG@, 2: \"Base\", 4: creativecommons.org"},
+    {"wat_links", hot_wat_links, METH_VARARGS,
+     "wat_links(payload, with_title, origin, dir, cfg, judge, pick, lists, drops) -> (n_links, kept) | None"},
+    {"sha256", hot_sha_uid, METH_O, "sha256 digest (tests)"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_hotloop", "WAT per-link loop in C", -1, methods};
+
+PyMODINIT_FUNC PyInit__hotloop(void) {
+    init_tables();
+    S_ALT = PyUnicode_InternFromString("alt");
+    S_TITLE = PyUnicode_InternFromString("title");
+    if (!S_ALT || !S_TITLE) return NULL;
+    return PyModule_Create(&moddef);
+}
