@@ -290,6 +290,10 @@ class ExtractStage(Stage):
             self.remove_orphans(ctx, manifests)
         this_run.incr("files_pending", len(pending))
         ctx.stats = self.totals(list(manifests.values()), unresolved, this_run)
+        # which WAT loop the executors ran this time (udfs/_hotloop.c or Python): counts engine.<name>
+        engines = sorted(k[7:] for k, v in this_run.counts.items() if k.startswith("engine.") and v)
+        if engines:
+            ctx.stats.extra["engine"] = "|".join(engines)
         if pending:
             ctx.stats.extra["pending"] = [{"file": p["file"], "reason": p["pending"]} for p in pending]
             ctx.pending = [p["file"] for p in pending]
