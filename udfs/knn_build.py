@@ -204,14 +204,19 @@ def write_metadata(
                 if c not in cols:
                     table = table.append_column(c, pa.nulls(table.num_rows))
             table = table.select(kept_cols)
-        table = table.rename_columns([METADATA_RENAMES.get(c, c) for c in table.column_names])
+        table = table.rename_columns(_clip_retrieval_names(table.column_names))
         name = f"part-{i:05d}.parquet"
         pq.write_table(table, os.path.join(out_dir, name), row_group_size=META_ROW_GROUP, compression="zstd")
         files.append(f"metadata/{name}")
         rows.append(table.num_rows)
     if stats is not None:
         stats.incr("metadata_rows", sum(rows))
-    return {"files": files, "rows": rows, "columns": [METADATA_RENAMES.get(c, c) for c in kept_cols or []]}
+    return {"files": files, "rows": rows, "columns": _clip_retrieval_names(kept_cols or [])}
+
+
+def _clip_retrieval_names(columns: Sequence[str]) -> list[str]:
+    """`text` -> `caption`, unless the part already has a `caption` column of its own."""
+    return [METADATA_RENAMES.get(c, c) if METADATA_RENAMES.get(c) not in columns else c for c in columns]
 
 
 # --------------------------------------------------------------------------- building

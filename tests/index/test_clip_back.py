@@ -120,7 +120,9 @@ def _wait_ready(proc: subprocess.Popen, port: int, log: Path, timeout: float = 1
 
 
 def test_clip_back_serves_the_index_unchanged(tmp_path, photo_embeddings):
-    import torch
+    pytest.importorskip("faiss")
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("open_clip")
 
     from crawlpairs.udfs import clip
 

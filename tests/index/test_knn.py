@@ -11,7 +11,7 @@ import pytest
 
 from crawlpairs.config import IndexConfig
 from crawlpairs.stats import Stats
-from crawlpairs.udfs import knn, knn_query
+from crawlpairs.udfs import knn, knn_build, knn_query
 from support.photos import CAPTIONS, IMAGES, clip_folder
 
 # HNSW with a fixed efSearch: autofaiss's own parameter search costs seconds per index.
@@ -54,6 +54,11 @@ def test_every_row_is_its_own_nearest_neighbour(tmp_path, make_embeddings):
         infos = json.loads((tmp_path / "index" / name).read_text())
         assert infos["index_path"] == name.replace(".json", ".index") and infos["nb vectors"] == 550
     assert "crawlpairs-index-" not in (tmp_path / "index" / knn.INFO_NAME).read_text()
+
+
+def test_metadata_takes_clip_retrievals_caption_name_unless_taken():
+    assert knn_build._clip_retrieval_names(["uid", "url", "text"]) == ["uid", "url", "caption"]
+    assert knn_build._clip_retrieval_names(["url", "text", "caption"]) == ["url", "text", "caption"]
 
 
 def test_autofaiss_chooses_the_index_within_the_budget(tmp_path, make_embeddings):
