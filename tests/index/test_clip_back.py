@@ -14,8 +14,8 @@ Three stand-ins, and why:
   pyarrow<16, ...) with --no-deps, and sees torch, open_clip, faiss and numpy from the project's
   venv through a .pth file: clip-retrieval's own requirements pull a multi-GB CUDA torch, wandb,
   transformers, sentence-transformers and img2dataset, none of which serving an index needs.
-- `clip_retrieval/__init__.py` imports every tool of the package (clip_inference pulls wandb at
-  import time); the test registers the package without running that file, then imports the
+- `clip_retrieval/__init__.py` imports every tool of the package (clip_inference needs braceexpand
+  and wandb at import time); the test registers the package without running that file, then imports the
   unchanged `clip_retrieval.clip_back`. `Flask.run` is told to bind 127.0.0.1 instead of 0.0.0.0.
 """
 
@@ -70,7 +70,7 @@ import importlib.util, sys, types
 shim_dir, indices_paths, port = sys.argv[1:4]
 sys.path.insert(0, shim_dir)
 spec = importlib.util.find_spec("clip_retrieval")
-pkg = types.ModuleType("clip_retrieval")  # the package without its __init__ (it imports wandb)
+pkg = types.ModuleType("clip_retrieval")  # the package without its __init__ (braceexpand, wandb)
 pkg.__path__, pkg.__file__ = list(spec.submodule_search_locations), spec.origin
 sys.modules["clip_retrieval"] = pkg
 import flask
