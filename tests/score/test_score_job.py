@@ -148,3 +148,21 @@ def test_cli_flags_reach_the_score_config():
     assert sc.pretrained is None and sc.language_thresholds == {"en": 0.3, "de": 0.2}
     assert sc.default_threshold == 0.25 and sc.punsafe_max == 0.45 and sc.main_model_languages == ["en", "de"]
     assert sc.text_trim is False and sc.semantic_dup_threshold == 0.97
+
+
+@pytest.mark.integration
+def test_duckdb_and_hf_datasets_see_language_and_band_as_columns(job):
+    """The issue's readers: DuckDB's `scored/**` (no _SUCCESS/.crc to trip on) and HF `datasets`
+    (which lost language and the band when they were folder names)."""
+    from support.peers import peer_python, run_peer
+
+    out, _ = job
+    n = json.loads((out / "scored_meta" / "_stats.json").read_text())["counts"]["rows_out"]
+    duck = peer_python("duckdb", ["duckdb==2.0.1"])
+    code = ("import duckdb,sys; r=duckdb.sql(\"select count(*), count(distinct language), typeof(any_value(similarity_band))"
+            " from read_parquet('\" + sys.argv[1] + \"/**')\").fetchall()[0]; print(r)")
+    assert eval(run_peer(duck, code, str(out / "scored"))) == (n, 2, "DOUBLE")
+    hf = peer_python("hf-datasets", ["datasets==5.2.0"])
+    code = ("import datasets,sys; d=datasets.load_dataset(sys.argv[1])['train'];"
+            "print(d.num_rows, sorted(set(d['language'])), d.features['similarity_band'].dtype)")
+    assert run_peer(hf, code, str(out / "scored")).split() == [str(n), "['de',", "'en']", "float64"]
