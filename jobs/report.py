@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import io
+import json
 import sys
 import tarfile
 from typing import Any
@@ -46,31 +46,43 @@ def funnel(stages: dict[str, dict]) -> list[tuple[str, int]]:
 
 
 def samples(root: str, st, n: int) -> list[tuple[str, str, str]]:
-    """Up to n (data URI, caption, url) from the first image shards, in key order."""
-    out: list[tuple[str, str, str]] = []
-    for tar_uri in sorted(storage.glob(storage.join(root, "images", "*.tar"), st)):
-        members: dict[str, dict[str, bytes]] = {}
-        with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(tar_uri, st))) as tar:
-            for m in tar.getmembers():
-                if m.isfile() and "." in m.name:
-                    key, ext = m.name.rsplit(".", 1)
-                    f = tar.extractfile(m)
-                    if f is not None:
-                        members.setdefault(key, {})[ext] = f.read()
-        for key in sorted(members):
-            files = members[key]
-            image = next(((ext, files[ext]) for ext in ("jpg", "jpeg", "png", "webp") if ext in files), None)
-            if image is None:
-                continue
-            mime = "jpeg" if image[0] in ("jpg", "jpeg") else image[0]
-            uri = f"data:image/{mime};base64," + base64.b64encode(image[1]).decode("ascii")
-            caption = files.get("txt", b"").decode("utf-8", "replace")
-            url = ""
-            if "json" in files:
-                import json
+    """Up to n (data URI, caption, url) from the first image shards, in shard order.
 
-                url = str(json.loads(files["json"]).get("url") or "")
-            out.append((uri, caption, url))
+    Streams each tar (a shard is ~1 GB at LAION scale) and stops at the n-th sample; a
+    webdataset sample's files sit next to each other, so one sample is held at a time.
+    """
+    out: list[tuple[str, str, str]] = []
+
+    def add(files: dict[str, bytes]) -> None:
+        image = next(((ext, files[ext]) for ext in ("jpg", "jpeg", "png", "webp") if ext in files), None)
+        if image is None:
+            return
+        mime = "jpeg" if image[0] in ("jpg", "jpeg") else image[0]
+        uri = f"data:image/{mime};base64," + base64.b64encode(image[1]).decode("ascii")
+        caption = files.get("txt", b"").decode("utf-8", "replace")
+        url = ""
+        if "json" in files:
+            url = str(json.loads(files["json"]).get("url") or "")
+        out.append((uri, caption, url))
+
+    for tar_uri in sorted(storage.glob(storage.join(root, "images", "*.tar"), st)):
+        key, files = None, {}
+        with storage.open_uri(tar_uri, "rb", st) as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
+            for m in tar:
+                if not m.isfile() or "." not in m.name:
+                    continue
+                k, ext = m.name.rsplit(".", 1)
+                if k != key:
+                    if files:
+                        add(files)
+                        if len(out) >= n:
+                            return out
+                    key, files = k, {}
+                f = tar.extractfile(m)
+                if f is not None:
+                    files[ext] = f.read()
+        if files:
+            add(files)
             if len(out) >= n:
                 return out
     return out

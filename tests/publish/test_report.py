@@ -115,3 +115,31 @@ def test_chromium_renders_the_page(page, root, tmp_path):
                    timeout=120)
     width, height, colours = _png_size_and_colours(shot)
     assert (width, height) == (1200, 1800) and colours > 20  # charts and text, not a blank page
+
+
+def test_samples_stream_the_first_shards_and_stop_at_n(tmp_path):
+    """The sample grid reads shards as streams, one sample at a time, in shard then tar order."""
+    import io
+    import json
+    import tarfile
+
+    from crawlpairs.jobs.report import samples
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for shard in range(2):
+        with tarfile.open(images / f"0000{shard}.tar", "w") as tar:
+            for i in range(3):
+                key = f"{shard}{i:04d}"
+                files = {"jpg": b"\xff\xd8fake", "txt": f"caption {key}".encode(),
+                         "json": json.dumps({"url": f"http://h/{key}.jpg"}).encode()}
+                if i == 1:
+                    files.pop("jpg")  # no image: skipped, not counted
+                for ext, data in files.items():
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    got = samples(str(tmp_path), None, 3)
+    assert [c for _, c, _ in got] == ["caption 00000", "caption 00002", "caption 10000"]
+    assert got[0][0].startswith("data:image/jpeg;base64,") and got[2][2] == "http://h/10000.jpg"
+    assert len(samples(str(tmp_path), None, 10)) == 4
