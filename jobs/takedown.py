@@ -67,12 +67,14 @@ class TakedownStage(Stage):
         if not takedown.present(root, st):
             raise UsageError(f"--output {root}: holds none of {', '.join(takedown.ARTEFACTS)}")
         seen = getattr(ctx.args, "seen", None) or storage.join(root, "seen")
-        docs = takedown.run(root, req, seen, st, ctx.stats, lambda: rebuild_index(root, st))
+        docs = takedown.run(root, req, seen, st, ctx.stats, lambda: rebuild_index(root, st),
+                            card=lambda r: dataset_card(r, st))
         ctx.stats.extra["takedowns"] = [{k: d.get(k) for k in ("id", "status", "rows_removed", "noop", "matched")}
                                         for d in docs]
         for d in docs:
             what = "nothing more to remove (done " + str(d.get("finished_at")) + ")" if d.get("noop") else \
-                ", ".join(f"{a} -{n}" for a, n in d.get("rows_removed", {}).items())
+                ", ".join(f"{a} -{n}" for a, n in d.get("rows_removed", {}).items() if a != "card") + \
+                ("; card rewritten" if d.get("files_changed", {}).get("card") else "")
             print(f"takedown {d['id']}: {what}", file=sys.stderr)
 
     def summary(self, ctx: Context) -> str:
@@ -80,11 +82,55 @@ class TakedownStage(Stage):
         return f"takedown: {removed} rows removed across artefacts -> {ctx.out}"
 
 
+def dataset_card(root: str, st) -> bytes | None:
+    """The card publish would write for what dataset/ holds now (counts from its files, stats of every stage)."""
+    import pyarrow.dataset as pads
+
+    from crawlpairs import layout
+    from crawlpairs.config import Config
+    from crawlpairs.jobs.publish import FOLDERS, PublishStage
+    from crawlpairs.udfs import publish
+
+    meta = storage.join(root, "dataset_meta", "_stats.json")
+    if not storage.exists(meta, st):
+        return None
+    recorded = storage.read_json(meta, st)
+    p = config_mod.load(None, {"publish": recorded.get("config", {}).get("publish", {})}).publish
+
+    def folder(name: str) -> pads.Dataset:
+        files = takedown.data_files(storage.join(root, "dataset", name), ".parquet", st)
+        fs, _ = storage.filesystem(root, st)
+        return pads.dataset([storage.filesystem(f, st)[1] for f in files], format="parquet", filesystem=fs)
+
+    data = folder("data")
+    rows = data.to_table(columns=[c for c in ("language", "image_domain", "page_domain", "crawl")
+                                  if c in data.schema.names])
+
+    def counts(column: str, null: str = "none") -> dict[str, int]:
+        if column not in rows.column_names:
+            return {}
+        vc = rows.column(column).value_counts().to_pylist()
+        return {str(v["values"]) if v["values"] is not None else null: int(v["counts"]) for v in vc}
+
+    stages = layout.stage_stats(root, st)
+    ctx = Context(cfg=Config())
+    ctx.cfg.storage = st
+    return publish.card(p.pretty_name, p.card_license, rows.num_rows, folder("open").count_rows(),
+                        counts("language", "und"), counts("image_domain"), counts("page_domain"), counts("crawl"),
+                        stages, PublishStage.models(ctx, stages), list(p.open_licenses),
+                        {f if f != "data" else "default": f"{f}/*.parquet" for f in FOLDERS},
+                        recorded.get("extra", {}).get("source", "scored")).encode("utf-8")
+
+
 def rebuild_index(root: str, st) -> None:
     """The index stage, run again on the filtered embeddings with the settings it recorded."""
     from crawlpairs.jobs.index import IndexStage
 
     out = storage.join(root, "index")
+    metadata = takedown.data_files(storage.join(root, "embeddings", "metadata"), ".parquet", st)
+    if sum(takedown.read_table(u, st).num_rows for u in metadata) == 0:
+        storage.rm(out, st, recursive=True)  # nothing left to index: an index of the removed rows must not stay
+        return
     recorded = {}
     stats_uri = storage.join(out, "_stats.json")
     if storage.exists(stats_uri, st):

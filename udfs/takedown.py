@@ -46,8 +46,9 @@ from crawlpairs.udfs.urls import normalize_url
 
 JOURNALS = "takedowns"
 # Artefacts in the order they are changed: what the public sees first, the index after the
-# embeddings it is rebuilt from, and last what only a re-run of the pipeline would read.
-ARTEFACTS = ("dataset", "embeddings", "index", "scored", "images", "deduped")
+# embeddings it is rebuilt from, then what only a re-run of the pipeline would read; the dataset
+# card last, when every stage's stats it quotes have been lowered.
+ARTEFACTS = ("dataset", "embeddings", "index", "scored", "images", "deduped", "card")
 # The score stage's per-shard rows (kept and dropped): a re-run of score reuses them, so they lose
 # the rows too. Where they live now, and where older roots kept them.
 SCORE_SHARDS = ("scored_meta/shards", "_scored_shards")
@@ -626,7 +627,7 @@ def save(root: str, doc: dict[str, Any], st: StorageConfig | None) -> None:
 def present(root: str, st: StorageConfig | None) -> list[str]:
     """The artefacts this root holds (a takedown touches what exists, nothing else)."""
     checks = {"dataset": "dataset", "embeddings": "embeddings/metadata", "index": "index", "scored": "scored",
-              "images": "images", "deduped": "deduped"}
+              "images": "images", "deduped": "deduped", "card": "dataset/README.md"}
     return [a for a in ARTEFACTS if storage.exists(storage.join(root, checks[a]), st)]
 
 
@@ -649,8 +650,11 @@ def write_blocked(seen_root: str, doc: dict[str, Any], keys: pa.Table, st: Stora
     return keys.num_rows
 
 
+Card = Callable[[str], bytes | None]  # root -> the dataset card made again from what dataset/ holds now
+
+
 def run(root: str, req: Request | None, seen_root: str, st: StorageConfig | None, stats: Stats,
-        rebuild_index: Callable[[], None]) -> list[dict[str, Any]]:
+        rebuild_index: Callable[[], None], card: Card | None = None) -> list[dict[str, Any]]:
     """Finish every pending takedown of the root, then carry out `req`; the journals of this call.
 
     A request that a finished journal already carried out, and that matches nothing more now,
@@ -660,7 +664,7 @@ def run(root: str, req: Request | None, seen_root: str, st: StorageConfig | None
     done: list[dict[str, Any]] = []
     for doc in journals(root, st):
         if doc.get("status") != "done":
-            done.append(carry_out(root, doc, seen_root, st, stats, rebuild_index))
+            done.append(carry_out(root, doc, seen_root, st, stats, rebuild_index, card))
     if req is None:
         return done
     earlier = [d for d in journals(root, st) if d.get("request_key") == req.key() and d.get("status") == "done"]
@@ -670,12 +674,12 @@ def run(root: str, req: Request | None, seen_root: str, st: StorageConfig | None
         stats.incr("noop")
         return [*done, {**earlier[-1], "noop": True}]
     save(root, doc, st)
-    done.append(carry_out(root, doc, seen_root, st, stats, rebuild_index))
+    done.append(carry_out(root, doc, seen_root, st, stats, rebuild_index, card))
     return done
 
 
 def carry_out(root: str, doc: dict[str, Any], seen_root: str, st: StorageConfig | None, stats: Stats,
-              rebuild_index: Callable[[], None]) -> dict[str, Any]:
+              rebuild_index: Callable[[], None], card: Card | None = None) -> dict[str, Any]:
     """Do (or finish) one journalled takedown, artefact by artefact."""
     tid, req = doc["id"], Request.from_dict(doc["request"])
     if not storage.exists(removed_uri(root, tid), st) or doc.get("status") == "pending":
@@ -687,7 +691,7 @@ def carry_out(root: str, doc: dict[str, Any], seen_root: str, st: StorageConfig 
         crash_point("matched")
     removed = read_table(removed_uri(root, tid), st)
     removal = Removal.of(req, removed)
-    for artefact in list(doc["artefacts"]):
+    for artefact in [a for a in ARTEFACTS if a in doc["artefacts"]]:  # the journal's keys come back sorted
         state = doc["artefacts"][artefact]
         if state == "done":
             continue
@@ -703,7 +707,12 @@ def carry_out(root: str, doc: dict[str, Any], seen_root: str, st: StorageConfig 
             if state != "staged":
                 storage.rm(storage.join(root, JOURNALS, f"{tid}.staging", artefact), st, recursive=True)
                 stg = Staging(root, tid, artefact, st)
-                STAGERS[artefact](stg, root, removal, tid, st)
+                if artefact == "card":
+                    text = card(root) if card and doc["rows_removed"].get("dataset", 0) else None
+                    if text is not None:
+                        stg.put_bytes(storage.join(root, "dataset", "README.md"), text)
+                else:
+                    STAGERS[artefact](stg, root, removal, tid, st)
                 doc["artefacts"][artefact] = "staged"
                 doc["rows_removed"][artefact] = stg.rows
                 doc["files_changed"][artefact] = stg.files
@@ -713,7 +722,7 @@ def carry_out(root: str, doc: dict[str, Any], seen_root: str, st: StorageConfig 
         doc["artefacts"][artefact] = "done"
         save(root, doc, st)
         stats.incr(f"rows_removed_{artefact}", int(doc["rows_removed"].get(artefact, 0)))
-    if doc.get("seen") is None or doc["status"] != "blocked":
+    if doc["status"] != "blocked":  # blocked already: a crash came between that and done
         keys = blocked_keys(req, removed)
         doc["seen"] = {"root": seen_root, "keys": write_blocked(seen_root, doc, keys, st)}
         doc["status"] = "blocked"
