@@ -11,16 +11,44 @@ as is; udfs receive only their own section.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names it."""
+
+
+# A Common Crawl snapshot id (CC-MAIN-2024-33): what --input and recrawl's --since accept.
+CRAWL_ID = re.compile(r"^CC-MAIN-(\d{4})-(\d{2})$")
+# The choices of a setting are its Literal type: coerce() refuses anything else, --help and
+# docs/configuration.md list them, and code that branches on them reads them from here.
+InputFormat = Literal["auto", "wat", "warc"]
+UrlKeep = Literal["earliest", "longest_text"]
+NearDupScope = Literal["image_domain", "global"]
+ResizeMode = Literal["no", "keep_ratio", "center_crop", "border"]
+ImageFormat = Literal["jpg", "png", "webp"]
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+EmbeddingDtype = Literal["float32", "float16"]
+MetricType = Literal["ip", "l2"]
+ShardBy = Literal["none", "partition"]
+EmbeddingKind = Literal["img_emb", "text_emb"]
+
+
+def flag(name: str) -> str:
+    """`min_text_length` -> `--min-text-length`: how a setting is named to the user."""
+    return "--" + name.replace("_", "-")
+
+
+def require(ok: bool, name: str, value: Any, why: str) -> None:
+    """One rule of a section's validate(): a one-line error naming the flag when broken."""
+    if not ok:
+        raise ConfigError(f"{flag(name)} {value}: {why}")
 
 
 @dataclass
@@ -49,12 +77,20 @@ class StorageConfig:
     io_timeout: float = 60.0  # seconds a connect or a read may stall before it counts as a transient failure
     io_block_size: int = 8 * 1024 * 1024  # bytes asked for per range request when reading a crawl file
 
+    def validate(self) -> None:
+        require(self.io_retries >= 0, "io_retries", self.io_retries, "must be >= 0")
+        require(self.io_backoff_base >= 0, "io_backoff_base", self.io_backoff_base, "must be >= 0")
+        require(self.io_backoff_max >= self.io_backoff_base, "io_backoff_max", self.io_backoff_max,
+                "must be >= --io-backoff-base")
+        require(self.io_timeout > 0, "io_timeout", self.io_timeout, "must be > 0 seconds")
+        require(self.io_block_size >= 65536, "io_block_size", self.io_block_size, "must be >= 65536 bytes")
+
 
 @dataclass
 class ExtractConfig:
     """Stage 1: crawl files -> candidates."""
 
-    input_format: str = "auto"  # auto | wat | warc (auto sniffs the content)
+    input_format: InputFormat = "auto"  # auto sniffs the content
     prefix: str = "https://data.commoncrawl.org/"  # for relative paths in @lists
     crawl: str | None = None  # override the crawl id found in paths / warcinfo
     crawl_index_url: str = "https://data.commoncrawl.org/crawl-data/{crawl}/wat.paths.gz"
@@ -73,6 +109,16 @@ class ExtractConfig:
     exact_dedup: bool = True  # drop repeated (url, text) within one input file (across files: the dedup stage)
     force: bool = False  # re-extract committed input files (needed when settings that change rows differ)
 
+    def validate(self) -> None:
+        require(0 <= self.min_text_length <= self.max_text_length, "min_text_length", self.min_text_length,
+                "must be between 0 and --max-text-length")
+        require(0.0 <= self.lid_min_score <= 1.0, "lid_min_score", self.lid_min_score, "must be between 0 and 1")
+        for name in ("max_url_length", "max_domain_length", "max_record_bytes", "max_inflate_bytes",
+                     "max_links_per_page"):
+            require(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        require(self.crawl is None or bool(CRAWL_ID.match(self.crawl)), "crawl", self.crawl,
+                "expected a crawl id like CC-MAIN-2024-33")
+
 
 @dataclass
 class DedupConfig:
@@ -82,9 +128,9 @@ class DedupConfig:
     seen_by_url: bool = False  # also drop rows whose url alone was already published
     dedup_uid: bool = True  # keep one row per uid (url + text)
     dedup_url: bool = True  # keep one row per url
-    url_keep: str = "earliest"  # which row survives: earliest (fetch_time) | longest_text
+    url_keep: UrlKeep = "earliest"  # which row survives: earliest (fetch_time) or longest_text
     near_dup: bool = False  # near-duplicate captions (MinHash); off: on real galleries they are different pictures (docs/dedup.md)
-    near_dup_scope: str = "image_domain"  # image_domain | global
+    near_dup_scope: NearDupScope = "image_domain"  # compare captions within one image domain, or globally
     shingle_size: int = 3  # character k-grams of the normalised caption (captions are short)
     num_perm: int = 50  # MinHash permutations (>= bands * rows_per_band)
     bands: int = 10  # LSH S-curve midpoint (1/10)^(1/5) = 0.63, just above `threshold`
@@ -93,6 +139,14 @@ class DedupConfig:
     seed: int = 1  # MinHash permutation seed (keep fixed across runs)
     max_cc_iterations: int = 40  # connected-components rounds before giving up (counted)
     seen_prefix_chars: int = 2  # seen-set partitioned by the first N hex chars of sha1(key)
+
+    def validate(self) -> None:
+        for name in ("shingle_size", "num_perm", "bands", "rows_per_band", "max_cc_iterations"):
+            require(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        require(self.bands * self.rows_per_band <= self.num_perm, "bands", self.bands,
+                f"x --rows-per-band {self.rows_per_band} > --num-perm {self.num_perm}")
+        require(0.0 <= self.threshold <= 1.0, "threshold", self.threshold, "must be between 0 and 1")
+        require(1 <= self.seen_prefix_chars <= 4, "seen_prefix_chars", self.seen_prefix_chars, "expected 1..4")
 
 
 @dataclass
@@ -104,6 +158,12 @@ class RecrawlConfig:
     max_files: int = 0  # WAT files per crawl (0: all); the first N of the crawl's listing
     max_crawls: int = 0  # crawls per invocation (0: every pending one)
     retry_failed: bool = True  # a failed crawl is retried by the next invocation
+
+    def validate(self) -> None:
+        require(self.since is None or bool(CRAWL_ID.match(self.since)), "since", self.since,
+                "expected a crawl id like CC-MAIN-2024-33")
+        require(self.max_files >= 0, "max_files", self.max_files, "must be >= 0 (0: all)")
+        require(self.max_crawls >= 0, "max_crawls", self.max_crawls, "must be >= 0 (0: all)")
 
 
 @dataclass
@@ -140,9 +200,9 @@ class DownloadConfig:
     allow_network: list[str] = field(default_factory=list)  # IP[/len][:port] allowed past the guard
     resolve_overrides: dict[str, str] = field(default_factory=dict)  # host=IP[:port] (tests, benchmarks)
     image_size: int = 256
-    resize_mode: str = "border"  # no | keep_ratio | center_crop | border
+    resize_mode: ResizeMode = "border"  # img2dataset's modes
     resize_only_if_bigger: bool = False
-    output_format: str = "jpg"  # jpg | png | webp
+    output_format: ImageFormat = "jpg"  # encoding of the images in the shards
     quality: int = 95
     min_image_bytes: int = 5000
     min_side: int = 0
@@ -154,6 +214,20 @@ class DownloadConfig:
     max_pending: int = 2000  # URLs queued ahead per task
     decode_threads: int = 2  # decode/resize threads per task (beside the network thread)
     retry_failed: bool = False  # re-fetch transient failures of finished shards
+
+    def validate(self) -> None:
+        for name in ("connect_timeout", "read_timeout", "total_timeout", "slow_response_s"):
+            require(getattr(self, name) > 0, name, getattr(self, name), "must be > 0 seconds")
+        for name in ("per_host_concurrency", "in_flight_per_task", "shard_size", "image_size", "max_pending",
+                     "decode_threads", "max_body_bytes", "max_url_length", "robots_max_bytes"):
+            require(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        for name in ("per_host_rps", "retries", "max_redirects", "backoff_base", "min_image_bytes", "min_side",
+                     "partitions", "max_retry_after", "max_crawl_delay"):
+            require(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+        require(self.min_host_rps > 0, "min_host_rps", self.min_host_rps, "must be > 0")
+        require(1 <= self.quality <= 100, "quality", self.quality, "expected 1..100")
+        for host, rps in self.host_rps.items():
+            require(rps >= 0, "host_rps", f"{host}={rps}", "a rate must be >= 0")
 
 
 @dataclass
@@ -167,7 +241,7 @@ class ScoreConfig:
     multilingual_pretrained: str | None = None  # e.g. laion5b_s13b_b90k
     main_model_languages: list[str] = field(default_factory=lambda: ["en"])
     device: str = "auto"  # auto (GPU Spark assigned the task, else CPU) | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (fp16 autocast on GPU, fp32 on CPU) | fp32 | fp16 | bf16
+    precision: Precision = "auto"  # auto: fp16 autocast on GPU, fp32 on CPU
     batch_size: int = 256
     decode_threads: int = 0  # 0: task cores on CPU, executor cores on GPU
     max_text_chars: int = 4096  # cut before tokenising; the tokenizer truncates to its context length
@@ -181,8 +255,8 @@ class ScoreConfig:
     pwatermark_max: float = 0.8
     nsfw_tag_thresholds: list[float] = field(default_factory=lambda: [0.3, 0.5])  # UNSURE from, NSFW from
     similarity_band_width: float = 0.05
-    rows_per_file: int = 1_000_000  # scored/ files per (language, band) = ceil(rows / this)
-    embedding_dtype: str = "float32"  # float32 | float16 (clip-retrieval's choice; half the disk)
+    rows_per_file: int = 1_000_000  # rows per Parquet file in scored/ (files = ceil(rows / this), ranged by language and band)
+    embedding_dtype: EmbeddingDtype = "float32"  # float16 halves the disk (clip-retrieval's choice)
     semantic_dup_threshold: float = 0.0  # cosine of image embeddings; 0: off
     semantic_dup_bits: int = 12  # LSH neighbourhood: random hyperplanes per table
     semantic_dup_tables: int = 2
@@ -190,20 +264,34 @@ class ScoreConfig:
     profile: bool = False  # synchronise the GPU around phases so counts.ms_* are exact (slower)
     text_trim: bool = True  # cut token batches to their longest caption (exact for causal CLIP text towers)
 
+    def validate(self) -> None:
+        require(self.device in ("auto", "cpu", "cuda") or bool(re.fullmatch(r"cuda:\d+", self.device)),
+                "device", self.device, "expected auto, cpu, cuda or cuda:N")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        require(self.decode_threads >= 0, "decode_threads", self.decode_threads, "must be >= 0 (0: task cores)")
+        require(self.similarity_band_width > 0, "similarity_band_width", self.similarity_band_width, "must be > 0")
+        require(self.rows_per_file >= 1, "rows_per_file", self.rows_per_file, "must be >= 1")
+        require(len(self.nsfw_tag_thresholds) == 2 and self.nsfw_tag_thresholds == sorted(self.nsfw_tag_thresholds),
+                "nsfw_tag_thresholds", ",".join(map(str, self.nsfw_tag_thresholds)), "expected UNSURE,NSFW ascending")
+        require(0.0 <= self.semantic_dup_threshold <= 1.0, "semantic_dup_threshold", self.semantic_dup_threshold,
+                "must be between 0 (off) and 1")
+        require(self.semantic_dup_bits >= 1 and self.semantic_dup_tables >= 1, "semantic_dup_bits",
+                self.semantic_dup_bits, "bits and tables must be >= 1")
+
 
 @dataclass
 class IndexConfig:
     """Stage 5: embeddings -> kNN indices (autofaiss) + row-aligned metadata."""
 
-    kinds: list[str] = field(default_factory=lambda: ["img_emb", "text_emb"])  # image.index, text.index
+    kinds: list[EmbeddingKind] = field(default_factory=lambda: ["img_emb", "text_emb"])  # image.index, text.index
     max_index_memory_usage: str = "4G"  # hard cap on each index's size (autofaiss picks the type)
     current_memory_available: str = "8G"  # RAM the build may use
     max_index_query_time_ms: float = 10.0  # latency target autofaiss tunes nprobe/efSearch for
     min_nearest_neighbors_to_retrieve: int = 20
-    metric_type: str = "ip"  # ip (cosine on normalised vectors) | l2
+    metric_type: MetricType = "ip"  # ip: cosine on normalised vectors
     index_key: str | None = None  # force a faiss index key (e.g. "IVF1024,PQ64")
     index_param: str | None = None  # force search parameters (e.g. "nprobe=16")
-    shard_by: str = "none"  # none: one index (or nb_indices_to_keep) | partition: one per .npy part
+    shard_by: ShardBy = "none"  # none: one index (or nb_indices_to_keep); partition: one per .npy part
     nb_indices_to_keep: int = 1  # >1 needs distributed: the index is split into this many files
     distributed: bool = False  # build with Spark (autofaiss pyspark mode / one task per partition)
     tmp_dir: str | None = None  # autofaiss scratch for distributed builds; a shared URI on clusters
@@ -216,6 +304,15 @@ class IndexConfig:
     clip_pretrained: str | None = None
     clip_model_config_dir: str | None = None
 
+    def validate(self) -> None:
+        require(bool(self.kinds) and len(set(self.kinds)) == len(self.kinds), "kinds", ",".join(self.kinds),
+                "expected img_emb, text_emb or both, once each")
+        require(self.nb_indices_to_keep >= 1, "nb_indices_to_keep", self.nb_indices_to_keep, "must be >= 1")
+        require(self.nb_indices_to_keep == 1 or self.distributed, "nb_indices_to_keep", self.nb_indices_to_keep,
+                "more than one index needs --distributed")
+        require(self.min_nearest_neighbors_to_retrieve >= 1, "min_nearest_neighbors_to_retrieve",
+                self.min_nearest_neighbors_to_retrieve, "must be >= 1")
+
 
 @dataclass
 class PublishConfig:
@@ -226,6 +323,9 @@ class PublishConfig:
     pretty_name: str = "crawlpairs image-text pairs"  # the dataset card's title
     card_license: str = "other"  # the card's license tag: the pairs' images and texts keep their owners' rights
 
+    def validate(self) -> None:
+        require(self.rows_per_file >= 1, "rows_per_file", self.rows_per_file, "must be >= 1")
+
 
 @dataclass
 class ReportConfig:
@@ -234,6 +334,10 @@ class ReportConfig:
     compare: str | None = None  # a second root (an earlier crawl's run): adds "what changed" to the page
     samples: int = 12  # images in the sample grid (from the first image shards)
     bins: int = 20  # bins of the score histograms
+
+    def validate(self) -> None:
+        require(self.samples >= 0, "samples", self.samples, "must be >= 0")
+        require(self.bins >= 1, "bins", self.bins, "must be >= 1")
 
 
 @dataclass
@@ -282,6 +386,10 @@ def coerce(name: str, tp: Any, value: Any) -> Any:
     if isinstance(value, str) and optional and value.lower() in ("none", "null"):
         return None
     origin = typing.get_origin(base)
+    if origin is Literal:
+        if value not in typing.get_args(base):
+            raise ConfigError(f"{name}: {value!r} is not one of {', '.join(typing.get_args(base))}")
+        return value
     try:
         if base is bool:
             if isinstance(value, bool):
@@ -306,9 +414,35 @@ def coerce(name: str, tp: Any, value: Any) -> Any:
                 pairs = [p.split("=", 1) for p in value.split(",") if p]
                 value = {k.strip(): v.strip() for k, v in pairs}
             return {str(k): coerce(f"{name}.{k}", vt, v) for k, v in dict(value).items()}
+    except ConfigError:
+        raise  # an item's own error (a list of choices) already names the setting
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{name}: cannot use {value!r} ({exc.__class__.__name__})") from None
     return value
+
+
+def choices(tp: Any) -> tuple[str, ...] | None:
+    """The allowed values of a Literal-typed field (or of a list of them); None when free."""
+    base, _ = strip_optional(tp)
+    if typing.get_origin(base) is list:
+        (base,) = typing.get_args(base)
+    return typing.get_args(base) if typing.get_origin(base) is Literal else None
+
+
+def validate(cfg: Config, sections: typing.Iterable[str] = SECTIONS) -> None:
+    """Every rule of `sections` (choices, ranges, rules across fields), checked on the driver
+    before Spark starts or any input is read; the first broken one raises ConfigError naming its flag.
+
+    Rules that need I/O (a model that loads, a file that exists) stay with the stage that reads it.
+    """
+    for section in sections:
+        obj = getattr(cfg, section)
+        for name, tp in _field_types(type(obj)).items():
+            allowed, value = choices(tp), getattr(obj, name)
+            for v in (value if isinstance(value, list) else [value]) if allowed else ():
+                require(v is None or v in allowed, name, v, "expected one of " + ", ".join(allowed))
+        if hasattr(obj, "validate"):
+            obj.validate()
 
 
 def apply(cfg: Config, section: str | None, values: dict[str, Any]) -> None:
@@ -388,12 +522,13 @@ def markdown() -> str:
         comments = describe(section)
         lines += [f"## [{section}]", "", (cls.__doc__ or "").strip(), "",
                   "| setting | flag | default | what |", "| --- | --- | --- | --- |"]
-        defaults = cls()
+        defaults, types_ = cls(), _field_types(cls)
         for f in dataclasses.fields(cls):
             value = getattr(defaults, f.name)
             shown = "`" + (repr(value) if not isinstance(value, str) else f'"{value}"') + "`"
-            lines.append(f"| `{f.name}` | `{'--' + f.name.replace('_', '-')}` | {shown} | "
-                         f"{comments.get(f.name, '').replace('|', '/')} |")
+            allowed = choices(types_[f.name])
+            what = comments.get(f.name, "") + (f" (one of: {', '.join(allowed)})" if allowed else "")
+            lines.append(f"| `{f.name}` | `{flag(f.name)}` | {shown} | {what.strip().replace('|', '/')} |")
         lines.append("")
     return "\n".join(lines)
 

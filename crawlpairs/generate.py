@@ -58,11 +58,10 @@ except ImportError:  # pragma: no cover - isal is a core dependency
     _deflate_mod = zlib  # type: ignore[assignment]
     _DEFLATE_LEVEL = 3
 
-from crawlpairs.config import ExtractConfig
+from crawlpairs.config import CRAWL_ID, ExtractConfig
 from crawlpairs.stage import Context, Stage
 
 KINDS = ("wat", "warc", "both")
-CRAWL_RE = re.compile(r"^CC-MAIN-(\d{4})-(\d{2})$")
 
 # LAION's default filters as the ground truth applies them: ExtractConfig's defaults (2000, 60,
 # svg/gif, 5, 4000). The faults below are sized to clear these with a margin (tests check it).
@@ -803,7 +802,7 @@ def gzip_member(data: bytes) -> tuple[bytes, int]:
 
 def crawl_week_start(crawl: str) -> datetime:
     """Monday of ISO week WW of year YYYY for a crawl id CC-MAIN-YYYY-WW."""
-    m = CRAWL_RE.match(crawl)
+    m = CRAWL_ID.match(crawl)
     if not m:
         raise ValueError(f"crawl {crawl!r}: expected CC-MAIN-YYYY-WW")
     year, week = int(m.group(1)), int(m.group(2))

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from crawlpairs import storage
-from crawlpairs.config import ExtractConfig, StorageConfig
+from crawlpairs.config import CRAWL_ID, ExtractConfig, StorageConfig
 from crawlpairs.udfs.extract import crawl_from_path  # one rule for driver and executors
 
-CRAWL_ID = re.compile(r"^CC-MAIN-(\d{4})-(\d{2})$")
 _GLOB_CHARS = set("*?[")
 
 

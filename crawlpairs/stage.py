@@ -87,6 +87,10 @@ class Stage:
     def run(self, ctx: Context) -> None:
         raise NotImplementedError
 
+    def sections(self) -> list[str]:
+        """The config sections this stage reads: validated before it starts."""
+        return ([self.section] if self.section else []) + list(COMMON_SECTIONS)
+
     def summary(self, ctx: Context) -> str:
         c = ctx.stats.counts
         rows = c.get("rows_out", c.get("pairs_out"))
@@ -99,15 +103,11 @@ class Stage:
 COMMON_SECTIONS = ("spark", "storage")
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _add_section_flags(parser: argparse.ArgumentParser, section: str, taken: set[str]) -> None:
     group = parser.add_argument_group(f"[{section}] settings")
     about = config_mod.describe(section)
     for name, tp in config_mod.section_fields(section).items():
-        flag = _flag(name)
+        flag = config_mod.flag(name)
         if flag in taken:
             continue
         taken.add(flag)
@@ -117,12 +117,14 @@ def _add_section_flags(parser: argparse.ArgumentParser, section: str, taken: set
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
         if isinstance(default, dict):
             shown = ",".join(f"{k}={v}" for k, v in default.items())
-        text = f"{about.get(name, '')} (default: {shown!s})".strip().replace("%", "%%")
+        allowed = config_mod.choices(tp)
+        within = f"one of: {', '.join(allowed)}; " if allowed else ""
+        text = f"{about.get(name, '')} ({within}default: {shown!s})".strip().replace("%", "%%")
         if base is bool:
             group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                help=text)
         else:
-            metavar = name.upper()
+            metavar = "{" + ",".join(allowed) + "}" if allowed and base is not list else name.upper()
             group.add_argument(flag, dest=dest, default=argparse.SUPPRESS, metavar=metavar, help=text)
 
 
@@ -178,6 +180,7 @@ def run_stage(stage_cls: type[Stage] | Stage, cfg: Config, spark: Any = None,
               args: argparse.Namespace | None = None) -> Stats:
     """Run one stage with a given config (and session); write its `_stats.json`."""
     stage = stage_cls() if isinstance(stage_cls, type) else stage_cls
+    config_mod.validate(cfg, stage.sections())
     out = storage.join(cfg.output, stage.output_dir) if cfg.output else ""
     ctx = Context(cfg=cfg, spark=spark, args=args or argparse.Namespace(), out=out)
     if stage.uses_spark and ctx.spark is None:

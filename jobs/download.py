@@ -25,7 +25,6 @@ from crawlpairs.stage import Context, Stage, UsageError, main
 from crawlpairs.stats import Stats
 from crawlpairs.udfs import dl_plan, dl_shards
 from crawlpairs.udfs.dl_fetch import TRANSIENT_KINDS
-from crawlpairs.udfs.dl_images import RESIZE_MODES
 from crawlpairs.udfs.dl_task import SHARD_RESULT_SCHEMA, TASK_SCHEMA, download_shards
 
 INTERNAL = ("key", "_shard", "_host", "_h", "_task", "_tkey", "_rate", "_rank", "_t", "_pos")
@@ -53,15 +52,8 @@ class DownloadStage(Stage):
     help = "deduped/ -> images/: fetch politely (opt-outs, robots.txt, per-host limits, SSRF guard)"
 
     def check(self, ctx: Context) -> None:
+        """What needs I/O or the SSRF parser (choices and ranges: DownloadConfig.validate)."""
         d = ctx.cfg.download
-        if d.resize_mode not in RESIZE_MODES:
-            raise UsageError(f"--resize-mode {d.resize_mode}: expected one of {', '.join(RESIZE_MODES)}")
-        if d.output_format not in ("jpg", "jpeg", "png", "webp"):
-            raise UsageError(f"--output-format {d.output_format}: expected jpg, png or webp")
-        if d.shard_size < 1:
-            raise UsageError(f"--shard-size {d.shard_size}: expected a positive number of rows")
-        if d.partitions < 0:
-            raise UsageError(f"--partitions {d.partitions}: expected 0 (parallelism) or more")
         for flag, uri in (("--do-not-train", d.do_not_train), ("--url-blocklist", d.url_blocklist),
                           ("--hash-blocklist", d.hash_blocklist)):
             if uri and not storage.exists(uri, ctx.cfg.storage):
@@ -153,7 +145,7 @@ class DownloadStage(Stage):
         todo = placed.filter(~F.col("_shard").isin(skip)) if skip else placed
         todo = todo.sortWithinPartitions("_shard", "_pos")
         shard_schema = dl_shards.parquet_schema(input_arrow, SHARD_RESULT_SCHEMA)
-        ext = "jpg" if d.output_format == "jpeg" else d.output_format
+        ext = d.output_format
         shares = dl_plan.rate_shares(plan)
         shard_layout = {k: plan[k] for k in ("shard_digits", "index_digits", "shard_size")}
 

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from crawlpairs import config as config_mod
 from crawlpairs import storage
 from crawlpairs.cli import load_stage
 from crawlpairs.config import Config
@@ -83,6 +84,10 @@ class PipelineStage(Stage):
     output_dir = ""  # the run's own _stats.json (per-stage summary) goes to the root
     input_required = False
     help = "Every stage in order under one output root (--demo: generated data, offline)."
+
+    def sections(self) -> list[str]:
+        """Every stage's settings are checked before the first stage starts."""
+        return list(config_mod.SECTIONS)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--stages", default=",".join(ORDER),

@@ -100,8 +100,6 @@ class PublishStage(Stage):
         from pyspark.sql import functions as F
 
         cfg, st, spark, p = ctx.cfg, ctx.cfg.storage, ctx.spark, ctx.cfg.publish
-        if p.rows_per_file < 1:
-            raise UsageError(f"--rows-per-file {p.rows_per_file}: must be >= 1")
         root = cfg.output
         source = next((s for s in ("scored", "deduped") if storage.exists(storage.join(root, s), st)), None)
         if source is None:

@@ -142,8 +142,6 @@ class RecrawlStage(Stage):
         cfg = ctx.cfg
         root = cfg.output
         r = cfg.recrawl
-        if r.since and not inputs.CRAWL_ID.match(r.since):
-            raise UsageError(f"--since {r.since}: expected a crawl id like CC-MAIN-2024-33")
         with run_lock(root):
             state = State(root, cfg)
             try:

@@ -37,16 +37,8 @@ def list_shards(inputs: list[str], st) -> list[str]:
 
 
 def check_config(ctx: Context) -> None:
-    """Fail on the driver, in one line, for what would otherwise fail every task."""
+    """Fail on the driver, in one line, for what needs I/O or open_clip (choices and ranges: ScoreConfig.validate)."""
     sc, st = ctx.cfg.score, ctx.cfg.storage
-    if sc.embedding_dtype not in ("float32", "float16"):
-        raise UsageError(f"--embedding-dtype {sc.embedding_dtype}: use float32 or float16")
-    if sc.precision not in ("auto", "fp32", "fp16", "bf16"):
-        raise UsageError(f"--precision {sc.precision}: use auto, fp32, fp16 or bf16")
-    if sc.batch_size < 1:
-        raise UsageError(f"--batch-size {sc.batch_size}: must be >= 1")
-    if not (sc.device in ("auto", "cpu", "cuda") or sc.device.startswith("cuda:")):
-        raise UsageError(f"--device {sc.device}: use auto, cpu, cuda or cuda:N")
     import open_clip
 
     from crawlpairs.udfs import clip

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import typing
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from crawlpairs.config import DownloadConfig
+from crawlpairs.config import DownloadConfig, ResizeMode
 
 # We do the pixel-limit check ourselves (configurable) before decoding, so Pillow's own
 # global limit must not fire first with a warning-or-exception of its own.
@@ -26,7 +27,7 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 # Formats with mature decoders; anything else is `not_image`, whatever the header says.
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO")
-RESIZE_MODES = ("no", "keep_ratio", "center_crop", "border")
+RESIZE_MODES = typing.get_args(ResizeMode)  # the config's choices, one definition
 _SAVE = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
 
 

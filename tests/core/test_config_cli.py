@@ -134,3 +134,52 @@ def test_help_shows_each_settings_description_and_default(capsys):
     assert about and f"{about} (default: 4000)" in text
     assert "(default: svg,gif)" in text
     assert "--s3-endpoint S3_ENDPOINT" in text  # common sections too
+
+
+def test_choices_are_literal_types_refused_at_load_and_listed_in_help(capsys):
+    """A choice is written once, as the field's Literal type: TOML/flags, --help and the docs use it."""
+    from crawlpairs.jobs.dedup import DedupStage
+
+    with pytest.raises(ConfigError, match="dedup.url_keep: 'newest' is not one of earliest, longest_text"):
+        config.load(overrides={"dedup": {"url_keep": "newest"}})
+    with pytest.raises(ConfigError, match="index.kinds: 'both'"):
+        config.load(overrides={"index": {"kinds": "img_emb,both"}})
+    assert config.load(overrides={"download": {"resize_mode": "center_crop"}}).download.resize_mode == "center_crop"
+    with pytest.raises(SystemExit):
+        build_parser(DedupStage()).parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--url-keep {earliest,longest_text}" in text and "one of: image_domain, global;" in text
+    assert "(one of: no, keep_ratio, center_crop, border)" in config.markdown()
+
+
+def test_validate_checks_every_rule_of_the_sections_named():
+    """Rules across fields and ranges live in each section's validate(); errors name the flag."""
+    cfg = config.Config()
+    config.validate(cfg)  # the defaults are valid
+    cfg.dedup.bands = 20
+    with pytest.raises(ConfigError, match=r"^--bands 20: x --rows-per-band 5 > --num-perm 50$"):
+        config.validate(cfg, ["dedup"])
+    config.validate(cfg, ["extract", "download"])  # other sections are not this stage's business
+    cfg = config.Config()
+    cfg.score.device = "gpu"  # set in code, past coerce(): validate still sees the choice rule
+    with pytest.raises(ConfigError, match="--device gpu: expected auto, cpu, cuda or cuda:N"):
+        config.validate(cfg, ["score"])
+    cfg = config.Config()
+    cfg.score.embedding_dtype = "int8"
+    with pytest.raises(ConfigError, match="--embedding-dtype int8: expected one of float32, float16"):
+        config.validate(cfg, ["score"])
+    cfg = config.Config()
+    cfg.recrawl.since = "2024-33"
+    with pytest.raises(ConfigError, match="--since 2024-33: expected a crawl id"):
+        config.validate(cfg, ["recrawl"])
+
+
+def test_a_broken_rule_stops_the_cli_before_spark_with_one_line(tmp_path, capsys):
+    """main() validates the stage's sections before its session starts: exit 2, one line naming the flag."""
+    from crawlpairs.jobs.download import DownloadStage
+    from crawlpairs.stage import main
+
+    rc = main(DownloadStage, ["--input", str(tmp_path), "--output", str(tmp_path / "o"), "--quality", "0",
+                              "--master", "spark://127.0.0.1:1"])  # a session would hang on this master
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["crawlpairs download: error: --quality 0: expected 1..100"]
