@@ -436,6 +436,8 @@ static int judge_fast(cfg_t *cfg, const char *href, Py_ssize_t n, const char *or
 resolved:;
     char *hash = memchr(out->p, '#', out->n);
     if (hash) out->n = hash - out->p;
+    /* a space before a dropped fragment ends the URL: the WHATWG parser strips it, leave it to ada */
+    if (out->n && out->p[out->n - 1] == ' ') return J_FALLBACK;
     Py_ssize_t slash, spaces;
     if (!is_clean(out->p, out->n, host, hostlen, &slash, &spaces)) return J_FALLBACK;  /* ada decides */
     if (spaces) {  /* percent-encode spaces (after the host: is_clean allows none before) */

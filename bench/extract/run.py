@@ -7,15 +7,23 @@ Corpora (written once under bench/extract/work/, gitignored):
   real  WATs from the real HTML pages of the shared WARCs (bench/extract/realwat.py),
         in Common Crawl's layout and compression (gzip -6 per record)
 Arms (bench/extract/worker.py, each in a fresh process pinned to one CPU):
-  ours            udfs.extract.extract_stream end to end: filters, cleanup, license, uid, fastText
+  ours            udfs.extract.extract_stream end to end: filters, cleanup, license, uid, fastText,
+                  with the compiled WAT loop (udfs/_hotloop.c); also reports language ID's CPU
+                  per distinct caption
   ours_nolid      the same without language ID (to show what lid costs)
+  ours_python[_nolid]  the same two on the pure-Python loop (CRAWLPAIRS_EXTRACT_ENGINE=python)
+  read_members    udfs.warcread alone: the member-by-member reader extract uses (no JSON)
   ours_baseline[_nolid]  the same two with the udfs of an older revision (--baseline-rev), to
                   measure a change before/after in one run
   cc2dataset      cc2dataset 1.5.0's process_wat(path, "image") (FastWARC + simdjson, no filters),
                   run from its own venv bench/.venvs/cc2dataset (created here if missing)
   floor_parse     FastWARC + orjson.loads of EVERY record (what parse-everything costs)
   floor_read      FastWARC iterate + read every record (inflate + WARC framing)
-  inflate_*       gzip members inflated with ISA-L / zlib-ng / zlib, nothing else
+  inflate_*       gzip members inflated with ISA-L / zlib-ng / zlib, nothing else (--arms)
+--job adds the job: `crawlpairs extract --master local[1]` (CLI, fresh process) on the tiny
+real WAT (its wall time is the fixed cost: JVM, session, Python worker, model) and on the
+corpus files, both engines; marginal cost = corpus run minus tiny run, per gzipped MB, next
+to the task's own seconds for the file (from its manifest).
 The machine is shared with other jobs, so every arm runs once per round, rounds repeat
 `--reps` times in a shuffled order, and rates are computed from each process's CPU time
 (time.process_time: the core-seconds the work itself took), medians over rounds. Wall
@@ -38,8 +46,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 VENV_CC2 = REPO / "bench" / ".venvs" / "cc2dataset"
-ARMS = ["ours", "ours_nolid", "cc2dataset", "floor_parse", "floor_read", "inflate_isal", "inflate_zlibng",
-        "inflate_zlib"]
+ARMS = ["ours", "ours_nolid", "ours_python", "ours_python_nolid", "cc2dataset", "floor_parse", "floor_read",
+        "read_members"]
+TINY_WAT = "wat/CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.wat.gz"
 
 
 def shared_data() -> Path:
@@ -93,10 +102,79 @@ def run_arm(arm: str, files: list[str], py_cc2: Path, baseline: Path | None = No
                BENCH_LID_MODEL=str(shared_data() / "models" / "lid.176.ftz"),
                BENCH_WARMUP_FILE=str(shared_data() / "wat" /
                                      "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.wat.gz"))
+    env.pop("CRAWLPAIRS_EXTRACT_ENGINE", None)  # worker.py sets it for the *_python arms
     p = subprocess.run([py, str(HERE / "worker.py"), arm, *files], capture_output=True, text=True, env=env)
     if p.returncode != 0:
         raise RuntimeError(f"{arm} failed: {p.stderr[-2000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _manifest_seconds(out: Path) -> float:
+    """Sum of the per-file task seconds in the run's manifests (wherever the job keeps them)."""
+    total = 0.0
+    for f in out.rglob("*.json"):
+        try:
+            d = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(d, dict) and "key" in d and "seconds" in d and "fingerprint" in d:
+            total += float(d["seconds"])
+    return total
+
+
+def run_job(engine: str, files: list[str], work: Path) -> dict:
+    """`crawlpairs extract --master local[1]` on `files` in a fresh process: wall seconds, the
+    tasks' own seconds (manifests), the engine _stats.json reports."""
+    import shutil
+
+    out = work / f"job-{engine}-{os.getpid()}"
+    shutil.rmtree(out, ignore_errors=True)
+    env = dict(os.environ)
+    env.pop("CRAWLPAIRS_EXTRACT_ENGINE", None)
+    if engine == "python":
+        env["CRAWLPAIRS_EXTRACT_ENGINE"] = "python"  # inherited by the local executor's Python workers
+    cmd = [sys.executable, "-m", "crawlpairs.cli", "extract", "--master", "local[1]", "--output", str(out)]
+    for f in files:
+        cmd += ["--input", f]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"job {engine} failed ({p.returncode}): {p.stderr[-2000:]}")
+    stats = {}
+    for f in out.rglob("_stats.json"):
+        stats = json.loads(f.read_text())
+    res = {"wall": wall, "task_s": _manifest_seconds(out), "engine": (stats.get("extra") or {}).get("engine"),
+           "rows": (stats.get("counts") or {}).get("rows_out")}
+    shutil.rmtree(out, ignore_errors=True)
+    return res
+
+
+def job_cost(files: list[str], reps: int, work: Path) -> dict:
+    """Fixed cost (tiny WAT) and marginal cost (corpus files minus tiny) of the CLI job, both engines."""
+    tiny = [str(shared_data() / TINY_WAT)]
+    runs: dict[str, list[dict]] = {}
+    rng = random.Random(1)
+    for rep in range(reps):
+        order = [(e, k) for e in ("compiled", "python") for k in ("tiny", "corpus")]
+        rng.shuffle(order)
+        for e, k in order:
+            r = run_job(e, tiny if k == "tiny" else files, work)
+            runs.setdefault(f"{e}_{k}", []).append(r)
+            print(f"job round {rep} {e:8s} {k:6s} wall {r['wall']:.1f}s task {r['task_s']:.1f}s "
+                  f"engine {r['engine']} rows {r['rows']}", flush=True)
+    gz = sum(os.path.getsize(f) for f in files)
+    res: dict = {"gz_bytes": gz, "runs": runs}
+    for e in ("compiled", "python"):
+        tiny_w = statistics.median(r["wall"] for r in runs[f"{e}_tiny"])
+        corp_w = statistics.median(r["wall"] for r in runs[f"{e}_corpus"])
+        task_s = statistics.median(r["task_s"] for r in runs[f"{e}_corpus"])
+        res[e] = {"fixed_wall_s": round(tiny_w, 2), "corpus_wall_s": round(corp_w, 2),
+                  "marginal_wall_s": round(corp_w - tiny_w, 2),
+                  "marginal_mb_per_s": round(gz / 1e6 / max(corp_w - tiny_w, 1e-9), 2),
+                  "task_s": round(task_s, 2), "task_mb_per_s": round(gz / 1e6 / max(task_s, 1e-9), 2),
+                  "engine_reported": runs[f"{e}_corpus"][0]["engine"]}
+    return res
 
 
 def machine() -> dict:
@@ -128,6 +206,15 @@ def summarise(name: str, files: list[str], runs: dict[str, list[dict]]) -> dict:
         if "pairs_found" in rs[0]:
             a["img_links"] = rs[0]["pairs_found"]
             a["img_links_per_s"] = round(rs[0]["pairs_found"] / cpu)
+        for k in ("engine", "pages_wat", "pages_wat_compiled"):
+            if k in rs[0]:
+                a[k] = rs[0][k]
+        if rs[0].get("lid_distinct"):
+            lid = statistics.median(r["lid_cpu"] for r in rs)
+            a["lid_cpu_s"] = round(lid, 4)
+            a["lid_distinct_texts"] = rs[0]["lid_distinct"]
+            a["lid_us_per_distinct_text"] = round(lid / rs[0]["lid_distinct"] * 1e6, 2)
+            a["lid_share"] = round(lid / cpu, 3)
         arms[arm] = a
     ratios = {}
     if "ours" in arms:
@@ -138,6 +225,11 @@ def summarise(name: str, files: list[str], runs: dict[str, list[dict]]) -> dict:
             ratios["ours_nolid_vs_cc2dataset"] = round(arms["cc2dataset"]["cpu_s"] / arms["ours_nolid"]["cpu_s"], 3)
         if "ours_nolid" in arms and "floor_parse" in arms:
             ratios["ours_nolid_vs_floor_parse"] = round(arms["floor_parse"]["cpu_s"] / arms["ours_nolid"]["cpu_s"], 3)
+        for a in ("ours", "ours_nolid"):  # the compiled loop over the Python loop, same code otherwise
+            if f"ours_python{a[4:]}" in arms and a in arms:
+                ratios[f"{a}_vs_python"] = round(arms[f"ours_python{a[4:]}"]["cpu_s"] / arms[a]["cpu_s"], 3)
+        if "ours_python" in arms and "cc2dataset" in arms:
+            ratios["ours_python_vs_cc2dataset"] = round(arms["cc2dataset"]["cpu_s"] / arms["ours_python"]["cpu_s"], 3)
         for a in ("ours", "ours_nolid"):  # speed-up over the baseline revision's udfs
             if f"ours_baseline{a[4:]}" in arms and a in arms:
                 ratios[f"{a}_vs_baseline"] = round(arms[f"ours_baseline{a[4:]}"]["cpu_s"] / arms[a]["cpu_s"], 3)
@@ -247,6 +339,8 @@ def main() -> None:
     ap.add_argument("--work", default=str(HERE / "work"))
     ap.add_argument("--out", default=str(HERE))
     ap.add_argument("--markdown-only", action="store_true", help="rewrite RESULTS.md from results.json")
+    ap.add_argument("--job", action="store_true", help="also time the CLI job (local[1]) on the real corpus")
+    ap.add_argument("--job-reps", type=int, default=2)
     args = ap.parse_args()
     if args.markdown_only:
         out = Path(args.out)
@@ -280,6 +374,9 @@ def main() -> None:
         "machine": machine(), "load_before": load_before, "load_after": os.getloadavg(), "reps": args.reps,
         "corpora": [summarise(c, corpora[c], runs[c]) for c in corpora],
     }
+    if args.job:
+        res["job"] = job_cost(corpora.get("real") or next(iter(corpora.values())), args.job_reps, work)
+        res["load_after_job"] = os.getloadavg()
     out = Path(args.out)
     (out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
     write_markdown(res, out / "RESULTS.md")

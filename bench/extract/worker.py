@@ -32,13 +32,29 @@ def use_baseline_udfs(folder: str) -> None:
         setattr(crawlpairs.udfs, name, mod)
 
 
-def arm_ours(files: list[str], lid: bool, baseline: bool = False) -> dict:
+def arm_ours(files: list[str], lid: bool, baseline: bool = False, engine: str = "") -> dict:
+    if engine:  # read when crawlpairs.udfs.extract is imported
+        os.environ["CRAWLPAIRS_EXTRACT_ENGINE"] = engine
     if baseline:
         use_baseline_udfs(os.environ["BENCH_BASELINE_UDFS"])
     from crawlpairs.config import ExtractConfig
     from crawlpairs.stats import Stats
+    from crawlpairs.udfs import extract as _extract
     from crawlpairs.udfs import langid
     from crawlpairs.udfs.extract import extract_stream
+
+    lid_cost = {"cpu": 0.0, "distinct": 0, "texts": 0}
+    predict = langid.predict
+
+    def timed_predict(texts, *a, **kw):  # language ID's share: CPU per distinct caption of a batch
+        c = time.process_time()
+        out = predict(texts, *a, **kw)
+        lid_cost["cpu"] += time.process_time() - c
+        lid_cost["distinct"] += len(set(texts))
+        lid_cost["texts"] += len(texts)
+        return out
+
+    langid.predict = timed_predict
 
     model = os.environ["BENCH_LID_MODEL"] if lid else None
     cfg = ExtractConfig(lid_model=model)
@@ -49,13 +65,19 @@ def arm_ours(files: list[str], lid: bool, baseline: bool = False) -> dict:
             pass
     stats = Stats()
     pairs = 0
+    lid_cost.update(cpu=0.0, distinct=0, texts=0)
     t0, c0 = time.perf_counter(), time.process_time()
     for f in files:
         with open(f, "rb") as fh:
             for batch in extract_stream(fh, f, cfg, stats):
                 pairs += batch.num_rows
-    return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, "pairs": pairs,
-            "pairs_found": stats.counts["pairs_found"], "errors": sum(stats.errors.values())}
+    out = {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, "pairs": pairs,
+           "pairs_found": stats.counts["pairs_found"], "errors": sum(stats.errors.values()),
+           "engine": _extract.engine() if hasattr(_extract, "engine") else "python",
+           "pages_wat": stats.counts["pages.wat"], "pages_wat_compiled": stats.counts["pages.wat_compiled"]}
+    if lid:
+        out.update(lid_cpu=lid_cost["cpu"], lid_distinct=lid_cost["distinct"], lid_texts=lid_cost["texts"])
+    return out
 
 
 def arm_cc2dataset(files: list[str]) -> dict:
@@ -161,6 +183,8 @@ def arm_inflate_zlib(files: list[str]) -> dict:
 ARMS = {
     "ours": lambda fs: arm_ours(fs, lid=True),
     "ours_nolid": lambda fs: arm_ours(fs, lid=False),
+    "ours_python": lambda fs: arm_ours(fs, lid=True, engine="python"),
+    "ours_python_nolid": lambda fs: arm_ours(fs, lid=False, engine="python"),
     "ours_baseline": lambda fs: arm_ours(fs, lid=True, baseline=True),
     "ours_baseline_nolid": lambda fs: arm_ours(fs, lid=False, baseline=True),
     "cc2dataset": arm_cc2dataset,

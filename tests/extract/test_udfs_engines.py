@@ -201,3 +201,30 @@ def test_the_digest_is_sha256() -> None:
     for n in [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000]:
         data = bytes(rng.randrange(256) for _ in range(n))
         assert _hotloop.sha256(data) == hashlib.sha256(data).digest()
+
+
+EDGE_HREFS = [
+    "http://ex.com/a b.jpg#f", "http://ex.com/a .jpg #f", "http://ex.com/a.jpg #f", "/^x.jpg", "/a.jpg?^b",
+    "a b.jpg", "  ../x y.jpg  ", "../../../../up.jpg", "./a/./b.jpg", "../a/../b.jpg", "HTTP://EX.COM/a.jpg",
+    "http://ex.com/a&amp;b.jpg", "http://ex.com/a&b;c.jpg", "http://ex.com/a&b.jpg", "http://ex.com/%2e%2e/a.jpg",
+    "http://xn--bcher-kva.example/a.jpg", "http://ex.com:8080/a.jpg", "http://ex.com./a.jpg", "http://1.2.3.4/a.jpg",
+    "http://ex.com/a.GIF", "http://ex.com/a.gif?x", "http://ex.com/.gif", "http://ex.gif/", "data:image/png;base64,AA",
+    "javascript:void(0)", "ftp://ex.com/a.jpg", "//cdn.ex.com/a.jpg", "?q=1", "#top", "", " ", "http://ex.com/a\tb.jpg",
+    "http://ex.com/é.jpg", "http://ex.com/a\\b.jpg", "http://ex.com/a%7Bb%7D.jpg", "http://ex.com/a`b<c>.jpg", "http://ex.com/a|b[c].jpg",
+]
+
+
+def test_same_rows_on_edge_hrefs() -> None:
+    """The hand-picked places where the C fast path stops (or once differed from the Python loop).
+    (A raw brace in a string makes the whole page take the Python loop, as scan_page does.)"""
+    pages = []
+    for k, base in enumerate(BASES[:5] + ["http://ex.com/a/b/c/d/"]):
+        links = [
+            "{" + f'"path":"IMG@/src","url":{json.dumps(h)},"alt":{json.dumps(f"edge case {i} photo")}' + "}"
+            for i, h in enumerate(EDGE_HREFS)
+        ]
+        pages.append(_record(_page_json(base + f"?k={k}", None, links), base + f"?k={k}"))
+    data = b"".join(pages)
+    for config in sorted(CONFIGS):
+        st = assert_same(data, "edges.warc.wat.gz", ExtractConfig(lid_model=None, **CONFIGS[config]))
+        assert st["counts"]["pages.wat_compiled"] == st["counts"]["pages.wat"] == 6
