@@ -451,11 +451,11 @@ def test_paths_listing_and_layouts(tmp_path):
 
 
 def test_works_without_shared_data(tmp_path, monkeypatch):
-    import crawlpairs.generate as g
+    import crawlpairs.generate.vocab as vocab
 
     monkeypatch.setenv("CRAWLPAIRS_SHARED_DATA", str(tmp_path / "nothing-here"))
-    monkeypatch.setattr(g, "_CAPTION_CACHE", {})
-    assert g.find_captions(None) is None
+    monkeypatch.setattr(vocab, "_CAPTION_CACHE", {})
+    assert vocab.find_captions(None) is None
     res = generate(str(tmp_path / "o"), kind="wat", files=1, pages_per_file=40, seed=1)
     truth = pq.read_table(res.truth_path).to_pandas()
     texts = set(truth.text[truth.fault.isna()])
@@ -610,3 +610,21 @@ def test_output_is_pinned_for_a_fixed_seed(tmp_path, monkeypatch, shared_data, s
     rows = pq.read_table(res.truth_path).to_pydict()  # rows, not Parquet bytes (pyarrow writes its version)
     truth = hashlib.sha256(json.dumps(rows, sort_keys=True).encode())
     assert (files.hexdigest(), truth.hexdigest()) == PINNED[source]
+
+
+def test_word_lists_ship_as_package_data():
+    """A non-editable install carries crawlpairs/generate/data/*.json (pyproject's package-data)."""
+    import fnmatch
+    import tomllib
+    from importlib.resources import files
+
+    import crawlpairs.generate
+
+    setup = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "crawlpairs.generate" in setup["packages"]
+    globs = setup["package-data"]["crawlpairs.generate"]
+    shipped = sorted(
+        p.name for p in files(crawlpairs.generate).joinpath("data").iterdir() if p.name.endswith(".json")
+    )
+    assert shipped == ["domains.json", "fallback_words.json", "web.json"]
+    assert all(any(fnmatch.fnmatch(f"data/{n}", g) for g in globs) for n in shipped)
