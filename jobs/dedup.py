@@ -1,6 +1,8 @@
 """Stage 2: candidates/ -> deduped/ (exact, near-duplicate, and across runs).
 
 Every input row ends with a `reason` (null = kept), decided in this order:
+  blocked              a takedown blocked its uid, url, page url or a domain above either
+                       host (`blocked` keys of the seen-set: --seen, else <output>/seen)
   seen_uid / seen_url  its uid (or url) was published by an earlier run (--seen)
   exact_uid            another row has the same uid (url + text)
   exact_url            another row has the same url (dedup_url)
@@ -24,7 +26,7 @@ from crawlpairs.stage import Context, Stage, UsageError, main
 from crawlpairs.udfs import dedup_seen
 from crawlpairs.udfs.dedup_seen import SeenSet
 
-REASONS = ("seen_uid", "seen_url", "exact_uid", "exact_url", "near_dup")
+REASONS = ("blocked", "seen_uid", "seen_url", "exact_uid", "exact_url", "near_dup")
 INTERNAL = "batch"  # extract's commit-batch partition column: not part of the dataset
 # The full table is cached twice (before near-dup, and annotated). DISK_ONLY streams each
 # partition to local disk: MEMORY_AND_DISK builds whole cached partitions on the heap and
@@ -102,6 +104,10 @@ class DedupStage(Stage):
                     rows = rows.join(seen_url.select(F.col("key").alias("_ukey"), F.lit(True).alias("_seen_url")),
                                      "_ukey", "left")
                     reason = F.when(reason.isNotNull(), reason).when(F.col("_seen_url"), "seen_url")
+        blocked = self.blocked_keys(ctx, seen)
+        if blocked:  # takedowns win over every other reason, whatever run this is
+            rows = self.mark_blocked(ctx, rows, blocked)
+            reason = F.when(F.col("_blocked"), "blocked").otherwise(reason)
         rows = rows.withColumn("_reason", reason)
 
         # -- exact: one row per uid, then one row per url -------------------------------
@@ -168,6 +174,30 @@ class DedupStage(Stage):
 
     # -- seen-set -------------------------------------------------------------------------
 
+    @staticmethod
+    def blocked_keys(ctx: Context, seen: SeenSet | None) -> set[str]:
+        """Keys takedowns blocked: from --seen, else from <output>/seen (where takedown writes them)."""
+        from crawlpairs import storage
+
+        if seen is None:
+            default = storage.join(ctx.cfg.output, "seen")
+            if not storage.exists(storage.join(default, "_commits"), ctx.cfg.storage):
+                return set()
+            seen = SeenSet(default, ctx.cfg.storage)
+        return seen.blocked_keys()
+
+    @staticmethod
+    def mark_blocked(ctx: Context, rows, keys: set[str]):
+        """`_blocked`: the takedown rule (udfs.takedown.is_blocked) with the keys broadcast once."""
+        from pyspark.sql import functions as F
+
+        from crawlpairs.udfs.takedown import blocked_series
+
+        shared = ctx.spark.sparkContext.broadcast(frozenset(keys))
+        blocked = F.pandas_udf(blocked_series(lambda: shared.value), "boolean")
+        page = F.col("page_url") if "page_url" in rows.columns else F.lit(None).cast("string")
+        return rows.withColumn("_blocked", blocked(F.col("uid"), F.col("url"), page))
+
     def read_seen(self, ctx: Context, seen: SeenSet, kind: str, commits, needed: set[str],
                   prefixes_read: dict[str, int]):
         """Keys of committed attempts, only in the hash-prefix partitions this input touches."""
@@ -186,7 +216,7 @@ class DedupStage(Stage):
         d = ctx.cfg.dedup
         n = d.seen_prefix_chars
         attempt = dedup_seen.new_attempt(own)
-        fresh = ann.where(~F.coalesce(F.col("_reason").isin("seen_uid", "seen_url"), F.lit(False)))
+        fresh = ann.where(~F.coalesce(F.col("_reason").isin("blocked", "seen_uid", "seen_url"), F.lit(False)))
         keys = {"uid": fresh.select(F.col("uid").alias("key")).distinct()}
         url_keys = fresh.select(F.col("_ukey").alias("key")).distinct()
         known = None

@@ -3,7 +3,7 @@
 The seen-set is a Parquet dataset of keys (32 hex chars: the row `uid`, or the first
 32 hex chars of sha256(url)) that earlier runs published. Layout under its root:
 
-    <kind>/a=<attempt>/p=<prefix>/part-*.parquet   kind: uid | url; column `key`
+    <kind>/a=<attempt>/p=<prefix>/part-*.parquet   kind: uid | url | blocked; column `key`
     _commits/<run_key>.json                        one manifest per run: the attempt
                                                    it committed, its prefixes, counts
 
@@ -13,6 +13,9 @@ run that dies before its manifest leaves nothing that anyone trusts, and a re-ru
 with the same run key (same --output) replaces its own earlier manifest. A run's
 key is derived from its output URI: a run never filters against its own earlier
 contribution, which is what makes a re-run rewrite the same output.
+
+`blocked` keys are written by takedowns (udfs/takedown.py, one run key per takedown):
+uids, url keys and tagged domain keys that dedup drops whatever run it is (`blocked`).
 
 Spark-free: only paths and small JSON documents, so it is unit-tested without a JVM.
 """
@@ -29,7 +32,7 @@ from typing import Any
 from crawlpairs import storage
 from crawlpairs.config import StorageConfig
 
-KINDS = ("uid", "url")
+KINDS = ("uid", "url", "blocked")
 
 
 def run_key(output: str) -> str:
@@ -84,6 +87,18 @@ class SeenSet:
                 if prefixes is None or p in prefixes:
                     out.append(storage.join(self.attempt_dir(kind, c.attempt), f"p={p}"))
         return out
+
+    def blocked_keys(self) -> set[str]:
+        """Every committed `blocked` key (takedowns): small, read whole on the driver."""
+        import pyarrow.parquet as pq
+
+        keys: set[str] = set()
+        for c in self.commits():
+            for folder in self.paths("blocked", [c], None):
+                for uri in storage.glob(storage.join(folder, "*.parquet"), self.st):
+                    with storage.open_uri(uri, "rb", self.st) as fh:
+                        keys.update(k for k in pq.read_table(fh, columns=["key"]).column("key").to_pylist() if k)
+        return keys
 
     def written_prefixes(self, kind: str, attempt: str) -> list[str]:
         """Prefix folders an attempt's Spark write produced (listed, not guessed)."""

@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -185,6 +186,19 @@ def is_blocked(uid: str | None, url: str | None, page_url: str | None, keys: set
         if any(domain_key(s) in keys for s in suffixes(host_of(u))):
             return True
     return False
+
+
+def blocked_series(keys: Callable[[], frozenset[str]]) -> Callable[[pd.Series, pd.Series, pd.Series], pd.Series]:
+    """A pandas UDF body for dedup (uid, url, page_url -> blocked?); `keys` returns the broadcast key set.
+
+    Defined here, where `pd` is a module name, so Spark can read its type hints.
+    """
+
+    def blocked(uid: pd.Series, url: pd.Series, page: pd.Series) -> pd.Series:
+        k = keys()
+        return pd.Series([is_blocked(a, b, c, k) for a, b, c in zip(uid, url, page, strict=True)], dtype=bool)
+
+    return blocked
 
 
 def _column(table: pa.Table, *names: str) -> list[Any] | None:
