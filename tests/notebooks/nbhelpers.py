@@ -75,6 +75,7 @@ def write_candidates(out: Path, shared_data: Path, n: int = 300) -> pa.Table:
         })
     table = pa.Table.from_pylist(rows)
     pq.write_to_dataset(table, out / "candidates", partition_cols=["crawl"])
+    (out / "candidates_meta").mkdir(exist_ok=True)
     (out / "candidates_meta" / "_stats.json").write_text(json.dumps(
         {"stage": "extract", "version": "0.1.0", "seconds": 1.0, "counts": {"rows_out": n},
          "dropped": {"text_too_short": 12}, "errors": {}}))
@@ -87,6 +88,7 @@ def write_later_stages(out: Path, shared_data: Path, cand: pa.Table) -> None:
 
     kept = cand.slice(0, 200)
     pq.write_to_dataset(kept, out / "deduped", partition_cols=["crawl"])
+    (out / "deduped_meta").mkdir(exist_ok=True)
     (out / "deduped_meta" / "_stats.json").write_text(json.dumps(
         {"stage": "dedup", "counts": {"rows_in": cand.num_rows, "rows_out": 200},
          "dropped": {"duplicate_url": 60, "near_duplicate": 40}, "errors": {}}))
@@ -125,7 +127,8 @@ def write_later_stages(out: Path, shared_data: Path, cand: pa.Table) -> None:
         "similarity": rng.uniform(0.2, 0.4, n), "punsafe": rng.uniform(0, 1, n),
         "pwatermark": rng.uniform(0, 1, n), "aesthetic": rng.uniform(3, 7, n),
     })
-    pq.write_to_dataset(scored, out / "scored", partition_cols=["language"])
+    (out / "scored").mkdir()
+    pq.write_table(scored, out / "scored" / "part-00000.parquet")  # flat, language inside (jobs/score.py)
     emb = rng.normal(size=(n, 16)).astype("float32")
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     for kind, arr in (("img_emb", emb), ("text_emb", emb[::-1].copy())):
