@@ -97,7 +97,7 @@ class DownloadStage(Stage):
         summary = [r.asDict() for r in hosts.mapInArrow(
             partial(dl_plan.summarize_hosts, tasks=tasks, rate_of=rate_of, top=2 * tasks + 10),
             summary_schema).collect()]
-        plan = dl_plan.make_plan(summary, tasks, rate_of)
+        plan = dl_plan.make_plan(summary, tasks, rate_of, max_split=d.per_host_concurrency)
         prior = storage.read_json(plan_uri, st) if storage.exists(plan_uri, st) else None
         if prior is not None and d.force:
             self.clear(out, plan_uri, st)

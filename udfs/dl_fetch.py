@@ -200,8 +200,10 @@ class Fetcher:
             share = self.shares.get(k, self.shares.get(name, 1.0))
             if not 0 < share <= 1:
                 share = 1.0
-            h = self.hosts[k] = _Host(asyncio.Semaphore(max(1, self.o.per_host_concurrency)),
-                                      HostRate(rps, rule, share))
+            # a host split over K tasks (share 1/K, K <= per_host_concurrency by the plan) gets
+            # 1/K of its concurrency here too, so the K tasks together keep the host's limit
+            slots = max(1, int(self.o.per_host_concurrency * share + 1e-9))
+            h = self.hosts[k] = _Host(asyncio.Semaphore(slots), HostRate(rps, rule, share))
         return h
 
     def _observe(self, h: _Host, seconds: float, status: int | None) -> None:

@@ -126,12 +126,15 @@ def _seconds(rows: int, rps: float) -> float:
     return rows / rps if rps > 0 else 0.0
 
 
-def make_plan(summary: list[dict[str, Any]], tasks: int, rate_of: Callable[[str], float]) -> dict[str, Any]:
+def make_plan(summary: list[dict[str, Any]], tasks: int, rate_of: Callable[[str], float],
+              max_split: int = RESIDUES) -> dict[str, Any]:
     """The task layout from the merged partition summaries (driver side, pure).
 
     A host with more rows than half a task's fair share is split into K pieces (a power
-    of two, at most `tasks` and RESIDUES) by uid hash; each piece goes to one of the K
-    least loaded tasks and gets 1/K of the host's rate. Row counts per task are exact.
+    of two, at most `tasks`, RESIDUES and `max_split`) by uid hash; each piece goes to one of
+    the K least loaded tasks and gets 1/K of the host's rate and of its concurrency. The job
+    passes `per_host_concurrency` as `max_split`, so each piece keeps at least one request in
+    flight and the K pieces together never exceed the host's limit. Row counts per task are exact.
     """
     rows = xor = n_hosts = 0
     load = [0] * tasks
@@ -151,10 +154,10 @@ def make_plan(summary: list[dict[str, Any]], tasks: int, rate_of: Callable[[str]
         n = sum(res)
         if not h or n <= piece or tasks < 2:
             continue
+        most = min(tasks, RESIDUES, max(1, max_split))
         k = 1
-        while k < min(tasks, RESIDUES) and math.ceil(n / k) > piece:
+        while k * 2 <= most and math.ceil(n / k) > piece:
             k *= 2
-        k = min(k, tasks, RESIDUES)
         if k < 2:
             continue
         load[small_task(h, tasks)] -= n

@@ -47,6 +47,8 @@ class Origin:
             im.save(buf, "JPEG", quality=85)
             self.bodies.append(buf.getvalue())
         self.log: list[tuple[float, str, str]] = []
+        self.active: dict[str, int] = {}  # image requests in flight per host, and the most seen at once
+        self.peak: dict[str, int] = {}
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -56,7 +58,12 @@ class Origin:
         self.log.append((time.time(), host, request.path))
         if not request.path.startswith("/img/"):  # robots.txt, ai.txt: none here
             return web.Response(status=404)
-        await asyncio.sleep(self.delay)
+        self.active[host] = self.active.get(host, 0) + 1
+        self.peak[host] = max(self.peak.get(host, 0), self.active[host])
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.active[host] -= 1
         n = int(request.path.rsplit("/", 1)[-1].split(".")[0])
         return web.Response(body=self.bodies[n % len(self.bodies)], content_type="image/jpeg")
 
@@ -219,3 +226,23 @@ def test_big_host_does_not_hold_small_hosts_shards(spark, tmp_path: Path, shared
         assert small_done < big_times[-1] - 5  # committed while the big host still had seconds to go
         # the global per-host limit held across both tasks: 80 requests at <= 4/s
         assert (big_times[-1] - big_times[0]) >= 79 / 4.0 * 0.9
+
+
+def test_a_host_split_over_tasks_keeps_its_concurrency_limit(spark, tmp_path: Path, shared_data: Path) -> None:
+    """An unthrottled big host (no rate limit, 0.1 s an image) among small ones, four fetch tasks: the plan
+    splits it over at most per_host_concurrency tasks with a share of the slots each, so the origin never
+    sees more than per_host_concurrency of its requests at once (before: K tasks x the full limit)."""
+    small = [f"s{k}.test" for k in range(8)]
+    with Origin(shared_data, delay=0.1) as origin:
+        urls = [f"http://big.test/img/{i}.jpg" for i in range(80)] + \
+               [f"http://{small[i % 8]}/img/{i}.jpg" for i in range(80, 96)]
+        inp = _input(tmp_path, urls)
+        cfg = Config(input=[inp], output=str(tmp_path / "out"))
+        cfg.download = DownloadConfig(**_settings(origin, ["big.test", *small], per_host_rps=0.0, shard_size=10,
+                                                  partitions=4, in_flight_per_task=16))
+        run_stage(DownloadStage, cfg, spark=spark)
+        plan = json.loads((tmp_path / "out" / "images_meta" / "plan.json").read_text())
+        assert plan["tasks"] == 4 and plan["big_hosts"]["big.test:80"]["k"] == 2
+        assert origin.peak["big.test"] == 2, origin.peak  # both slots used, never more
+        meta = pd.concat([pd.read_parquet(p) for p in (tmp_path / "out" / "images").glob("*.parquet")])
+        assert len(meta) == 96 and (meta.download_status == "success").all()

@@ -8,7 +8,8 @@ import pytest
 from crawlpairs.udfs import dl_plan
 
 
-def _plan(urls: list[str], tasks: int, rps: float = 2.0, reverse: bool = False) -> tuple[dict, list[dict]]:
+def _plan(urls: list[str], tasks: int, rps: float = 2.0, reverse: bool = False,
+          max_split: int = dl_plan.RESIDUES) -> tuple[dict, list[dict]]:
     """Run tag -> summarize -> make_plan -> assign over plain Arrow batches, as the job does on executors."""
     uids = [f"uid-{i}" for i in range(len(urls))]
     order = slice(None, None, -1) if reverse else slice(None)
@@ -26,7 +27,7 @@ def _plan(urls: list[str], tasks: int, rps: float = 2.0, reverse: bool = False) 
         if part:
             rb = pa.RecordBatch.from_pylist(part)
             summary += next(dl_plan.summarize_hosts([rb], tasks, rate, top=2 * tasks + 10)).to_pylist()
-    plan = dl_plan.make_plan(summary, tasks, rate)
+    plan = dl_plan.make_plan(summary, tasks, rate, max_split=max_split)
     plan.update(task_keys=dl_plan.partition_keys(tasks), order_rps=rps)
     rows = [r for b in dl_plan.assign_batches(tagged, plan, 100.0) for r in b.to_pylist()]
     return plan, rows
@@ -66,6 +67,23 @@ def test_plan_bound_split_and_shares() -> None:
     # shares of a host sum to at most 1: the global per-host limit still holds
     shares = dl_plan.rate_shares(plan)
     assert sum(shares["big.example:80"] for _ in big["tasks"]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("tasks", [3, 6, 8])
+@pytest.mark.parametrize("max_split", [1, 2, 4, 64])
+def test_split_is_a_power_of_two_within_the_host_concurrency(tasks: int, max_split: int) -> None:
+    """K pieces get 1/K of the host's concurrency each, so K <= per_host_concurrency (max_split); and K is a
+    power of two whatever the task count (rows are placed by uid-hash bits), so the plan's counts are exact."""
+    urls = [f"http://big.example/{i}.jpg" for i in range(1200)] + [f"http://s{i % 50}.example/{i}" for i in range(800)]
+    plan, rows = _plan(urls, tasks=tasks, rps=5.0, max_split=max_split)
+    big = plan["big_hosts"].get("big.example:80")
+    if max_split < 2:
+        assert big is None  # one task holds the host: its own per-host limits hold as they are
+    else:
+        k = big["k"]
+        assert k & (k - 1) == 0 and 2 <= k <= min(tasks, max_split)
+        assert {r["_task"] for r in rows if r["_host"] == "big.example:80"} == set(big["tasks"])
+    assert [sum(1 for r in rows if r["_task"] == t) for t in range(tasks)] == plan["task_rows"]
 
 
 def test_plan_is_deterministic_and_independent_of_row_order() -> None:
