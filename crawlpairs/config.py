@@ -436,13 +436,17 @@ def validate(cfg: Config, sections: typing.Iterable[str] = SECTIONS) -> None:
     Rules that need I/O (a model that loads, a file that exists) stay with the stage that reads it.
     """
     for section in sections:
-        obj = getattr(cfg, section)
-        for name, tp in _field_types(type(obj)).items():
-            allowed, value = choices(tp), getattr(obj, name)
-            for v in (value if isinstance(value, list) else [value]) if allowed else ():
-                require(v is None or v in allowed, name, v, "expected one of " + ", ".join(allowed))
-        if hasattr(obj, "validate"):
-            obj.validate()
+        validate_section(getattr(cfg, section))
+
+
+def validate_section(obj: Any) -> None:
+    """One section's rules: its Literal choices (values set in code skip coerce), then its validate()."""
+    for name, tp in _field_types(type(obj)).items():
+        allowed, value = choices(tp), getattr(obj, name)
+        for v in (value if isinstance(value, list) else [value]) if allowed else ():
+            require(v is None or v in allowed, name, v, "expected one of " + ", ".join(allowed))
+    if hasattr(obj, "validate"):
+        obj.validate()
 
 
 def apply(cfg: Config, section: str | None, values: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from crawlpairs import storage as st
-from crawlpairs.config import IndexConfig, StorageConfig
+from crawlpairs.config import ConfigError, IndexConfig, StorageConfig, validate_section
 from crawlpairs.stats import Stats
 from crawlpairs.udfs.knn_files import (
     CLIP_BACK_CACHES,
@@ -346,8 +346,6 @@ def build_single(
             "temporary_indices_folder": tmp_dir or os.path.join(work, "autofaiss-tmp"),
             "nb_indices_to_keep": cfg.nb_indices_to_keep,
         }
-    elif cfg.nb_indices_to_keep > 1:
-        raise IndexBuildError("--nb-indices-to-keep > 1 needs --distributed true (autofaiss's pyspark mode)")
     total = sum(p.rows for p in parts)
     t = time.perf_counter()
     with fsspec_s3_defaults(storage):
@@ -498,11 +496,10 @@ def build(
     """
     stats = stats if stats is not None else Stats()
     storage = storage or StorageConfig()
-    bad_kinds = [k for k in cfg.kinds if k not in KINDS]
-    if bad_kinds or not cfg.kinds:
-        raise IndexBuildError(f"--kinds {','.join(cfg.kinds)}: choose from {', '.join(KINDS)}")
-    if cfg.shard_by not in ("none", "partition"):
-        raise IndexBuildError(f"--shard-by {cfg.shard_by}: choose none or partition")
+    try:
+        validate_section(cfg)  # the stage did this on the driver; the notebook API comes here directly
+    except ConfigError as exc:
+        raise IndexBuildError(str(exc)) from None
     parts = discover_parts(root, cfg.kinds, storage, stats)
     if not parts:
         raise IndexBuildError(f"--input {root}: no usable embedding part (see errors in _stats.json)")

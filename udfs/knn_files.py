@@ -15,11 +15,14 @@ Sharded builds write `image.index0`.. (`--nb-indices-to-keep`) or `image/knn_000
 
 from __future__ import annotations
 
+import typing
 from typing import IO
 
 import numpy as np
 
-KINDS = ("img_emb", "text_emb")
+from crawlpairs.config import EmbeddingKind
+
+KINDS = typing.get_args(EmbeddingKind)  # the config's choices, one definition
 INFO_NAME = "index_info.json"
 FORMAT_VERSION = 2  # 2: clip_back's layout (image.index at the root, `caption`); 1: <kind>/knn.index
 META_ROW_GROUP = 16_384  # small row groups: a hit reads one group, not the whole part
