@@ -66,6 +66,9 @@ class TakedownStage(Stage):
             raise UsageError("--urls/--domains/--sha256: the lists hold no valid entry")
         if not takedown.present(root, st):
             raise UsageError(f"--output {root}: holds none of {', '.join(takedown.ARTEFACTS)}")
+        if req is None and all(d.get("status") == "done" for d in takedown.journals(root, st)):
+            raise UsageError("--urls/--domains/--sha256: give at least one list (without one, a run only "
+                             "finishes a pending takedown, and none is pending)")
         seen = getattr(ctx.args, "seen", None) or storage.join(root, "seen")
         docs = takedown.run(root, req, seen, st, ctx.stats, lambda: rebuild_index(root, st),
                             card=lambda r: dataset_card(r, st))
