@@ -32,6 +32,10 @@ INTERNAL = "batch"  # extract's commit-batch partition column: not part of the d
 # partition to local disk: MEMORY_AND_DISK builds whole cached partitions on the heap and
 # ran a 3 GB local[2] JVM out of memory at 10M rows (bench/dedup/RESULTS.md).
 CACHE_LEVEL = "DISK_ONLY"  # a pyspark StorageLevel name
+# Near-dup checkpoints (Parquet, dedup_graph.Checkpoints) live in <output>/deduped_meta/_checkpoints/,
+# beside the data folder (whose overwrite would delete them): removed at the end of the run, and at
+# the start of the next one (what a killed run left).
+CHECKPOINTS = "_checkpoints"
 
 
 def rank_columns(url_keep: str):
@@ -65,12 +69,31 @@ class DedupStage(Stage):
     help = "candidates/ -> deduped/: exact (uid, url), near-duplicate captions, and a seen-set across runs"
 
     def run(self, ctx: Context) -> None:
+        self.check(ctx)
+        if not ctx.cfg.dedup.near_dup:
+            self.dedup(ctx, None)
+            return
+        with self.checkpoints(ctx) as checkpoint:
+            self.dedup(ctx, checkpoint)
+
+    def checkpoints(self, ctx: Context):
+        """A fresh checkpoint folder for this run; what an earlier (killed) run left is removed."""
+        import uuid
+
+        from crawlpairs import storage
+        from crawlpairs.jobs.dedup_graph import Checkpoints
+
+        root = storage.join(ctx.cfg.output, self.stats_dir, CHECKPOINTS)
+        storage.rm(root, ctx.cfg.storage)
+        return Checkpoints(ctx.spark, storage.join(root, uuid.uuid4().hex[:12]), ctx.cfg.storage)
+
+    def dedup(self, ctx: Context, checkpoint) -> None:
+        """The whole job; near-dup runs when `checkpoint` (a dedup_graph.Checkpoints) is given."""
         from pyspark import StorageLevel
         from pyspark.sql import functions as F
 
         cache_level = getattr(StorageLevel, CACHE_LEVEL)
         cfg, spark, d = ctx.cfg, ctx.spark, ctx.cfg.dedup
-        self.check(ctx)
         phase(ctx, "read")
         try:
             rows = spark.read.parquet(*[ctx.spark_uri(u) for u in cfg.input])
@@ -129,11 +152,11 @@ class DedupStage(Stage):
         # -- near-duplicate captions among the rows still alive ------------------------------
         rows = rows.withColumn("_id", F.xxhash64("uid"))
         cached = None
-        if d.near_dup:
+        if checkpoint is not None:
             phase(ctx, "near_dup")
             rows = cached = rows.persist(cache_level)
             live = rows.where(F.col("_reason").isNull())
-            drops = self.near_dup_drops(ctx, live, order)
+            drops = self.near_dup_drops(ctx, live, order, checkpoint)
             if drops is not None:
                 rows = (rows.join(drops.select("_id", F.lit("near_dup").alias("_nd")), "_id", "left")
                         .withColumn("_reason", F.coalesce("_reason", "_nd")))
@@ -244,7 +267,7 @@ class DedupStage(Stage):
 
     # -- near-duplicates -------------------------------------------------------------------
 
-    def near_dup_drops(self, ctx: Context, live, order):
+    def near_dup_drops(self, ctx: Context, live, order, checkpoint):
         """Ids (`_id`) of rows whose caption near-duplicates a better-ranked row's.
 
         LSH buckets become stars (member -> bucket's smallest id), each star edge is
@@ -266,7 +289,7 @@ class DedupStage(Stage):
         def bands(batches):
             return minhash.band_batches(batches, k, perm, b, r, seed)
 
-        edges = graph.checkpoint(graph.star_edges(src.mapInArrow(bands, "id long, bucket long")))
+        edges = checkpoint(graph.star_edges(src.mapInArrow(bands, "id long, bucket long")))
         info: dict = {"candidate_pairs": edges.count()}
         ctx.stats.extra["near_dup"] = info
         if info["candidate_pairs"] and d.threshold > 0:
@@ -279,13 +302,13 @@ class DedupStage(Stage):
                 return minhash.verify_batches(batches, k)
 
             scored = pairs.select("a", "b", "text_a", "text_b").mapInArrow(verify, "a long, b long, jaccard float")
-            edges = graph.checkpoint(scored.where(F.col("jaccard") >= d.threshold).select("a", "b"))
+            edges = checkpoint(scored.where(F.col("jaccard") >= d.threshold).select("a", "b"))
         info["verified_pairs"] = edges.count() if d.threshold > 0 else info["candidate_pairs"]
         if info["verified_pairs"] == 0:
             info.update(clusters=0, rows_in_clusters=0, cc_rounds=0)
             return None
         phase(ctx, "components")
-        cc = graph.connected_components(edges, d.max_cc_iterations)
+        cc = graph.connected_components(edges, d.max_cc_iterations, checkpoint)
         info["cc_rounds"] = cc.rounds
         if not cc.converged:
             ctx.stats.error("near_dup_not_converged", message=f"{cc.rounds} rounds; some clusters split")
@@ -293,8 +316,8 @@ class DedupStage(Stage):
         ranked = live.select(F.col("_id").alias("id"), "uid", "url", "text", "fetch_time", "source_file",
                              "source_offset", "page_url", "image_domain").join(cc.labels, "id")
         w = Window.partitionBy("comp").orderBy(*order)
-        numbered = graph.checkpoint(ranked.withColumn("_rn", F.row_number().over(w))
-                                    .select("id", "comp", "_rn", "url", "text", "page_url", "image_domain"))
+        numbered = checkpoint(ranked.withColumn("_rn", F.row_number().over(w))
+                              .select("id", "comp", "_rn", "url", "text", "page_url", "image_domain"))
         self.cluster_stats(ctx, numbered, info)
         return numbered.where("_rn > 1").select(F.col("id").alias("_id"))
 

@@ -6,6 +6,11 @@ is an aggregate (one row per key) joined back to a table that streams, and every
 round of connected components starts from a checkpoint, so the query plan stays the
 same size however many rounds a cluster needs.
 
+Checkpoints are Parquet files on the output's filesystem (`Checkpoints`), not
+`localCheckpoint` blocks: a local checkpoint lives in the block manager of the executor
+that computed it and cuts the lineage, so losing that executor lost the blocks and
+failed the job; Parquet written beside the output outlives any executor.
+
 * `star_edges`: each LSH bucket becomes a star (every member -> the bucket's smallest
   id): a bucket of n captions gives n-1 edges, not n(n-1)/2.
 * `connected_components`: the alternating large-star / small-star algorithm of
@@ -32,14 +37,38 @@ class Components:
     plan_nodes: list[int] = field(default_factory=list)  # analysed plan size of each round (flat)
 
 
-def checkpoint(df):
-    """Materialise `df` on executors' disks and cut its lineage (plan stays one scan).
+class Checkpoints:
+    """Durable checkpoints: each table written as Parquet under `root`, read back as one scan.
 
-    DISK_ONLY: checkpointed tables are streamed back, never built whole on the heap.
+    The read-back plan is one file scan, so the plan of every round is the same size;
+    the files sit on the output's filesystem (local disk, HDFS, s3a://), so an executor
+    lost after a checkpoint costs only the tasks it was running: the lineage from the
+    files is still there. `root` is a plain URI (s3://...); `close()` removes it.
     """
-    from pyspark import StorageLevel
 
-    return df.localCheckpoint(eager=True, storageLevel=StorageLevel.DISK_ONLY)
+    def __init__(self, spark: Any, root: str, storage: Any = None) -> None:
+        self.spark, self.root, self.storage, self.count = spark, root.rstrip("/"), storage, 0
+
+    def __call__(self, df: Any) -> Any:
+        from crawlpairs import storage as st
+
+        self.count += 1
+        path = st.spark_uri(st.join(self.root, f"t{self.count:04d}"), self.storage)
+        df.write.mode("overwrite").parquet(path)
+        # the schema is given, so reading back lists the files but infers nothing (and an
+        # empty table, written as one schema-only file, reads back as empty)
+        return self.spark.read.schema(df.schema).parquet(path)
+
+    def close(self) -> None:
+        from crawlpairs import storage as st
+
+        st.rm(self.root, self.storage)
+
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def star_edges(buckets):
@@ -108,7 +137,7 @@ def is_star_forest(edges) -> bool:
     return bad.limit(1).count() == 0
 
 
-def connected_components(edges, max_rounds: int) -> Components:
+def connected_components(edges, max_rounds: int, checkpoint: Checkpoints) -> Components:
     """Label every node of `edges` (a long, b long) with the smallest id of its component.
 
     Isolated nodes (not in `edges`) get no label. Each round is large-star then

@@ -32,12 +32,13 @@ def union_find(edges: list[tuple[int, int]]) -> dict[int, int]:
     return {x: find(x) for x in list(parent)}
 
 
-def run_cc(spark, edges: list[tuple[int, int]], max_rounds: int = 40):
+def run_cc(spark, edges: list[tuple[int, int]], where, max_rounds: int = 40):
     from crawlpairs.jobs import dedup_graph
 
     df = spark.createDataFrame(edges, "a long, b long")
-    cc = dedup_graph.connected_components(df, max_rounds)
-    return cc, {r["id"]: r["comp"] for r in cc.labels.collect()}
+    with dedup_graph.Checkpoints(spark, str(where)) as checkpoint:
+        cc = dedup_graph.connected_components(df, max_rounds, checkpoint)
+        return cc, {r["id"]: r["comp"] for r in cc.labels.collect()}
 
 
 def test_size_buckets():
@@ -64,26 +65,27 @@ def test_star_steps_on_small_graphs(spark):
     assert edges_of(g.small_star(hub)) == [(2, 1), (3, 1)]
 
 
-def test_long_path_with_shuffled_ids_converges_with_a_flat_plan(spark):
+def test_long_path_with_shuffled_ids_converges_with_a_flat_plan(spark, tmp_path):
     rng = random.Random(7)
     ids = rng.sample(range(-10**12, 10**12), 3000)
     path = list(zip(ids, ids[1:], strict=False))
-    cc, labels = run_cc(spark, path)
+    cc, labels = run_cc(spark, path, tmp_path / "ckpt")
     assert cc.converged and 1 <= cc.rounds <= 20
     assert labels == union_find(path)
     assert len(set(labels.values())) == 1
     # every round starts from a checkpoint: the plan it builds does not grow with the rounds
     assert len(set(cc.plan_nodes)) == 1, cc.plan_nodes
+    assert not (tmp_path / "ckpt").exists()  # the checkpoints are removed when done
 
 
-def test_random_graphs_and_a_gallery_bucket(spark):
+def test_random_graphs_and_a_gallery_bucket(spark, tmp_path):
     from crawlpairs.jobs import dedup_graph
 
     rng = random.Random(11)
     nodes = [rng.getrandbits(64) - 2**63 for _ in range(4000)]
     edges = [(rng.choice(nodes), rng.choice(nodes)) for _ in range(3000)]
     edges += [(nodes[0], nodes[0])]  # a self loop is no edge
-    cc, labels = run_cc(spark, edges)
+    cc, labels = run_cc(spark, edges, tmp_path / "ckpt")
     truth = union_find([e for e in edges if e[0] != e[1]])
     assert cc.converged and labels == truth
     assert len(set(truth.values())) > 100  # many components, not one
@@ -95,8 +97,9 @@ def test_random_graphs_and_a_gallery_bucket(spark):
     edges_df = dedup_graph.star_edges(spark.createDataFrame(buckets, "id long, bucket long"))
     n_edges = edges_df.count()
     assert n_edges <= len(buckets)  # a star per bucket: linear, never all pairs
-    cc = dedup_graph.connected_components(edges_df, 40)
-    labels = {r["id"]: r["comp"] for r in cc.labels.collect()}
+    with dedup_graph.Checkpoints(spark, str(tmp_path / "ckpt2")) as checkpoint:
+        cc = dedup_graph.connected_components(edges_df, 40, checkpoint)
+        labels = {r["id"]: r["comp"] for r in cc.labels.collect()}
     assert cc.converged and cc.rounds <= 3
     assert labels == union_find([(r["a"], r["b"]) for r in edges_df.collect()])
     assert {labels[i] for i in gallery} == {5} and labels[1] == labels[2] == 1 and 3 not in labels

@@ -402,3 +402,22 @@ def write_zero_bomb(out, head: bytes, size: int) -> int:
         n += out.write(block)
     n += out.write(c.flush(zlib.Z_FINISH) + struct.pack("<II", crc, (len(head) + size) & 0xFFFFFFFF))
     return n
+
+
+def executor_pids(cluster) -> list[int]:
+    """Executor JVMs the workers of a `StandaloneSpark` launched (children of the worker JVMs it started):
+    SIGKILL one to lose an executor mid-job."""
+    workers = {p.pid for p in cluster.procs[1:]}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid in workers and b"CoarseGrainedExecutorBackend" in cmd:
+            found.append(int(entry.name))
+    return found
