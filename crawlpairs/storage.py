@@ -104,13 +104,42 @@ def write_bytes(uri: str, data: bytes, storage: StorageConfig | None = None) -> 
     """Readers see the old object or the whole new one, never a part.
 
     Local: a hidden temp file beside the target, then rename. S3: one PUT (or a
-    multipart upload that appears only when completed) is already atomic.
+    multipart upload that appears only when completed) is already atomic; a transient
+    failure is retried with our back-off (`retrying_write`), TransientIOError when spent.
     """
-    fs, path = filesystem(uri, storage)
     if is_remote(uri):
-        fs.pipe_file(path, data)
+        retrying_write(uri, storage, lambda fs, path: fs.pipe_file(path, data))
         return
-    _replace_local(Path(path), lambda tmp: Path(tmp).write_bytes(data))
+    _replace_local(Path(filesystem(uri, storage)[1]), lambda tmp: Path(tmp).write_bytes(data))
+
+
+def retrying_write(uri: str, storage: StorageConfig | None, op: Callable[[Any, str], Any],
+                   sleep: Callable[[float], None] = time.sleep) -> Any:
+    """Run `op(fs, path)`, one whole upload to an object store, under the crawl-file retry policy.
+
+    A 503 SlowDown, a 500, a reset or a cut in the middle of an upload: the whole upload is
+    made again (a PUT of one key is idempotent, an interrupted one never appears), after
+    `backoff_delay`; after `io_retries` failures in a row, TransientIOError. The libraries'
+    own retries are off on this filesystem (`_read_options`), so the tries are the ones
+    configured, the same as for reads (docs/errors.md).
+    """
+    st = storage or StorageConfig()
+    target = "s3://" + uri[len("s3a://"):] if uri.startswith("s3a://") else uri
+    fs, path = fsspec.core.url_to_fs(target, **_read_options(target, st))
+    if hasattr(type(fs), "retries"):
+        fs.retries = 1  # s3fs's own retry loop: this instance (our options) is ours alone
+    failures = 0
+    while True:
+        try:
+            return op(fs, path)
+        except Exception as exc:  # noqa: BLE001 - classified below; the rest is re-raised
+            if not is_transient(exc):
+                raise
+            failures += 1
+            if failures > st.io_retries:
+                raise TransientIOError(f"{uri}: write failed: {type(exc).__name__}: {exc} "
+                                       f"(after {st.io_retries} retries)") from exc
+            sleep(backoff_delay(failures, st, exc))
 
 
 def _replace_local(target: Path, fill: Callable[[str], object]) -> None:
@@ -127,10 +156,10 @@ def _replace_local(target: Path, fill: Callable[[str], object]) -> None:
 
 
 def put_file(local: str, uri: str, storage: StorageConfig | None = None) -> None:
-    """Move a finished local file to `uri` atomically (local: rename; S3: one upload appears whole)."""
+    """Move a finished local file to `uri` atomically (local: rename; S3: one upload appears whole,
+    retried as `retrying_write` says)."""
     if is_remote(uri):
-        fs, path = filesystem(uri, storage)
-        fs.put_file(local, path)
+        retrying_write(uri, storage, lambda fs, path: fs.put_file(local, path))
         return
     Path(uri).parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -340,8 +369,8 @@ def backoff_delay(attempt: int, storage: StorageConfig | None, exc: BaseExceptio
 
 
 def _read_options(uri: str, storage: StorageConfig | None) -> dict[str, Any]:
-    """fsspec options for crawl-file reads: our timeouts, and the library's own retries off
-    (the retry policy is ResumableReader's, so attempts and delays are what the config says)."""
+    """fsspec options for crawl-file reads and retried writes: our timeouts, and the library's own
+    retries off (the policy is ResumableReader's / retrying_write's: attempts and delays as configured)."""
     st = storage or StorageConfig()
     opts = _fs_options(uri, st)
     if uri.startswith(("s3://", "s3a://")):

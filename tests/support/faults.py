@@ -249,6 +249,24 @@ def _read_head(sock: socket.socket) -> tuple[bytes, bytes] | None:
     return data[:i], data[i:]
 
 
+def _header(headers: list[str], name: str) -> str | None:
+    """The value of header `name` (lower case) in a list of raw header lines."""
+    for ln in headers:
+        key, _, value = ln.partition(":")
+        if key.strip().lower() == name:
+            return value.strip()
+    return None
+
+
+def _drain(sock: socket.socket, n: int) -> None:
+    """Read and drop `n` more bytes of a request body (so the client reads our answer, not a reset)."""
+    while n > 0:
+        chunk = sock.recv(min(n, 65536))
+        if not chunk:
+            return
+        n -= len(chunk)
+
+
 def _pump(src: socket.socket, dst: socket.socket) -> None:
     with contextlib.suppress(OSError):
         while chunk := src.recv(65536):
@@ -325,6 +343,10 @@ class FaultProxy:
             headers = [ln for ln in lines[1:] if ln and not ln.lower().startswith(("connection:", "keep-alive:"))]
             rng = next((ln.split(":", 1)[1].strip() for ln in headers if ln.lower().startswith("range:")), "")
             fault = self.script.take(method, unquote(path.split("?", 1)[0]), rng)
+            sent = _header(headers, "content-length")
+            if fault is not None and sent and int(sent) > 0:  # an upload (PUT, POST): fault the request body
+                self._fault_upload(client, lines[0], headers, rest, int(sent), fault)
+                return
             if fault is not None and fault.kind == "status":
                 self._answer(client, fault)
                 return
@@ -362,6 +384,41 @@ class FaultProxy:
                     client.shutdown(socket.SHUT_RDWR)
                 client.close()
         except OSError:
+            _reset(client)
+
+    def _fault_upload(self, client: socket.socket, request: str, headers: list[str], rest: bytes, size: int,
+                      fault: Fault) -> None:
+        """A fault on a request with a body: `status` answers once the body is in (or at once, under
+        `Expect: 100-continue`); `cut`/`stall` forward `at` of the body upstream, then reset (or stall)."""
+        expect = (_header(headers, "expect") or "").lower() == "100-continue"
+        if fault.kind == "status":
+            if not expect:
+                _drain(client, size - len(rest))
+            self._answer(client, fault)
+            return
+        if expect:  # we answer the 100 ourselves: upstream must see a request that simply stops
+            headers = [ln for ln in headers if not ln.lower().startswith("expect:")]
+            client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        keep = int(size * fault.at)
+        body = rest
+        while len(body) < keep:
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        up = socket.create_connection(self.upstream, timeout=30)
+        try:
+            up.sendall(("\r\n".join([request, *headers, "Connection: close"]) + "\r\n\r\n").encode("latin-1")
+                       + body[:keep])
+            if fault.kind == "stall":
+                time.sleep(fault.seconds)
+        finally:
+            _reset(up)  # upstream sees the upload end short: it must not store it
+        if fault.kind == "cut" and not fault.reset:
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+            client.close()
+        else:
             _reset(client)
 
     @staticmethod
