@@ -495,49 +495,23 @@ def _decode_many(records: list[Record], spec: ImageSpec, min_side: int) -> dict[
     return timing
 
 
-def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig | None = None,
-                gpu_addresses: Sequence[str] | None = None, task_cpus: int = 1,
-                executor_cores: int | None = None, force: bool = False) -> Stats:
-    """Score one shard end to end; returns its stats (also stored beside its rows)."""
-    sid = wds.shard_id(shard)
-    marker = rows_uri(out_root, sid)
-    stats_uri = storage.join(out_root, ROWS_DIR, f"{sid}.stats.json")
-    wanted = shard_settings(cfg)
-    if not force and storage.exists(marker, st):
-        try:
-            done = Stats.from_dict(storage.read_json(stats_uri, st))
-        except Exception:  # noqa: BLE001 - unreadable stats: the shard is scored again
-            done = None
-        # a shard is done only under the same settings; one scored under others (an interrupted
-        # --force run, an output from before fingerprints) is scored again, never reused
-        if done is not None and done.extra.get("settings") == wanted:
-            # rows, drops and errors describe the output and stay; this run spent no time on the shard
-            for k in [k for k in done.counts if k.startswith("ms_") or k == "shards_scored"]:
-                del done.counts[k]
-            done.incr("shards_skipped_done")
-            return done
+@dataclass
+class Models:
+    """What scoring a batch needs; get_encoder/get_head cache them per Python worker."""
 
-    import torch
+    main: ClipEncoder
+    multilingual: ClipEncoder | None
+    heads: dict[str, heads_mod.Head]  # output column (punsafe, aesthetic, pwatermark) -> head
 
-    stats = Stats()
-    stats.incr("shards_scored")
-    t_start = time.perf_counter()
-    device = pick_device(cfg.device, gpu_addresses)
-    if device == "cpu":
-        torch.set_num_threads(max(1, task_cpus))
-    if cfg.decode_threads > 0:
-        threads = cfg.decode_threads
-    elif device == "cpu":
-        threads = max(1, task_cpus)  # the task's cores are shared with torch's threads
-    else:
-        threads = executor_cores or os.cpu_count() or 1  # one GPU task may use the whole executor's CPUs
-    t0 = time.perf_counter()
+
+def load_models(cfg: ScoreConfig, device: str, st: StorageConfig | None, stats: Stats) -> Models:
+    """The CLIP encoder(s) and the heads that fit its embedding size (a head that does not is counted)."""
     enc = get_encoder(cfg.model, cfg.pretrained, device, cfg.precision, cfg.model_config_dir, st)
     ml = None
     if cfg.multilingual_model:
         ml = get_encoder(cfg.multilingual_model, cfg.multilingual_pretrained, device, cfg.precision,
                          cfg.model_config_dir, st)
-    head_objs: dict[str, heads_mod.Head] = {}  # output column -> head
+    heads: dict[str, heads_mod.Head] = {}
     for column, kind, uri in (("punsafe", "nsfw", cfg.nsfw_model), ("aesthetic", "aesthetic", cfg.aesthetic_model),
                               ("pwatermark", "watermark", cfg.watermark_model)):
         if not uri:
@@ -551,7 +525,110 @@ def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig |
             stats.error("head_dim_mismatch", input=uri, message=why)
             stats.incr(f"head_skipped_{column}")
             continue
-        head_objs[column] = head
+        heads[column] = head
+    return Models(enc, ml, heads)
+
+
+@dataclass
+class BatchScores:
+    img: np.ndarray  # image embeddings (rows normalised)
+    txt: np.ndarray  # text embeddings
+    similarity: np.ndarray
+    similarity_model: list[str]  # "main" or "multilingual", per row
+    heads: dict[str, np.ndarray]  # head column -> scores
+    truncated: np.ndarray  # caption reached the tokenizer's context length
+
+
+def score_batch(pixels: np.ndarray, texts: list[str], languages: list[str | None], models: Models,
+                cfg: ScoreConfig, timing: dict[str, float]) -> BatchScores:
+    """Embeddings, image-text similarity and head scores of one batch of decoded images (no I/O).
+
+    Rows whose language is not in `main_model_languages` take their similarity from the
+    multilingual model when one is configured; the embeddings are always the main model's.
+    """
+    enc, ml = models.main, models.multilingual
+    t1 = time.perf_counter()
+    img = enc.encode_images(pixels)
+    t2 = time.perf_counter()
+    tokens = enc.tokenize(texts)
+    txt = enc.encode_tokens(tokens, cfg.text_trim)
+    t3 = time.perf_counter()
+    timing["model_image"] += t2 - t1
+    timing["model_text"] += t3 - t2
+    full = (tokens[:, -1] != 0).numpy() if hasattr(tokens, "numpy") else np.zeros(len(texts), bool)
+    sim = np.sum(img * txt, axis=1)
+    sim_model = ["main"] * len(texts)
+    if ml is not None:
+        main_langs = set(cfg.main_model_languages)
+        idx = [i for i, lang in enumerate(languages) if (lang or "") not in main_langs]
+        if idx:
+            t4 = time.perf_counter()
+            ml_img = ml.encode_images(pixels[idx])
+            ml_txt = ml.encode_texts([texts[i] for i in idx], cfg.text_trim)
+            sim[idx] = np.sum(ml_img * ml_txt, axis=1)
+            for i in idx:
+                sim_model[i] = "multilingual"
+            timing["multilingual"] += time.perf_counter() - t4
+    t5 = time.perf_counter()
+    heads = {k: h(img) for k, h in models.heads.items()}
+    timing["heads"] += time.perf_counter() - t5
+    return BatchScores(img, txt, sim, sim_model, heads, full)
+
+
+def _worker_threads(cfg: ScoreConfig, device: str, task_cpus: int, executor_cores: int | None) -> int:
+    """Decode threads: the task's cores on CPU (shared with torch), the executor's beside a GPU."""
+    if cfg.decode_threads > 0:
+        return cfg.decode_threads
+    if device == "cpu":
+        return max(1, task_cpus)
+    return executor_cores or os.cpu_count() or 1
+
+
+def _done_stats(stats_uri: str, wanted: dict[str, Any], st: StorageConfig | None) -> Stats | None:
+    """A done shard's stats when it was scored under the same settings, else None (score it again)."""
+    try:
+        done = Stats.from_dict(storage.read_json(stats_uri, st))
+    except Exception:  # noqa: BLE001 - unreadable stats: the shard is scored again
+        return None
+    # one scored under other settings (an interrupted --force run, an output from before
+    # fingerprints) is scored again, never reused
+    if done.extra.get("settings") != wanted:
+        return None
+    # rows, drops and errors describe the output and stay; this run spent no time on the shard
+    for k in [k for k in done.counts if k.startswith("ms_") or k == "shards_scored"]:
+        del done.counts[k]
+    done.incr("shards_skipped_done")
+    return done
+
+
+def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig | None = None,
+                gpu_addresses: Sequence[str] | None = None, task_cpus: int = 1,
+                executor_cores: int | None = None, force: bool = False) -> Stats:
+    """Score one shard end to end: read + decode (a thread pool) -> score_batch -> write_shard.
+
+    Returns its stats (also stored beside its rows, which are written last: the commit).
+    """
+    sid = wds.shard_id(shard)
+    marker = rows_uri(out_root, sid)
+    stats_uri = storage.join(out_root, ROWS_DIR, f"{sid}.stats.json")
+    wanted = shard_settings(cfg)
+    if not force and storage.exists(marker, st):
+        done = _done_stats(stats_uri, wanted, st)
+        if done is not None:
+            return done
+
+    import torch
+
+    stats = Stats()
+    stats.incr("shards_scored")
+    t_start = time.perf_counter()
+    device = pick_device(cfg.device, gpu_addresses)
+    if device == "cpu":
+        torch.set_num_threads(max(1, task_cpus))
+    threads = _worker_threads(cfg, device, task_cpus, executor_cores)
+    t0 = time.perf_counter()
+    models = load_models(cfg, device, st, stats)
+    enc = models.main
     stats.incr("ms_model_load", int((time.perf_counter() - t0) * 1000))
 
     kept: list[Record] = []
@@ -562,7 +639,6 @@ def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig |
               "heads": 0.0, "multilingual": 0.0}
     enc.profile = cfg.profile
     transfer0 = enc.timing["transfer"]
-    main_langs = set(cfg.main_model_languages)
 
     def process(batch: list[Record], futures: list[Future]) -> None:
         tw = time.perf_counter()
@@ -578,44 +654,20 @@ def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig |
         ok = [r for r in batch if r.reason is None]
         if not ok:
             return
-        t1 = time.perf_counter()
-        img = enc.encode_images(np.stack([r.pixels for r in ok]))
-        t2 = time.perf_counter()
-        texts = [r.text[: cfg.max_text_chars] for r in ok]
-        tokens = enc.tokenize(texts)
-        txt = enc.encode_tokens(tokens, cfg.text_trim)
-        t3 = time.perf_counter()
-        timing["model_image"] += t2 - t1
-        timing["model_text"] += t3 - t2
-        full = (tokens[:, -1] != 0).numpy() if hasattr(tokens, "numpy") else np.zeros(len(ok), bool)
-        sim = np.sum(img * txt, axis=1)
-        sim_model = ["main"] * len(ok)
-        if ml is not None:
-            idx = [i for i, r in enumerate(ok) if (r.meta.get("language") or "") not in main_langs]
-            if idx:
-                t4 = time.perf_counter()
-                ml_img = ml.encode_images(np.stack([ok[i].pixels for i in idx]))
-                ml_txt = ml.encode_texts([texts[i] for i in idx], cfg.text_trim)
-                sim[idx] = np.sum(ml_img * ml_txt, axis=1)
-                for i in idx:
-                    sim_model[i] = "multilingual"
-                timing["multilingual"] += time.perf_counter() - t4
-        t5 = time.perf_counter()
-        scores = {k: h(img) for k, h in head_objs.items()}
-        timing["heads"] += time.perf_counter() - t5
-        stats.incr("texts_at_context_limit", int(full.sum()))
+        b = score_batch(np.stack([r.pixels for r in ok]), [r.text[: cfg.max_text_chars] for r in ok],
+                        [r.meta.get("language") for r in ok], models, cfg, timing)
+        stats.incr("texts_at_context_limit", int(b.truncated.sum()))
         for i, r in enumerate(ok):
             r.pixels = None
-            punsafe = float(scores["punsafe"][i]) if "punsafe" in scores else None
-            pwm = float(scores["pwatermark"][i]) if "pwatermark" in scores else None
-            aest = float(scores["aesthetic"][i]) if "aesthetic" in scores else None
-            r.out = {"similarity": float(sim[i]), "similarity_model": sim_model[i], "punsafe": punsafe,
-                     "pwatermark": pwm, "aesthetic": aest, "text_truncated": bool(full[i])}
-            r.reason = drop_reason(float(sim[i]), r.meta.get("language"), punsafe, pwm, cfg)
+            punsafe, pwm, aest = (float(b.heads[k][i]) if k in b.heads else None
+                                  for k in ("punsafe", "pwatermark", "aesthetic"))
+            r.out = {"similarity": float(b.similarity[i]), "similarity_model": b.similarity_model[i],
+                     "punsafe": punsafe, "pwatermark": pwm, "aesthetic": aest, "text_truncated": bool(b.truncated[i])}
+            r.reason = drop_reason(float(b.similarity[i]), r.meta.get("language"), punsafe, pwm, cfg)
             if r.reason is None:
                 kept.append(r)
-                kept_img.append(img[i])
-                kept_txt.append(txt[i])
+                kept_img.append(b.img[i])
+                kept_txt.append(b.txt[i])
 
     prefetch = 2
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode") as pool:
@@ -630,22 +682,41 @@ def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig |
         while pending:
             process(*pending.popleft())
 
-    # -- write: embeddings of kept rows, then all rows (the commit marker) -------------
     t6 = time.perf_counter()
-    dtype = np.float16 if cfg.embedding_dtype == "float16" else np.float32
-    uris = emb_uris(out_root, sid)
-    if kept:
-        for name, arrs in (("img_emb", kept_img), ("text_emb", kept_txt)):
-            buf = io.BytesIO()
-            np.save(buf, np.stack(arrs).astype(dtype))
-            storage.write_bytes(uris[name], buf.getvalue(), st)
-        storage.write_bytes(uris["metadata"], _metadata_parquet(kept, sid, cfg), st)
-    else:
-        for uri in uris.values():  # an earlier run's triple must not outlive this one
-            storage.rm(uri, st, recursive=False)
+    write_embeddings(out_root, sid, kept, kept_img, kept_txt, cfg, st)
+    count_rows(shard, all_rows, enc.spec.size, stats)
+    stats.incr("ms_write_embeddings", int((time.perf_counter() - t6) * 1000))
+    timing["transfer"] = enc.timing["transfer"] - transfer0  # inside model_image
+    for k, v in timing.items():
+        stats.incr(f"ms_{k}", int(v * 1000))
+    stats.incr("ms_shard_total", int((time.perf_counter() - t_start) * 1000))
+    stats.extra.update(device=device, precision=enc.precision, embedding_dim=enc.dim, settings=wanted)
     buckets = None
     if cfg.semantic_dup_threshold > 0 and kept_img:
         buckets = lsh_buckets(np.stack(kept_img), cfg.semantic_dup_bits, cfg.semantic_dup_tables)
+    storage.write_json(stats_uri, stats.to_dict(), st)
+    storage.write_bytes(marker, _rows_parquet(all_rows, kept, sid, cfg, buckets, kept_img), st)  # the commit
+    return stats
+
+
+def write_embeddings(out_root: str, sid: str, kept: list[Record], kept_img: list[np.ndarray],
+                     kept_txt: list[np.ndarray], cfg: ScoreConfig, st: StorageConfig | None) -> None:
+    """The shard's clip-retrieval triple (img_emb, text_emb, metadata; row-aligned), kept rows only."""
+    dtype = np.float16 if cfg.embedding_dtype == "float16" else np.float32
+    uris = emb_uris(out_root, sid)
+    if not kept:
+        for uri in uris.values():  # an earlier run's triple must not outlive this one
+            storage.rm(uri, st, recursive=False)
+        return
+    for name, arrs in (("img_emb", kept_img), ("text_emb", kept_txt)):
+        buf = io.BytesIO()
+        np.save(buf, np.stack(arrs).astype(dtype))
+        storage.write_bytes(uris[name], buf.getvalue(), st)
+    storage.write_bytes(uris["metadata"], _metadata_parquet(kept, sid, cfg), st)
+
+
+def count_rows(shard: str, all_rows: list[Record], model_size: int, stats: Stats) -> None:
+    """rows_in = rows_out + every drop by reason; bad images also as errors naming the sample."""
     for r in all_rows:
         if r.reason is None:
             stats.incr("rows_out")
@@ -653,21 +724,9 @@ def score_shard(shard: str, out_root: str, cfg: ScoreConfig, st: StorageConfig |
             stats.drop(r.reason)
             if r.reason in ("corrupt_image", "empty_image", "image_too_large"):
                 stats.error(r.reason, input=f"{shard}#{r.key}", message=r.meta.get("_error"))
-        if r.meta.get("_orig") and min(r.meta["_orig"]) < enc.spec.size:
+        if r.meta.get("_orig") and min(r.meta["_orig"]) < model_size:
             stats.incr("images_upscaled")
     stats.incr("rows_in", len(all_rows))
-    stats.incr("ms_write_embeddings", int((time.perf_counter() - t6) * 1000))
-    timing["transfer"] = enc.timing["transfer"] - transfer0  # inside model_image
-    for k, v in timing.items():
-        stats.incr(f"ms_{k}", int(v * 1000))
-    stats.incr("ms_shard_total", int((time.perf_counter() - t_start) * 1000))
-    stats.extra["device"] = device
-    stats.extra["precision"] = enc.precision
-    stats.extra["embedding_dim"] = enc.dim
-    stats.extra["settings"] = wanted
-    storage.write_json(stats_uri, stats.to_dict(), st)
-    storage.write_bytes(marker, _rows_parquet(all_rows, kept, sid, cfg, buckets, kept_img), st)
-    return stats
 
 
 def _pa_types():

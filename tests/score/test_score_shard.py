@@ -388,3 +388,20 @@ def test_shard_scored_from_and_to_s3(s3_server, images_dir, shared_data):
     same = cfg(nsfw_model=s3_server.uri("models", nsfw.name))
     again = clip.score_shard(s3_server.uri("images", "00002.tar"), out, same, st)
     assert again.counts["shards_skipped_done"] == 1
+
+
+def test_score_batch_is_a_pure_step_over_pixels_and_captions(shared_data):
+    """read -> score_batch -> write: the middle step needs no file, shard or Spark; its similarity is the
+    dot product of the embeddings it returns, and the multilingual model only changes other languages' rows."""
+    cfg = ScoreConfig(model=TINY, pretrained=None, multilingual_model=TINY, main_model_languages=["en"])
+    stats = Stats()
+    models = clip.load_models(cfg, "cpu", None, stats)
+    imgs = [clip.load_image(data, models.main.spec)[0] for _, data in photos(shared_data)[:3]]
+    timing = dict.fromkeys(("model_image", "model_text", "multilingual", "heads"), 0.0)
+    b = clip.score_batch(np.stack(imgs), ["a rocket", "ein Astronaut", "a cat"], ["en", "de", "en"],
+                         models, cfg, timing)
+    assert b.img.shape == b.txt.shape == (3, models.main.dim) and not b.heads and not b.truncated.any()
+    assert b.similarity_model == ["main", "multilingual", "main"]
+    main_sim = np.sum(b.img * b.txt, axis=1)
+    np.testing.assert_allclose(b.similarity[[0, 2]], main_sim[[0, 2]], atol=1e-6)
+    assert timing["model_image"] > 0 and timing["multilingual"] > 0
