@@ -38,10 +38,17 @@ NOMINAL_TASK_RPS = 100.0  # planning rate for hosts without a limit (about one c
 
 
 def uid_column():
-    """extract's uid (udfs.extract.make_uid) for inputs that lack one: sha256(url TAB text)[:32 hex]."""
+    """extract's uid for inputs that lack one, by the same function (udfs.extract.make_uid)."""
+    import pandas as pd
     from pyspark.sql import functions as F
 
-    return F.substring(F.sha2(F.concat_ws("\t", "url", F.coalesce("text", F.lit(""))), 256), 1, 32)
+    from crawlpairs.udfs.extract import make_uid
+
+    @F.pandas_udf("string")
+    def uid(url: pd.Series, text: pd.Series) -> pd.Series:
+        return pd.Series([make_uid(u or "", t or "") for u, t in zip(url, text, strict=True)])
+
+    return uid("url", "text")
 
 
 class DownloadStage(Stage):
