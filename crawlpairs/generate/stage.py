@@ -2,7 +2,7 @@
 counts in `_stats.json`, like every other stage.
 
 Flags are defined here, not in config.py: the generator is a test and demo tool with no
-config section, and its flags are exactly `generate()`'s keyword arguments.
+config section, and each flag maps onto one of `generate()`'s keyword arguments.
 """
 
 from __future__ import annotations
