@@ -39,16 +39,11 @@ NOMINAL_TASK_RPS = 100.0  # planning rate for hosts without a limit (about one c
 
 def uid_column():
     """extract's uid for inputs that lack one, by the same function (udfs.extract.make_uid)."""
-    import pandas as pd
     from pyspark.sql import functions as F
 
     from crawlpairs.udfs.extract import make_uid
 
-    @F.pandas_udf("string")
-    def uid(url: pd.Series, text: pd.Series) -> pd.Series:
-        return pd.Series([make_uid(u or "", t or "") for u, t in zip(url, text, strict=True)])
-
-    return uid("url", "text")
+    return F.udf(lambda url, text: make_uid(url or "", text or ""), "string", useArrow=True)("url", "text")
 
 
 class DownloadStage(Stage):
