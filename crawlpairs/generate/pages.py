@@ -154,9 +154,11 @@ class Site:
         self.css = f"/static/css/style.{rng.getrandbits(32):08x}.css"
 
     def words(self, rng: random.Random, lo: int, hi: int) -> str:
+        """Words of the site's own small vocabulary, so its link texts repeat like a real site's."""
         return Corpus.cut(self.text, " ", rng, lo, hi)
 
     def slug(self, rng: random.Random, lo: int = 6, hi: int = 36) -> str:
+        """A URL slug from the site's vocabulary."""
         return Corpus.cut(self.slugs, "-", rng, lo, hi)
 
 
@@ -251,6 +253,7 @@ class FileGen:
     # ---- texts
 
     def caption(self) -> str:
+        """A real caption, recombined from two 45% of the time so texts repeat less than the pool."""
         rng = self.rng
         a = ch(rng, self.captions)
         if rng.random() < 0.45:
@@ -301,6 +304,7 @@ class FileGen:
     # ---- URLs
 
     def image_path(self, site: Site, ext: str) -> str:
+        """A path in one of the shapes CMSs use (uploads, images, sized assets, a PHP endpoint)."""
         rng = self.rng
         stem = self.corpus.slug(rng, 6, 50) + f"-{rng.getrandbits(40):010x}"
         if ext == "":
@@ -316,7 +320,8 @@ class FileGen:
             path += f"?w={ch(rng, [320, 640, 1080])}&amp;q={ri(rng, 60, 95)}"
         return path
 
-    def pick_ext(self, allow_bad: bool) -> str:
+    def pick_ext(self) -> str:
+        """A raster extension (or none) in roughly the web's mix; svg/gif only come as a fault."""
         r = self.rng.random()
         if r < 0.62:
             return "jpg"
@@ -361,11 +366,12 @@ class FileGen:
     # ---- images
 
     def new_image(self, site: Site, page_url: str, base: str | None, in_figure: bool) -> Img:
+        """One tag with at most one fault, drawn from SLOT_WEIGHTS, and its truth filled in."""
         rng = self.rng
         img = Img()
         fault = self.slot_kinds[bisect_left(self.slot_cum, rng.random() * self.slot_cum[-1])]
         img.fault = fault
-        good_ext = self.pick_ext(False)
+        good_ext = self.pick_ext()
         if fault is None:
             self._good_pair(img, site, page_url, base)
         else:
@@ -464,7 +470,7 @@ class FileGen:
                         img.url = self.issued[int(rng.random() * len(self.issued))][0]
                         img.src = escape(img.url)
                     else:
-                        img.src, img.url = self.src_for(site, page_url, base, self.pick_ext(False))
+                        img.src, img.url = self.src_for(site, page_url, base, self.pick_ext())
                     img.alt = self.alt_raw(self.caption())
                     if (img.url, img.alt) not in self.issued_set and (
                         img.url,
@@ -485,6 +491,7 @@ class FileGen:
     # ---- pages
 
     def page(self, n: int) -> dict[str, Any]:
+        """Page n: its URL, HTML bytes, WAT `HTML-Metadata`, `<img>` truth, base and license."""
         rng = self.rng
         domain = DOMAINS[bisect_left(DOMAIN_CUM, rng.random() * DOMAIN_CUM[-1])]
         site = self.sites.get(domain)
