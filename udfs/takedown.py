@@ -48,8 +48,9 @@ from crawlpairs.udfs.urls import normalize_url
 JOURNALS = "takedowns"
 # Artefacts in the order they are changed: what the public sees first, the index after the
 # embeddings it is rebuilt from, then what only a re-run of the pipeline would read; the dataset
-# card last, when every stage's stats it quotes have been lowered.
-ARTEFACTS = ("dataset", "embeddings", "index", "scored", "images", "deduped", "card")
+# card when every stage's stats it quotes have been lowered; the HTML report, which shows sample
+# images inline and cannot be filtered, is removed (run `crawlpairs report` again).
+ARTEFACTS = ("dataset", "embeddings", "index", "scored", "images", "deduped", "card", "report")
 # The score stage's per-shard rows (kept and dropped): a re-run of score reuses them, so they lose
 # the rows too. Where they live now, and where older roots kept them.
 SCORE_SHARDS = ("scored_meta/shards", "_scored_shards")
@@ -641,7 +642,7 @@ def save(root: str, doc: dict[str, Any], st: StorageConfig | None) -> None:
 def present(root: str, st: StorageConfig | None) -> list[str]:
     """The artefacts this root holds (a takedown touches what exists, nothing else)."""
     checks = {"dataset": "dataset", "embeddings": "embeddings/metadata", "index": "index", "scored": "scored",
-              "images": "images", "deduped": "deduped", "card": "dataset/README.md"}
+              "images": "images", "deduped": "deduped", "card": "dataset/README.md", "report": "report"}
     return [a for a in ARTEFACTS if storage.exists(storage.join(root, checks[a]), st)]
 
 
@@ -709,7 +710,11 @@ def carry_out(root: str, doc: dict[str, Any], seen_root: str, st: StorageConfig 
         state = doc["artefacts"][artefact]
         if state == "done":
             continue
-        if artefact == "index":
+        if artefact == "report":
+            if any(doc["rows_removed"].values()):
+                storage.rm(storage.join(root, "report"), st, recursive=True)
+                doc["files_changed"]["report"] = ["report/ (removed: it showed the rows; run crawlpairs report again)"]
+        elif artefact == "index":
             if doc["rows_removed"].get("embeddings", 0) or state == "rebuilding":
                 doc["artefacts"]["index"] = "rebuilding"
                 save(root, doc, st)

@@ -52,7 +52,7 @@ def build_rest(spark, shared: Path, root: Path) -> None:
     try:
         deduped = read(root / "deduped")
         served = pc.is_in(deduped.column("url"), pa.array(sorted(server.warc)))
-        others = deduped.filter(pc.invert(served)).sort_by("uid").slice(0, 15)
+        others = deduped.filter(pc.invert(served)).sort_by("uid").slice(0, 3)  # a few failures: 1 s timeouts each
         subset = root.parent / f"{root.name}-dl-input"
         subset.mkdir(exist_ok=True)
         pq.write_table(pa.concat_tables([deduped.filter(served), others]), subset / "part-0.parquet",
@@ -343,6 +343,8 @@ def test_domains_and_image_hashes_end_to_end(full_root, tmp_path):
     assert images["url"][pick] in published and any("creativecommons.org/" in u for u in published)
     (tmp_path / "domains.txt").write_text("creativecommons.org\n")  # the images are on i.creativecommons.org
     (tmp_path / "sha.txt").write_text(images["sha256"][pick].upper() + "\n")
+    (root / "report").mkdir()  # stands in for a report page (its sample grid inlines images: it must go)
+    (root / "report" / "index.html").write_text("<html></html>")
     proc = takedown(root, "--domains", str(tmp_path / "domains.txt"), "--sha256", str(tmp_path / "sha.txt"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name, t in everything(root).items():
@@ -350,6 +352,7 @@ def test_domains_and_image_hashes_end_to_end(full_root, tmp_path):
         assert not [u for u in urls if u and "creativecommons.org/" in u], name
         assert images["url"][pick] not in urls, name
     embedding_rows(root)  # still aligned
+    assert not (root / "report").exists()
     assert not tar_urls(root) & {images["url"][pick]}
 
 
