@@ -568,6 +568,7 @@ static PyObject *S_ALT, *S_TITLE;
  * (a byte that is rare in WAT JSON: memchr runs at memory speed, memmem on a needle that
  * starts with '"' does not). */
 static const char *find_rare(const char *s, Py_ssize_t n, const char *needle, Py_ssize_t k, Py_ssize_t rare) {
+    if (n < k) return NULL;
     const char *p = s + rare, *end = s + n - (k - rare) + 1;
     while (p < end) {
         p = memchr(p, needle[rare], end - p);
