@@ -186,7 +186,8 @@ def extension_of(url: str) -> str:
 # no userinfo or port, a path, and only characters no percent-encode set touches. Checked
 # against ada over real URLs in tests/extract/test_urls.py.
 _HTTP = frozenset({"http", "https"})
-_CLEAN = re.compile(r"https?://(?:[a-z0-9-]+\.)*[a-z][a-z0-9-]*\.?/[!$%&()*+,\-./0-9:;=?@A-Z\[\]^_a-z|~]*")
+# `^` is not in it: the URL standard percent-encodes it in a path (ada: /a^b -> /a%5Eb), not in a query.
+_CLEAN = re.compile(r"https?://(?:[a-z0-9-]+\.)*[a-z][a-z0-9-]*\.?/[!$%&()*+,\-./0-9:;=?@A-Z\[\]_a-z|~]*")
 
 
 def normalize_url(url: str, schemes: Collection[str] = _HTTP) -> str | None:
