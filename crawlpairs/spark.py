@@ -27,6 +27,17 @@ S3A_NUMERIC_DEFAULTS = {
 }
 
 
+# `fs.file.impl = RawLocalFileSystem` (below: no `.crc` beside local files) breaks S3A's default
+# `disk` upload buffer, which asks Hadoop for the checksummed LocalFileSystem: every s3a:// write
+# failed with a ClassCastException (tests/dedup/test_dedup_s3_faults.py). So upload blocks are
+# buffered off-heap, in 16 MiB parts (a whole part is held per open file). Set whether or not an
+# endpoint is configured: s3a:// on AWS itself needs it too.
+S3A_UPLOAD_BUFFER = {
+    "spark.hadoop.fs.s3a.fast.upload.buffer": "bytebuffer",
+    "spark.hadoop.fs.s3a.multipart.size": str(16 << 20),
+}
+
+
 def s3a_jars() -> list[str]:
     """hadoop-aws + AWS SDK jars installed by `make jars` (or named by CRAWLPAIRS_JARS_DIR)."""
     dirs = [os.environ.get("CRAWLPAIRS_JARS_DIR", ""), str(Path(sys.prefix) / "share" / "crawlpairs" / "jars")]
@@ -56,6 +67,7 @@ def session_conf(cfg: Config) -> dict[str, str]:
         # and img2dataset glob them); S3/HDFS outputs are not affected by the second.
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
         "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
+        **S3A_UPLOAD_BUFFER,
     }
     if cfg.spark.shuffle_partitions:
         conf["spark.sql.shuffle.partitions"] = str(cfg.spark.shuffle_partitions)

@@ -12,7 +12,7 @@ import pytest
 from crawlpairs import config, inputs
 from crawlpairs.config import ConfigError, ExtractConfig
 from crawlpairs.jobs.extract import ExtractStage
-from crawlpairs.spark import session_conf
+from crawlpairs.spark import S3A_UPLOAD_BUFFER, session_conf
 from crawlpairs.stage import build_parser, config_from_args
 
 
@@ -48,14 +48,14 @@ def test_bad_values_name_the_setting():
 def test_s3a_settings_only_with_an_endpoint(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     cfg = config.Config()
-    assert not any("s3a" in k for k in session_conf(cfg))
+    assert {k for k in session_conf(cfg) if "s3a" in k} == set(S3A_UPLOAD_BUFFER)  # no endpoint, no keys
     cfg.storage.s3_endpoint = "http://127.0.0.1:9000"
     conf = session_conf(cfg)
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000"
     assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
     assert conf["spark.hadoop.fs.s3a.threads.keepalivetime"] == "60"  # numeric, for hadoop-aws 3.3
     cfg.storage.spark_s3_scheme = "s3"  # EMR: EMRFS handles s3:// itself
-    assert not any("s3a" in k for k in session_conf(cfg))
+    assert {k for k in session_conf(cfg) if "s3a" in k} == set(S3A_UPLOAD_BUFFER)
 
 
 def test_crawl_id_resolves_to_its_wat_listing():
