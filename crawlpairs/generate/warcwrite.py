@@ -91,8 +91,9 @@ class Writer:
         want_warc: bool,
         want_wat: bool,
     ) -> None:
-        """`seed` drives record ids and timings only (the page content has its own rng), and
-        `week` is the crawl's first day; both records are built even when one file is not kept."""
+        """`seed` drives record ids and timings only (the page content has its own rng); `week` is
+        the Monday of the crawl's ISO week. Both files' records are built even when only one is kept:
+        the WAT's Container fields need the WARC's gzip members."""
         self.crawl = crawl
         self.week = week
         self.hostname = hostname
