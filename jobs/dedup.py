@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 
 from crawlpairs import layout
-from crawlpairs.stage import Context, Stage, UsageError, main
+from crawlpairs.stage import Context, Stage, main
 from crawlpairs.udfs import dedup_seen
 from crawlpairs.udfs.dedup_seen import SeenSet
 
@@ -69,7 +69,6 @@ class DedupStage(Stage):
     help = "candidates/ -> deduped/: exact (uid, url), near-duplicate captions, and a seen-set across runs"
 
     def run(self, ctx: Context) -> None:
-        self.check(ctx)
         if not ctx.cfg.dedup.near_dup:
             self.dedup(ctx, None)
             return
@@ -93,13 +92,9 @@ class DedupStage(Stage):
         from pyspark.sql import functions as F
 
         cache_level = getattr(StorageLevel, CACHE_LEVEL)
-        cfg, spark, d = ctx.cfg, ctx.spark, ctx.cfg.dedup
+        cfg, d = ctx.cfg, ctx.cfg.dedup
         phase(ctx, "read")
-        try:
-            rows = spark.read.parquet(*[ctx.spark_uri(u) for u in cfg.input])
-        except Exception as exc:  # noqa: BLE001 - missing/empty input is a usage error, in one line
-            raise UsageError(f"--input {','.join(cfg.input)}: cannot read Parquet ({str(exc).splitlines()[0][:200]})"
-                             ) from None
+        rows = ctx.read_parquet_input()
         if INTERNAL in rows.columns:
             rows = rows.drop(INTERNAL)
         columns = rows.columns
@@ -181,19 +176,6 @@ class DedupStage(Stage):
             cached.unpersist()
 
     # -- checks ---------------------------------------------------------------------------
-
-    def check(self, ctx: Context) -> None:
-        d = ctx.cfg.dedup
-        if d.url_keep not in ("earliest", "longest_text"):
-            raise UsageError(f"--url-keep {d.url_keep}: expected earliest or longest_text")
-        if d.near_dup_scope not in ("image_domain", "global"):
-            raise UsageError(f"--near-dup-scope {d.near_dup_scope}: expected image_domain or global")
-        if d.bands * d.rows_per_band > d.num_perm:
-            raise UsageError(f"--bands {d.bands} x --rows-per-band {d.rows_per_band} > --num-perm {d.num_perm}")
-        if d.shingle_size < 1 or d.bands < 1 or d.rows_per_band < 1:
-            raise UsageError("--shingle-size, --bands, --rows-per-band: must be >= 1")
-        if not 1 <= d.seen_prefix_chars <= 4:
-            raise UsageError(f"--seen-prefix-chars {d.seen_prefix_chars}: expected 1..4")
 
     # -- seen-set -------------------------------------------------------------------------
 
