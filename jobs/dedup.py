@@ -272,7 +272,10 @@ class DedupStage(Stage):
             return minhash.band_batches(batches, k, perm, b, r, seed)
 
         edges = checkpoint(graph.star_edges(src.mapInArrow(bands, "id long, bucket long")))
-        info: dict = {"candidate_pairs": edges.count()}
+        # what the banding promises: the S-curve's midpoint, and the chance that a pair right at
+        # the verify threshold shares a band at all (the recall ceiling of these settings)
+        info: dict = {"candidate_pairs": edges.count(), "lsh_midpoint": round(minhash.lsh_threshold(b, r), 3),
+                      "p_candidate_at_threshold": round(minhash.candidate_probability(d.threshold, b, r), 3)}
         ctx.stats.extra["near_dup"] = info
         if info["candidate_pairs"] and d.threshold > 0:
             phase(ctx, "near_dup_verify")

@@ -9,7 +9,7 @@ same `min(a*h + b mod 2^32)`. What differs is only *how* they are computed: a
 whole Arrow batch at once in numpy instead of one Python `MinHash` object per
 caption (datasketch's `MinHash.bulk` spends most of its time creating and copying
 those objects). The shingles are hashed with a vectorised polynomial hash of `k`
-Unicode code points; `reference_signatures` feeds the very same shingle hashes to
+Unicode code points; tests/dedup/test_minhash.py feeds the very same shingle hashes to
 `MinHash.bulk` and the tests check that both give identical hash values.
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
-from datasketch import LeanMinHash, MinHash
+from datasketch import MinHash
 
 try:  # datasketch's own pre-mix, so values match MinHash.update_batch bit for bit
     from datasketch.minhash import _fmix as _ds_fmix
@@ -142,21 +142,6 @@ def signatures(texts: Sequence[str | None], k: int = 5, num_perm: int = 128, see
         ids = d[bounds]
         sig[ids] = np.minimum(sig[ids], mins)
     return sig, has
-
-
-def reference_signatures(texts: Sequence[str | None], k: int = 5, num_perm: int = 128, seed: int = 1
-                         ) -> list[LeanMinHash]:
-    """The same signatures through datasketch's own `MinHash.bulk` (slow; for tests)."""
-    hv, doc, has = shingle_hashes(texts, k)
-    per_doc: list[list[int]] = [[] for _ in texts]
-    for h, d in zip(hv.tolist(), doc.tolist(), strict=True):
-        per_doc[d].append(h)
-    ms = MinHash.bulk(per_doc, num_perm=num_perm, seed=seed, scheme="affine32", hashfunc=_identity)
-    return [LeanMinHash(m) for m in ms]
-
-
-def _identity(x: int) -> int:
-    return x
 
 
 # -- LSH banding ---------------------------------------------------------------------
