@@ -23,6 +23,11 @@ that much and then goes quiet for `seconds`; `status(code)` answers with that st
 (an S3-style XML error `s3_code` from the proxy, `Retry-After` when given). Only GETs
 are faulted unless `inject(..., methods=("GET", "HEAD"))`. `.log` lists every request as (method, path, range header,
 fault kind or "").
+
+Uploads (the proxy, `methods=("PUT",)`): on a request with a body, `status(code)` answers
+after reading the body (at once under `Expect: 100-continue`, as S3 does), and `cut(at)`
+forwards that fraction of the body upstream, then resets both connections: the server
+sees an upload that stops short, the client a reset mid-upload.
 """
 
 from __future__ import annotations

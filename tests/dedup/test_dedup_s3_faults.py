@@ -1,0 +1,113 @@
+"""dedup writing to s3:// (Spark's S3A) through a fault proxy in front of SeaweedFS.
+
+`crawlpairs dedup --near-dup` in a subprocess (its own JVM, S3A pointed at the proxy), so
+every PUT of the job goes through the proxy: the Parquet checkpoints of near-dup
+clustering, the task outputs, the commit's copies, the seen-set and `_stats.json`.
+- 503 SlowDown, 500 InternalError and a connection cut mid-upload on some PUTs: S3A
+  retries them; the job ends with exactly a clean run's rows (a local run of the same
+  input), no row twice, and no checkpoint left behind.
+- uploads that fail past S3A's retries: the job fails (non-zero exit) and commits
+  nothing (no `_stats.json`, no seen-set manifest); the re-run with a healthy store
+  ends like the clean run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections import Counter
+
+import pyarrow.dataset as ds
+import pytest
+from dedup_support import dedup_config, write_candidates
+from pyarrow import fs as pafs
+from test_dedup_faults import chained_rows
+
+from crawlpairs import storage
+from crawlpairs.jobs.dedup import DedupStage
+from crawlpairs.stage import run_stage
+from support import faults
+from support.servers import ACCESS_KEY, SECRET_KEY
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
+
+
+@pytest.fixture(scope="module")
+def candidates(tmp_path_factory):
+    return write_candidates(tmp_path_factory.mktemp("cand") / "candidates", chained_rows(chains=8, singles=300),
+                            files=3)
+
+
+@pytest.fixture(scope="module")
+def clean(spark, candidates, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clean")
+    run_stage(DedupStage, dedup_config(candidates, out, out / "seen", near_dup=True), spark)
+    data = ds.dataset(out / "deduped", format="parquet", ignore_prefixes=["_", "."]).to_table(columns=["url", "text"])
+    stats = json.loads((out / "deduped_meta" / "_stats.json").read_text())
+    return Counter(zip(data.column("url").to_pylist(), data.column("text").to_pylist(), strict=True)), stats
+
+
+def s3_rows(s3_server, prefix: str) -> Counter:
+    fs = pafs.S3FileSystem(endpoint_override=s3_server.endpoint, scheme="http", access_key=ACCESS_KEY,
+                           secret_key=SECRET_KEY, region="us-east-1")
+    data = ds.dataset(f"{s3_server.bucket}/{prefix}/deduped", filesystem=fs, format="parquet",
+                      ignore_prefixes=["_", "."]).to_table(columns=["url", "text"])
+    return Counter(zip(data.column("url").to_pylist(), data.column("text").to_pylist(), strict=True))
+
+
+def dedup_cli(candidates, root: str, endpoint: str, *conf: str) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "crawlpairs.cli", "dedup", "--input", str(candidates), "--output", root,
+            "--seen", storage.join(root, "seen"), "--near-dup", "--master", "local[2]", "--shuffle-partitions", "3",
+            "--s3-endpoint", endpoint, "--s3-region", "us-east-1", "--conf", "spark.ui.enabled=false"]
+    for c in conf:
+        args += ["--conf", c]
+    return subprocess.run(args, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+
+
+def test_faulty_puts_through_s3a_are_retried_and_lose_nothing(s3_server, candidates, clean):
+    want, want_stats = clean
+    prefix = f"d-{uuid.uuid4().hex[:10]}"
+    root = s3_server.uri(prefix)
+    with faults.FaultProxy(s3_server.endpoint) as proxy:
+        proxy.inject("part-00000", faults.status(503), methods=("PUT",))
+        proxy.inject("part-00001", faults.cut(0.5), methods=("PUT",))
+        proxy.inject("part-00002", faults.status(500, s3_code="InternalError"), methods=("PUT",))
+        res = dedup_cli(candidates, root, proxy.endpoint)
+        assert res.returncode == 0, res.stderr[-4000:]
+        hit = Counter(kind for m, _, _, kind in proxy.log if m == "PUT" and kind)
+    assert hit == {"status": 2, "cut": 1}, hit
+    got = s3_rows(s3_server, prefix)
+    assert got == want and max(got.values()) == 1
+    stats = storage.read_json(storage.join(root, "deduped_meta", "_stats.json"), s3_server.storage)
+    assert stats["dropped"] == want_stats["dropped"] and stats["dropped"]["near_dup"] > 100
+    # no checkpoint object left (listed with the S3 API itself: SeaweedFS, unlike S3, keeps emptied
+    # folders, which fsspec then reports as an entry)
+    left = s3_server.client.list_objects_v2(Bucket=s3_server.bucket, Prefix=f"{prefix}/deduped_meta/_checkpoints/")
+    assert left["KeyCount"] == 0, left.get("Contents")
+
+
+def test_puts_failing_past_s3a_retries_commit_nothing_then_the_rerun_matches(s3_server, candidates, clean):
+    want, want_stats = clean
+    prefix = f"d-{uuid.uuid4().hex[:10]}"
+    root = s3_server.uri(prefix)
+    few = ["spark.hadoop.fs.s3a.attempts.maximum=1", "spark.hadoop.fs.s3a.retry.limit=1",
+           "spark.hadoop.fs.s3a.retry.throttle.limit=1", "spark.hadoop.fs.s3a.retry.interval=10ms",
+           "spark.hadoop.fs.s3a.retry.throttle.interval=10ms"]
+    with faults.FaultProxy(s3_server.endpoint) as proxy:
+        proxy.inject("part-00001", faults.status(503), every=True, methods=("PUT",))
+        res = dedup_cli(candidates, root, proxy.endpoint, *few)
+    assert res.returncode != 0
+    assert not storage.exists(storage.join(root, "deduped_meta", "_stats.json"), s3_server.storage)
+    assert not storage.glob(storage.join(root, "seen", "_commits", "*"), s3_server.storage)
+
+    res = dedup_cli(candidates, root, s3_server.endpoint)
+    assert res.returncode == 0, res.stderr[-4000:]
+    got = s3_rows(s3_server, prefix)
+    assert got == want and max(got.values()) == 1
+    stats = storage.read_json(storage.join(root, "deduped_meta", "_stats.json"), s3_server.storage)
+    assert stats["dropped"] == want_stats["dropped"]
+    assert len(storage.glob(storage.join(root, "seen", "_commits", "*"), s3_server.storage)) == 1
