@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from dedup_support import dedup_config  # noqa: E402
+from support.dedup import dedup_config
 
 
 @pytest.fixture

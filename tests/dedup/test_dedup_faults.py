@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -21,33 +20,13 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
-from dedup_support import dedup_config, row, write_candidates
 
 from crawlpairs.jobs.dedup import DedupStage
 from crawlpairs.stage import run_stage
+from support.dedup import chained_rows, dedup_config, write_candidates
 from support.faults import executor_pids
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
-
-
-def chained_rows(seed: int = 3, chains: int = 24, length: int = 50, singles: int = 600) -> list[dict]:
-    """Captions that chain: caption i of a chain is words i..i+7 of the chain's word list, so
-    neighbours are near-duplicates and the ends are not; one cluster per chain needs several
-    components rounds (ids are hashes, so the chain's order is random)."""
-    rng = random.Random(seed)
-
-    def word() -> str:
-        return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(4, 8)))
-
-    rows = []
-    for c in range(chains):
-        words = [word() for _ in range(length + 8)]
-        host = f"img{c % 4}.example.org"
-        for i in range(length):
-            rows.append(row(f"https://{host}/c{c}/p{i}.jpg", " ".join(words[i:i + 8]), minutes=rng.randint(0, 10**5)))
-    for s in range(singles):
-        rows.append(row(f"https://img{s % 4}.example.org/s/{s}.jpg", " ".join(word() for _ in range(6))))
-    return rows
 
 
 def kept(out: Path) -> list[tuple[str, str]]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pyarrow.parquet as pq
-from dedup_support import row, write_candidates
+
+from support.dedup import row, write_candidates
 
 # Real alt texts from captions/test_10000.parquet and hand-made near-duplicate variants
 # (exact shingle-3 Jaccard in comments). Hand-checked: the "near" pairs describe the same

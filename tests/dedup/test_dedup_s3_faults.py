@@ -22,14 +22,13 @@ from collections import Counter
 
 import pyarrow.dataset as ds
 import pytest
-from dedup_support import dedup_config, write_candidates
 from pyarrow import fs as pafs
-from test_dedup_faults import chained_rows
 
 from crawlpairs import storage
 from crawlpairs.jobs.dedup import DedupStage
 from crawlpairs.stage import run_stage
 from support import faults
+from support.dedup import chained_rows, dedup_config, write_candidates
 from support.servers import ACCESS_KEY, SECRET_KEY
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]

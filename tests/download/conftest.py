@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib: make dl_server importable
-from dl_server import ImageServer  # noqa: E402
-
 from crawlpairs.config import DownloadConfig
 from crawlpairs.udfs.dl_optout import url_hashes
+from support.download import ImageServer
 
 
 @pytest.fixture(scope="session")

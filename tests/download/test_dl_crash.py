@@ -8,86 +8,25 @@ JVM and its Python workers are killed together), in the test's own Spark session
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from aiohttp import web
-from PIL import Image
 
 from crawlpairs.config import Config, DownloadConfig
 from crawlpairs.jobs.download import DownloadStage
 from crawlpairs.stage import run_stage
+from support.download import Origin
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Origin:
-    """Image hosts `h*.test` / `big.test` on one loopback port; every request logged as (time, host, path)."""
-
-    def __init__(self, shared_data: Path, delay: float) -> None:
-        self.delay = delay
-        photos = sorted((shared_data / "images" / "skimage").glob("*.png"))[:6]
-        self.bodies = []
-        for p in photos:
-            im = Image.open(p).convert("RGB")
-            im.thumbnail((320, 320))
-            buf = io.BytesIO()
-            im.save(buf, "JPEG", quality=85)
-            self.bodies.append(buf.getvalue())
-        self.log: list[tuple[float, str, str]] = []
-        self.active: dict[str, int] = {}  # image requests in flight per host, and the most seen at once
-        self.peak: dict[str, int] = {}
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        host = (request.host or "").split(":")[0]
-        self.log.append((time.time(), host, request.path))
-        if not request.path.startswith("/img/"):  # robots.txt, ai.txt: none here
-            return web.Response(status=404)
-        self.active[host] = self.active.get(host, 0) + 1
-        self.peak[host] = max(self.peak.get(host, 0), self.active[host])
-        try:
-            await asyncio.sleep(self.delay)
-        finally:
-            self.active[host] -= 1
-        n = int(request.path.rsplit("/", 1)[-1].split(".")[0])
-        return web.Response(body=self.bodies[n % len(self.bodies)], content_type="image/jpeg")
-
-    def images(self) -> int:
-        return sum(1 for _, _, p in self.log if p.startswith("/img/"))
-
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/{tail:.*}", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
-
-    def __enter__(self) -> Origin:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 def _descendants(pid: int) -> list[int]:

@@ -6,10 +6,10 @@ import hashlib
 
 import pandas as pd
 import pytest
-from dl_server import HOSTILE, ImageServer, canary_urls
 
 from crawlpairs.udfs.dl_fetch import error_kind, is_transient, user_agent
 from crawlpairs.udfs.dl_task import download_frames
+from support.download import HOSTILE, ImageServer, canary_urls
 
 pytestmark = pytest.mark.integration
 

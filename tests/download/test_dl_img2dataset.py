@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_dl_crash import Origin
 
 from crawlpairs.config import Config, DownloadConfig
 from crawlpairs.jobs.download import DownloadStage
 from crawlpairs.stage import run_stage
+from support.download import Origin
 
 pytestmark = pytest.mark.integration
 VERSION = "1.47.0"

@@ -12,13 +12,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dl_server import HOSTILE, ImageServer, canary_urls
 
 from crawlpairs.config import Config
 from crawlpairs.jobs.download import DownloadStage, uid_column
 from crawlpairs.stage import UsageError, run_stage
 from crawlpairs.udfs.dl_fetch import error_kind
 from crawlpairs.udfs.extract import make_uid
+from support.download import HOSTILE, ImageServer, canary_urls
 
 pytestmark = pytest.mark.integration
 FLAKY = "http://hostile.test/flaky.jpg?job"  # 500 the first time, an image the second

@@ -7,7 +7,6 @@ import io
 from pathlib import Path
 
 import pytest
-from dl_server import png_bomb
 from PIL import Image
 
 from crawlpairs.config import DownloadConfig
@@ -15,6 +14,7 @@ from crawlpairs.udfs.dl_images import ImageReject, phash, process
 from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, header_optout, url_hashes, x_robots_optout
 from crawlpairs.udfs.dl_robots import Robots
 from crawlpairs.udfs.dl_ssrf import GuardedResolver, NetPolicy, SSRFBlocked, forbidden_reason
+from support.download import png_bomb
 
 UA = "crawlpairs/0.1 (+https://example.org)"
 

@@ -22,10 +22,10 @@ from urllib.parse import quote
 import ada_url
 import pandas as pd
 import pytest
-from dl_server import ImageServer
 
 from crawlpairs.udfs.dl_fetch import error_kind
 from crawlpairs.udfs.dl_task import download_frames
+from support.download import ImageServer
 
 pytestmark = pytest.mark.integration
 

@@ -16,6 +16,7 @@ import pytest
 from crawlpairs.config import Config
 from crawlpairs.jobs.extract import ExtractStage
 from crawlpairs.stage import run_stage
+from support.faults import executor_pids
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -49,24 +50,6 @@ def test_spark_submit_on_standalone_cluster_matches_local(standalone_cluster, sp
     cols = ["uid", "url", "text", "page_url", "language", "license", "crawl", "source_file", "source_offset"]
     assert on_cluster[cols].equals(local[cols])
     assert (tmp_path / "cluster" / "candidates_meta" / "_stats.json").exists()
-
-
-def executor_pids(cluster) -> list[int]:
-    """Executor JVMs the standalone workers launched (children of the worker JVMs we started)."""
-    workers = {p.pid for p in cluster.procs[1:]}
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            cmd = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid in workers and b"CoarseGrainedExecutorBackend" in cmd:
-            found.append(int(entry.name))
-    return found
 
 
 def test_executor_killed_mid_job_loses_and_doubles_nothing(standalone_cluster, spark, lid_model, tmp_path):

@@ -1,14 +1,12 @@
-"""Fixtures: pipeline output roots for the notebook tests (see nbhelpers.py)."""
+"""Fixtures: pipeline output roots for the notebook tests (see support/notebooks.py)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nbhelpers import write_candidates, write_later_stages  # noqa: E402
+from support.notebooks import write_candidates, write_later_stages
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from nbhelpers import NOTEBOOKS, execute, images_in, text_of
+
+from support.notebooks import NOTEBOOKS, execute, images_in, text_of
 
 REPO = Path(__file__).resolve().parents[2]
 ALL = ["01_candidates.ipynb", "02_images.ipynb", "03_scores.ipynb", "04_knn.ipynb"]

@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -29,8 +28,6 @@ from crawlpairs.config import Config
 from crawlpairs.stage import run_stage
 from crawlpairs.udfs.takedown import CRASH_ENV
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "download"))
-
 
 def read(folder: Path) -> pa.Table:
     """A table folder as any reader sees it: its Parquet files, `_`/`.` names skipped, Hive partitions kept."""
@@ -41,12 +38,11 @@ def read(folder: Path) -> pa.Table:
 
 def build_rest(spark, shared: Path, root: Path) -> None:
     """download -> score -> index -> publish on a root that holds candidates/ and deduped/."""
-    from dl_server import ImageServer
-
     from crawlpairs.jobs.download import DownloadStage
     from crawlpairs.jobs.index import IndexStage
     from crawlpairs.jobs.publish import PublishStage
     from crawlpairs.jobs.score import ScoreStage
+    from support.download import ImageServer
 
     server = ImageServer(shared).start()
     try:

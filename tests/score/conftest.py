@@ -1,15 +1,13 @@
-"""Fixtures of the score tests: shards in img2dataset's layout (see score_helpers)."""
+"""Fixtures of the score tests: shards in img2dataset's layout (see support/score.py)."""
 
 from __future__ import annotations
 
 import io
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from score_helpers import good_samples, jpeg, write_shard  # noqa: E402
+from support.score import good_samples, jpeg, write_shard
 
 
 @pytest.fixture(scope="session")

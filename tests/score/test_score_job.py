@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from score_helpers import TINY
 
 from crawlpairs.config import Config, ScoreConfig
 from crawlpairs.jobs.score import ScoreStage, list_shards
 from crawlpairs.stage import UsageError, run_stage
 from crawlpairs.udfs import clip
+from support.score import TINY
 
 
 def config(images_dir: Path, out: Path, **kw) -> Config:

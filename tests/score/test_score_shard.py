@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from score_helpers import TINY, good_samples, jpeg, photos, write_shard
 
 from crawlpairs.config import ScoreConfig
 from crawlpairs.stats import Stats
 from crawlpairs.udfs import clip, wds
+from support.score import TINY, good_samples, jpeg, photos, write_shard
 
 
 def cfg(**kw) -> ScoreConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import random
 from pathlib import Path
 
 import pyarrow as pa
@@ -56,3 +57,23 @@ def dedup_config(inp: Path | list, out: Path, seen: Path | None = None, **dedup)
     for k, v in dedup.items():
         setattr(cfg.dedup, k, v)
     return cfg
+
+
+def chained_rows(seed: int = 3, chains: int = 24, length: int = 50, singles: int = 600) -> list[dict]:
+    """Captions that chain: caption i of a chain is words i..i+7 of the chain's word list, so
+    neighbours are near-duplicates and the ends are not; one cluster per chain needs several
+    components rounds (ids are hashes, so the chain's order is random)."""
+    rng = random.Random(seed)
+
+    def word() -> str:
+        return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(4, 8)))
+
+    rows = []
+    for c in range(chains):
+        words = [word() for _ in range(length + 8)]
+        host = f"img{c % 4}.example.org"
+        for i in range(length):
+            rows.append(row(f"https://{host}/c{c}/p{i}.jpg", " ".join(words[i:i + 8]), minutes=rng.randint(0, 10**5)))
+    for s in range(singles):
+        rows.append(row(f"https://img{s % 4}.example.org/s/{s}.jpg", " ".join(word() for _ in range(6))))
+    return rows
