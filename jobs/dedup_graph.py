@@ -46,23 +46,23 @@ class Checkpoints:
     files is still there. `root` is a plain URI (s3://...); `close()` removes it.
     """
 
-    def __init__(self, spark: Any, root: str, storage: Any = None) -> None:
-        self.spark, self.root, self.storage, self.count = spark, root.rstrip("/"), storage, 0
+    def __init__(self, spark: Any, root: str, st: Any = None) -> None:
+        self.spark, self.root, self.st, self.count = spark, root.rstrip("/"), st, 0
 
     def __call__(self, df: Any) -> Any:
-        from crawlpairs import storage as st
+        from crawlpairs import storage
 
         self.count += 1
-        path = st.spark_uri(st.join(self.root, f"t{self.count:04d}"), self.storage)
+        path = storage.spark_uri(storage.join(self.root, f"t{self.count:04d}"), self.st)
         df.write.mode("overwrite").parquet(path)
         # the schema is given, so reading back lists the files but infers nothing (and an
         # empty table, written as one schema-only file, reads back as empty)
         return self.spark.read.schema(df.schema).parquet(path)
 
     def close(self) -> None:
-        from crawlpairs import storage as st
+        from crawlpairs import storage
 
-        st.rm(self.root, self.storage)
+        storage.rm(self.root, self.st)
 
     def __enter__(self) -> Checkpoints:
         return self
