@@ -190,7 +190,7 @@ _TRUTH_COLUMNS = (
     "noise",
     "caption",
 )
-_COUNTS = (
+COUNTS = (  # per-file counters, summed into GenerateResult (and the stage's stats)
     "pages",
     "wat_records",
     "warc_records",
@@ -235,7 +235,7 @@ def _make_file(job: dict[str, Any]) -> dict[str, Any]:
         dup_rate=job["dup_rate"],
         sites=corpus.sites,
     )
-    counts = dict.fromkeys(_COUNTS, 0)
+    counts = dict.fromkeys(COUNTS, 0)
     drops = dict.fromkeys(FAULTS, 0)
     licenses: dict[str, int] = {}
     truth: dict[str, list] = {k: [] for k in _TRUTH_COLUMNS}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crawlpairs.generate.run import KINDS, generate
+from crawlpairs.generate.run import COUNTS, KINDS, generate
 from crawlpairs.stage import Context, Stage
 
 
@@ -93,18 +93,7 @@ class GenerateStage(Stage):
             )
         except (ValueError, FileNotFoundError) as exc:
             raise UsageError(str(exc)) from None
-        for key in (
-            "pages",
-            "wat_records",
-            "warc_records",
-            "img_tags",
-            "imgs_with_alt",
-            "pairs_expected",
-            "unique_pairs_expected",
-            "shared_pairs",
-            "bytes_written",
-            "images_written",
-        ):
+        for key in (*COUNTS, "unique_pairs_expected"):
             ctx.stats.incr(key, getattr(res, key))
         ctx.stats.incr("files_written", len(res.wat_files) + len(res.warc_files))
         ctx.stats.extra["result"] = res.to_dict()
