@@ -103,6 +103,23 @@ def test_rerun_skips_committed_files_and_changes_nothing(real_run, spark):
     assert before.equals(after)
 
 
+def test_output_of_the_old_layout_is_moved_not_redone(real_run, spark):
+    """An output written before the data-only layout (manifests in candidates/_files/, stats in
+    candidates/): the next run moves the manifests beside the data and redoes no file."""
+    cfg, out, _ = real_run
+    before = read_table(out / "candidates").sort_values("uid").reset_index(drop=True)
+    meta = out / "candidates_meta"
+    keys = sorted(p.name for p in (meta / "files").glob("*.json"))
+    (meta / "files").rename(out / "candidates" / "_files")
+    (meta / "_stats.json").rename(out / "candidates" / "_stats.json")
+    again = run_stage(ExtractStage, cfg, spark)
+    assert again.extra["this_run"]["counts"]["files_skipped_committed"] == len(keys)
+    assert sorted(p.name for p in (meta / "files").glob("*.json")) == keys
+    assert all(p.name.startswith("crawl=") for p in (out / "candidates").iterdir())  # data only again
+    after = read_table(out / "candidates").sort_values("uid").reset_index(drop=True)
+    assert before.equals(after)
+
+
 def test_lost_manifest_rewrites_file_without_duplicates(spark, shared_data, lid_model, tmp_path):
     """A crash after a file's rows were written but before its manifest: the re-run redoes that file only."""
     cfg = make_cfg([str(shared_data / "wat"), str(shared_data / "warc")], tmp_path, lid_model)
