@@ -15,8 +15,8 @@ export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 
 install: $(STAMP)
 
-# setup.py builds the C extension (udfs/_hotloop.c) in place: a changed source reinstalls
-$(STAMP): pyproject.toml constraints.txt setup.py udfs/_hotloop.c
+# setup.py builds the C extension (udfs/extract/_hotloop.c) in place: a changed source reinstalls
+$(STAMP): pyproject.toml constraints.txt setup.py udfs/extract/_hotloop.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'

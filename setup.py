@@ -1,6 +1,6 @@
 """Build configuration that pyproject.toml cannot express: the compiled extract loop.
 
-`crawlpairs.udfs._hotloop` (udfs/_hotloop.c, plain C against the CPython API, no other
+`crawlpairs.udfs.extract._hotloop` (udfs/extract/_hotloop.c, plain C against the CPython API, no other
 library) is built by `pip install .` / `pip install -e .` with the system C compiler.
 It is optional: where it cannot be built the install still succeeds and extract runs its
 pure-Python loop (same rows, slower; `_stats.json` says which engine ran).
@@ -11,8 +11,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "crawlpairs.udfs._hotloop",
-            sources=["udfs/_hotloop.c"],
+            "crawlpairs.udfs.extract._hotloop",
+            sources=["udfs/extract/_hotloop.c"],
             extra_compile_args=["-O2", "-std=gnu11"],
             optional=True,
         )

@@ -88,9 +88,19 @@ def requirements(role: str, repo: Path = REPO) -> list[str]:
 def package_map(repo: Path = REPO) -> dict[str, Path]:
     """Import package -> source folder, from pyproject's setuptools mapping (jobs/ is crawlpairs.jobs)."""
     tool = tomllib.loads((repo / "pyproject.toml").read_text(encoding="utf-8")).get("tool", {})
-    st = tool.get("setuptools", {})
-    dirs = st.get("package-dir", {})
-    return {pkg: repo / dirs.get(pkg, pkg.replace(".", "/")) for pkg in st.get("packages", [])}
+    setup = tool.get("setuptools", {})
+    dirs = setup.get("package-dir", {})
+    return {pkg: repo / _package_dir(pkg, dirs) for pkg in setup.get("packages", [])}
+
+
+def _package_dir(pkg: str, dirs: dict[str, str]) -> str:
+    """As setuptools resolves it: the nearest mapped parent plus the rest (crawlpairs.udfs.extract -> udfs/extract)."""
+    parts = pkg.split(".")
+    for n in range(len(parts), 0, -1):
+        parent = ".".join(parts[:n])
+        if parent in dirs:
+            return "/".join([dirs[parent], *parts[n:]])
+    return pkg.replace(".", "/")
 
 
 def build_zip(target: Path, repo: Path = REPO) -> list[str]:
@@ -162,12 +172,12 @@ def build(out: Path, repo: Path = REPO, wheel: bool = False) -> dict:
 
 def upload(local: Path, uri: str, storage=None) -> list[str]:
     """Copy an artefact folder to s3:// / gs:// / a path (crawlpairs.storage, so endpoints apply)."""
-    from crawlpairs import storage as st
+    from crawlpairs.storage import join, write_bytes
 
     written = []
     for path in sorted(p for p in local.rglob("*") if p.is_file()):
-        target = st.join(uri, str(path.relative_to(local)))
-        st.write_bytes(target, path.read_bytes(), storage)
+        target = join(uri, str(path.relative_to(local)))
+        write_bytes(target, path.read_bytes(), storage)
         written.append(target)
     return written
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from crawlpairs import storage
 from crawlpairs.config import CRAWL_ID, ExtractConfig, StorageConfig
-from crawlpairs.udfs.extract import crawl_from_path  # one rule for driver and executors
+from crawlpairs.udfs.extract.candidates import crawl_from_path  # one rule for driver and executors
 
 _GLOB_CHARS = set("*?[")
 

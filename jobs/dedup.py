@@ -23,8 +23,8 @@ import sys
 
 from crawlpairs import layout
 from crawlpairs.stage import Context, Stage, main
-from crawlpairs.udfs import dedup_seen
-from crawlpairs.udfs.dedup_seen import SeenSet
+from crawlpairs.udfs.dedup import seen as dedup_seen
+from crawlpairs.udfs.dedup.seen import SeenSet
 
 REASONS = ("blocked", "seen_uid", "seen_url", "exact_uid", "exact_url", "near_dup")
 INTERNAL = "batch"  # extract's commit-batch partition column: not part of the dataset
@@ -193,10 +193,10 @@ class DedupStage(Stage):
 
     @staticmethod
     def mark_blocked(ctx: Context, rows, keys: set[str]):
-        """`_blocked`: the takedown rule (udfs.takedown.is_blocked) with the keys broadcast once."""
+        """`_blocked`: the takedown rule (udfs.publish.takedown.is_blocked) with the keys broadcast once."""
         from pyspark.sql import functions as F
 
-        from crawlpairs.udfs.takedown import blocked_series
+        from crawlpairs.udfs.publish.takedown import blocked_series
 
         shared = ctx.spark.sparkContext.broadcast(frozenset(keys))
         blocked = F.pandas_udf(blocked_series(lambda: shared.value), "boolean")
@@ -261,7 +261,7 @@ class DedupStage(Stage):
         from pyspark.sql import functions as F
 
         from crawlpairs.jobs import dedup_graph as graph
-        from crawlpairs.udfs import minhash
+        from crawlpairs.udfs.dedup import minhash
 
         d = ctx.cfg.dedup
         k, perm, b, r, seed = d.shingle_size, d.num_perm, d.bands, d.rows_per_band, d.seed
@@ -311,7 +311,7 @@ class DedupStage(Stage):
         from pyspark.sql import functions as F
 
         from crawlpairs.jobs import dedup_graph as graph
-        from crawlpairs.udfs import components
+        from crawlpairs.udfs.dedup import components
 
         sizes = numbered.groupBy("comp").agg(F.count("*").alias("size"),
                                              F.countDistinct("page_url").alias("pages"))

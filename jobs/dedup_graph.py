@@ -18,7 +18,7 @@ failed the job; Parquet written beside the output outlives any executor.
   O(log^2 n) rounds proven, a handful in practice; each round at most keeps the edge
   count. It ends when the edges form stars around each component's smallest id.
 
-Used by `jobs/dedup.py`; `udfs/components.py` holds the Spark-free parts.
+Used by `jobs/dedup.py`; `udfs/dedup/components.py` holds the Spark-free parts.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from crawlpairs.udfs.components import SIZE_BUCKETS
+from crawlpairs.udfs.dedup.components import SIZE_BUCKETS
 
 
 @dataclass

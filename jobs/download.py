@@ -23,9 +23,10 @@ from functools import partial
 from crawlpairs import fingerprint, layout, storage
 from crawlpairs.stage import Context, Stage, UsageError, main
 from crawlpairs.stats import Stats
-from crawlpairs.udfs import dl_plan, dl_shards
-from crawlpairs.udfs.dl_fetch import TRANSIENT_KINDS
-from crawlpairs.udfs.dl_task import SHARD_RESULT_SCHEMA, TASK_SCHEMA, download_shards
+from crawlpairs.udfs.download import plan as dl_plan
+from crawlpairs.udfs.download import shards as dl_shards
+from crawlpairs.udfs.download.fetch import TRANSIENT_KINDS
+from crawlpairs.udfs.download.task import SHARD_RESULT_SCHEMA, TASK_SCHEMA, download_shards
 
 INTERNAL = ("key", "_shard", "_host", "_h", "_task", "_tkey", "_rate", "_rank", "_t", "_pos")
 # Fields that change speed or politeness only: changing them never forces a recompute.
@@ -38,10 +39,10 @@ NOMINAL_TASK_RPS = 100.0  # planning rate for hosts without a limit (about one c
 
 
 def uid_column():
-    """extract's uid for inputs that lack one, by the same function (udfs.extract.make_uid)."""
+    """extract's uid for inputs that lack one, by the same function (udfs.extract.candidates.make_uid)."""
     from pyspark.sql import functions as F
 
-    from crawlpairs.udfs.extract import make_uid
+    from crawlpairs.udfs.extract.candidates import make_uid
 
     return F.udf(lambda url, text: make_uid(url or "", text or ""), "string", useArrow=True)("url", "text")
 
@@ -60,7 +61,7 @@ class DownloadStage(Stage):
                           ("--hash-blocklist", d.hash_blocklist)):
             if uri and not storage.exists(uri, ctx.cfg.storage):
                 raise UsageError(f"{flag} {uri}: no such file")
-        from crawlpairs.udfs.dl_ssrf import parse_allow_entry
+        from crawlpairs.udfs.download.ssrf import parse_allow_entry
 
         for entry in d.allow_network:
             try:
@@ -176,7 +177,7 @@ class DownloadStage(Stage):
     @staticmethod
     def rate_of(d):
         """host -> the req/s the plan assumes for it (the [download] rate rules; Crawl-delay is learnt later)."""
-        from crawlpairs.udfs.dl_fetch import host_rate
+        from crawlpairs.udfs.download.fetch import host_rate
 
         return partial(host_rate, d)
 

@@ -115,8 +115,8 @@ def commit_file(uri: str, crawl: str | None, cfg: Config, out: str, settings: di
     import pyarrow.parquet as pq
 
     from crawlpairs.errors import TransientIOError
-    from crawlpairs.udfs import langid
-    from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_file
+    from crawlpairs.udfs.extract import langid
+    from crawlpairs.udfs.extract.candidates import CANDIDATE_SCHEMA, extract_file
 
     ex, st = cfg.extract, cfg.storage
     key = file_key(uri)
@@ -290,7 +290,7 @@ class ExtractStage(Stage):
             self.remove_orphans(ctx, manifests)
         this_run.incr("files_pending", len(pending))
         ctx.stats = self.totals(list(manifests.values()), unresolved, this_run)
-        # which WAT loop the executors ran this time (udfs/_hotloop.c or Python): counts engine.<name>
+        # which WAT loop the executors ran this time (udfs/extract/_hotloop.c or Python): counts engine.<name>
         engines = sorted(k[7:] for k, v in this_run.counts.items() if k.startswith("engine.") and v)
         if engines:
             ctx.stats.extra["engine"] = "|".join(engines)
@@ -306,7 +306,7 @@ class ExtractStage(Stage):
         """Fetch and load `--lid-model` here, before any input is read; its sha256, or None when off."""
         if lid_off(cfg.extract):
             return None
-        from crawlpairs.udfs import langid
+        from crawlpairs.udfs.extract import langid
 
         try:
             return langid.check_model(cfg.extract.lid_model, cfg.storage)

@@ -1,7 +1,7 @@
 """Stage 5: `embeddings/` -> `index/` (autofaiss kNN indices + metadata to map hits back).
 
 `crawlpairs index --input OUT/embeddings --output OUT/index`. The work is in
-`crawlpairs.udfs.knn_build.build`; this job only hands it Spark where Spark helps:
+`crawlpairs.udfs.index.build.build`; this job only hands it Spark where Spark helps:
 autofaiss's pyspark mode (`--distributed`, one index or `--nb-indices-to-keep` of them)
 finds this session itself, and `--shard-by partition` runs one autofaiss build per
 embedding part as one Spark task each.
@@ -13,7 +13,7 @@ from typing import Any
 
 from crawlpairs import storage
 from crawlpairs.stage import Context, Stage, UsageError, main
-from crawlpairs.udfs import knn_build
+from crawlpairs.udfs.index import build as knn_build
 
 
 class IndexStage(Stage):

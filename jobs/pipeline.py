@@ -147,7 +147,7 @@ class PipelineStage(Stage):
         print("  inspect: notebooks/ (CRAWLPAIRS_OUT=" + str(root) + ")", file=sys.stderr)
 
     def demo_query(self, cfg: Config) -> None:
-        from crawlpairs.udfs.knn import query
+        from crawlpairs.udfs.index.knn import query
 
         hits = query(storage.join(cfg.output, "index"), text="a photo of a dog", k=5)
         print("\ndemo: top 5 for 'a photo of a dog' (random-weight model: order is arbitrary):", file=sys.stderr)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 
 from crawlpairs import layout, storage
 from crawlpairs.stage import Context, Stage, UsageError, main
-from crawlpairs.udfs import publish
+from crawlpairs.udfs.publish import tables as publish
 
 # Columns the download shards carry from deduped/ that scored/ does not repeat: the provenance.
 PROVENANCE = ("crawl", "source_file", "source_offset", "fetch_time", "license_url", "page_domain",

@@ -2,7 +2,7 @@
 
 No Spark: one process loads the index (fetched once from s3:// into a local cache), the
 CLIP model recorded at build time for --text / --image, and prints one JSON line per
-hit (or a table with --table). Notebooks call `crawlpairs.udfs.knn.query` (knn_query) directly.
+hit (or a table with --table). Notebooks call `crawlpairs.udfs.index.knn.query` (knn_query) directly.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import numpy as np
 
 from crawlpairs import storage
 from crawlpairs.stage import Context, Stage, UsageError, main
-from crawlpairs.udfs import knn_query
-from crawlpairs.udfs.knn_files import INFO_NAME
-from crawlpairs.udfs.knn_query import open_index, query, query_df  # noqa: F401 - entry points for callers
+from crawlpairs.udfs.index import query as knn_query
+from crawlpairs.udfs.index.files import INFO_NAME
+from crawlpairs.udfs.index.query import open_index, query, query_df  # noqa: F401 - entry points for callers
 
 
 class QueryStage(Stage):

@@ -6,7 +6,7 @@
 The facts come from the stages' own `_stats.json` (the funnel, every drop reason, download
 statuses and refusals) and from the rows themselves, counted with Spark (languages,
 licenses, image and page domains, score histograms); the sample grid takes the first
-images of the first shards. `udfs/report.render` makes the page.
+images of the first shards. `udfs/publish/report.render` makes the page.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from crawlpairs import storage
 from crawlpairs.jobs.publish import value_counts
 from crawlpairs.layout import stage_stats
 from crawlpairs.stage import Context, Stage, UsageError, main
-from crawlpairs.udfs import report
+from crawlpairs.udfs.publish import report
 
 # Where a root's rows are read from, best first: the published rows carry every column.
 ROW_SOURCES = ("dataset/data", "scored", "deduped", "candidates")

@@ -1,6 +1,6 @@
 """Stage 4: images/ (webdataset shards) -> scored/ (Parquet) + embeddings/ (clip-retrieval layout).
 
-One Spark task per shard (`udfs.clip.score_shard` does the work on the executor: decode in
+One Spark task per shard (`udfs.score.clip.score_shard` does the work on the executor: decode in
 a thread pool, open_clip once per Python worker, GPU from the task's resources when Spark
 assigned one). The driver then reads the per-shard rows, flags semantic near-duplicates
 when asked, and writes the kept rows as flat Parquet files ranged by language and similarity band.
@@ -41,7 +41,7 @@ def check_config(ctx: Context) -> None:
     sc, st = ctx.cfg.score, ctx.cfg.storage
     import open_clip
 
-    from crawlpairs.udfs import clip
+    from crawlpairs.udfs.score import clip
 
     clip.register_model_configs(sc.model_config_dir)
     for flag, name in (("--model", sc.model), ("--multilingual-model", sc.multilingual_model)):
@@ -88,7 +88,7 @@ class ScoreStage(Stage):
         The driver records the settings beside the per-shard rows; each shard also carries them,
         so a shard left over from an interrupted --force run is scored again, never reused.
         """
-        from crawlpairs.udfs.clip import settings_uri, shard_settings
+        from crawlpairs.udfs.score.clip import settings_uri, shard_settings
 
         cfg, st = ctx.cfg, ctx.cfg.storage
         uri, wanted = settings_uri(cfg.output), shard_settings(cfg.score)
@@ -118,7 +118,7 @@ class ScoreStage(Stage):
         def score_partition(it):
             from pyspark import TaskContext
 
-            from crawlpairs.udfs import clip
+            from crawlpairs.udfs.score import clip
 
             tc = TaskContext.get()
             res = tc.resources() if tc is not None else {}
@@ -142,7 +142,7 @@ class ScoreStage(Stage):
             sample = next((s for s in ctx.stats.error_samples if s["kind"] == "shard_failed"), {})
             raise RuntimeError(f"every shard failed; first: {sample.get('input')}: {sample.get('message')}")
 
-        from crawlpairs.udfs.clip import emb_uris, rows_uri
+        from crawlpairs.udfs.score.clip import emb_uris, rows_uri
         from crawlpairs.udfs.wds import shard_id
 
         rows = _existing([rows_uri(out_root, shard_id(s)) for s in shards], st)
@@ -179,7 +179,7 @@ class ScoreStage(Stage):
         sharing an LSH bucket get semantic_dup=True and semantic_dup_of=<that key>."""
         from pyspark.sql import functions as F
 
-        from crawlpairs.udfs.clip import flag_semantic_dups
+        from crawlpairs.udfs.score.clip import flag_semantic_dups
 
         pairs = kept.select("key", "img_emb", F.explode("lsh_buckets").alias("bucket"))
 

@@ -3,7 +3,7 @@
     crawlpairs takedown --output ROOT --urls urls.txt [--domains domains.txt] [--sha256 hashes.txt]
     spark-submit jobs/takedown.py --output s3://bucket/run --urls s3://bucket/takedown-42.txt
 
-Wiring only: the flags become a `udfs.takedown.Request`, `udfs.takedown.run` rewrites the
+Wiring only: the flags become a `udfs.publish.takedown.Request`, `udfs.publish.takedown.run` rewrites the
 files (no Spark: each file is read and rewritten by itself, image bytes never cross a
 shuffle), and the kNN index is rebuilt from the filtered embeddings by the index stage
 itself, with the settings it last ran with. Journals in ROOT/takedowns/, blocked keys in the
@@ -18,7 +18,7 @@ import sys
 from crawlpairs import config as config_mod
 from crawlpairs import storage
 from crawlpairs.stage import Context, Stage, UsageError, main, run_stage
-from crawlpairs.udfs import takedown
+from crawlpairs.udfs.publish import takedown
 
 LISTS = (("urls", takedown.parse_urls), ("domains", takedown.parse_domains), ("sha256", takedown.parse_sha256))
 
@@ -92,7 +92,7 @@ def dataset_card(root: str, st) -> bytes | None:
     from crawlpairs import layout
     from crawlpairs.config import Config
     from crawlpairs.jobs.publish import FOLDERS, PublishStage
-    from crawlpairs.udfs import publish
+    from crawlpairs.udfs.publish import tables as publish
 
     meta = storage.join(root, "dataset_meta", "_stats.json")
     if not storage.exists(meta, st):

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labelled import make_labelled  # noqa: E402
 
 from crawlpairs.config import DedupConfig  # noqa: E402
-from crawlpairs.udfs import minhash  # noqa: E402
+from crawlpairs.udfs.dedup import minhash  # noqa: E402
 
 
 def _find(parent: dict[int, int], x: int) -> int:

@@ -62,7 +62,7 @@ def generate(root: Path, n: int, seed: int = 0, chunk: int = 500_000) -> dict:
     url+caption repeated on 1% of all rows. Every share is a fraction of n, so the
     largest cluster grows with the table (25k rows at 1M, 250k at 10M).
     """
-    from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, make_uid
+    from crawlpairs.udfs.extract.candidates import CANDIDATE_SCHEMA, make_uid
 
     caps = pd.read_parquet(shared_data() / "captions" / "test_10000.parquet")["TEXT"].astype(str)
     vocab = np.array(sorted({w for t in caps for w in t.split() if 1 < len(w) < 20}))

@@ -72,8 +72,8 @@ img2dataset.download(url_list=sys.argv[1], input_format="parquet", url_col="url"
 ENGINE = """
 import sys, json, pyarrow as pa, pyarrow.parquet as pq
 from crawlpairs.config import DownloadConfig
-from crawlpairs.udfs.dl_task import SHARD_RESULT_SCHEMA, download_shards
-from crawlpairs.udfs.dl_shards import parquet_schema
+from crawlpairs.udfs.download.task import SHARD_RESULT_SCHEMA, download_shards
+from crawlpairs.udfs.download.shards import parquet_schema
 cfg = DownloadConfig(**json.loads(sys.argv[3]))
 t = pq.read_table(sys.argv[1])
 t = t.append_column("_shard", pa.array([i // cfg.shard_size for i in range(t.num_rows)], pa.int64()))

@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE.parents[1] / "tests"))
 def child(path: str, cap: int) -> None:
     from crawlpairs.config import ExtractConfig
     from crawlpairs.stats import Stats
-    from crawlpairs.udfs.extract import extract_stream
+    from crawlpairs.udfs.extract.candidates import extract_stream
 
     cfg = ExtractConfig(lid_model=None, max_inflate_bytes=cap)
     stats = Stats()

@@ -2,13 +2,13 @@
 
     nice .venv/bin/python bench/extract/reader_ab.py [--pages 8500] [--reps 5] [--before 8a627f1]
 
-`before` = the udfs of HEAD with `udfs/extract.py` taken from the revision before the reader
+`before` = the udfs of HEAD with `udfs/extract/candidates.py` taken from the revision before the reader
 (FastWARC over the whole stream), so the only difference between the arms is the reading
 code. Arms (bench/extract/worker.py, a fresh process each, rounds interleaved in a shuffled
 order, CPU time of the work, median over rounds):
   ours / ours_nolid                      extract_stream end to end, with / without language ID
   ours_baseline / ours_baseline_nolid    the same with the `before` extract.py
-  read_members                           udfs.warcread framing + payloads only
+  read_members                           udfs.extract.warcread framing + payloads only
   floor_read                             FastWARC iterate + read payloads only
   inflate_isal                           ISA-L inflate of every member, nothing else
 Writes bench/extract/READER.md and reader.json.
@@ -81,7 +81,7 @@ def main() -> None:
              f"Date: {res['date']}; load average {load_before[0]:.1f} before, {res['load_after'][0]:.1f} after "
              f"(2 shared CPUs: CPU-time medians of {args.reps} interleaved rounds).  ",
              f"Corpus: one generated WAT (`crawlpairs.generate`, {args.pages} pages), {size / 1e6:.1f} MB gzipped.  ",
-             f"`before`: HEAD's udfs with `udfs/extract.py` of {args.before} (FastWARC over the whole stream).", "",
+             f"`before`: HEAD's udfs with `udfs/extract/candidates.py` of {args.before} (FastWARC over the whole stream).", "",
              "| arm | CPU s | MB/s gz (one core) | pairs |", "| --- | ---: | ---: | ---: |"]
     for arm, r in rows.items():
         lines.append(f"| {arm} | {r['cpu']:.3f} | {r['mb_s']:.1f} | {r['pairs'] or ''} |")

@@ -22,7 +22,7 @@ import orjson
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 from selectolax.lexbor import LexborHTMLParser
 
-from crawlpairs.udfs.html import decode_body, decode_html
+from crawlpairs.udfs.extract.html import decode_body, decode_html
 
 SOURCES = (
     "warc/aut-example.warc.gz",

@@ -7,12 +7,12 @@ Corpora (written once under bench/extract/work/, gitignored):
   real  WATs from the real HTML pages of the shared WARCs (bench/extract/realwat.py),
         in Common Crawl's layout and compression (gzip -6 per record)
 Arms (bench/extract/worker.py, each in a fresh process pinned to one CPU):
-  ours            udfs.extract.extract_stream end to end: filters, cleanup, license, uid, fastText,
-                  with the compiled WAT loop (udfs/_hotloop.c); also reports language ID's CPU
+  ours            udfs.extract.candidates.extract_stream end to end: filters, cleanup, license, uid, fastText,
+                  with the compiled WAT loop (udfs/extract/_hotloop.c); also reports language ID's CPU
                   per distinct caption
   ours_nolid      the same without language ID (to show what lid costs)
   ours_python[_nolid]  the same two on the pure-Python loop (CRAWLPAIRS_EXTRACT_ENGINE=python)
-  read_members    udfs.warcread alone: the member-by-member reader extract uses (no JSON)
+  read_members    udfs.extract.warcread alone: the member-by-member reader extract uses (no JSON)
   ours_baseline[_nolid]  the same two with the udfs of an older revision (--baseline-rev), to
                   measure a change before/after in one run
   cc2dataset      cc2dataset 1.5.0's process_wat(path, "image") (FastWARC + simdjson, no filters),
@@ -86,13 +86,21 @@ def corpus_real(work: Path, files: int, pages: int) -> list[str]:
 
 
 def baseline_udfs(work: Path, rev: str) -> Path:
-    """The extraction udfs of git revision `rev`, written under work/ (read-only git use)."""
+    """The extraction udfs of git revision `rev`, written under work/ (read-only git use); a revision
+    from before udfs/ was grouped by stage has them at `udfs/<name>.py`."""
+    sys.path.insert(0, str(HERE))
+    from worker import BASELINE_MODULES
+
     out = work / f"baseline-{rev}"
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("urls", "text", "langid", "license", "wat", "html", "extract"):
-        src = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:udfs/{name}.py"], check=True,
-                             capture_output=True).stdout
-        (out / f"{name}.py").write_bytes(src)
+    for old, new in BASELINE_MODULES:
+        for path in (f"udfs/{new.replace('.', '/')}.py", f"udfs/{old}.py"):
+            got = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:{path}"], capture_output=True)
+            if got.returncode == 0:
+                (out / f"{old}.py").write_bytes(got.stdout)
+                break
+        else:
+            raise SystemExit(f"--baseline-rev {rev}: no udfs module {new} in that revision")
     return out
 
 
@@ -310,9 +318,9 @@ NOTES = [
     "- **What the arms do.** cc2dataset 1.5.0 emits every IMG link with a non-empty alt (no URL/text "
     "filters, no cleanup, no dedup, md5 uid, no license, no language ID), hence its higher `pairs out`. "
     "`ours` applies LAION's filters, text cleanup, page license, sha256 uid and fastText lid.176 "
-    "(`.ftz`) with the compiled WAT loop (udfs/_hotloop.c); `ours_python` is the same code with the "
+    "(`.ftz`) with the compiled WAT loop (udfs/extract/_hotloop.c); `ours_python` is the same code with the "
     "pure-Python loop (`CRAWLPAIRS_EXTRACT_ENGINE=python`): same rows (60,210 both). `read_members` is "
-    "the reader extract uses (udfs/warcread.py, member by member); `floor_read` is FastWARC's.",
+    "the reader extract uses (udfs/extract/warcread.py, member by member); `floor_read` is FastWARC's.",
     "- **Load.** The machine was shared with four other sessions running tests (load average 10-15 on "
     "2 CPUs). CPU time is inflated by the contention for every arm alike: cc2dataset took 7.6 CPU-s "
     "here against 3.7 in the lighter-loaded run of 2026-11-22 (load 4-6), and the Python loop 4.5 "
@@ -321,7 +329,7 @@ NOTES = [
     "`nice .venv/bin/python bench/extract/run.py --reps 5 --corpora real --job`.",
     "- **What bounds ours now** (corpus `real`, compiled loop, language ID on; CPU shares from the "
     "arms of this run and a per-function CPU split in one process): reading (inflate + framing in "
-    "udfs/warcread.py, `read_members`) ~28%, fastText ~26% (the `lid_us_per_distinct_text` line: "
+    "udfs/extract/warcread.py, `read_members`) ~28%, fastText ~26% (the `lid_us_per_distinct_text` line: "
     "every caption of this corpus is distinct), the C loop (link objects, URLs, filters, cleanup, "
     "uid) ~14%, the needle scan of every record (`IMG@`, `\"Base\"`, `creativecommons.org`, memchr "
     "in C) ~5%, and the per-page Python around it (record loop, page URL and base, license, "

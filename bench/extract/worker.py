@@ -17,31 +17,45 @@ import time
 WARMUP = os.environ.get("BENCH_WARMUP_FILE", "")
 
 
+# (file name in the baseline folder, module it stands for): before udfs/ was grouped by stage
+# (issue 12) these were flat modules, `crawlpairs.udfs.wat` ...; after it, `crawlpairs.udfs.extract.wat`.
+BASELINE_MODULES = [("urls", "urls"), ("text", "extract.text"), ("langid", "extract.langid"),
+                    ("license", "extract.license"), ("wat", "extract.wat"), ("html", "extract.html"),
+                    ("extract", "extract.candidates")]  # dependency order
+
+
 def use_baseline_udfs(folder: str) -> None:
-    """Make `crawlpairs.udfs.<x>` the modules saved in `folder` (an older revision's udfs,
-    written by run.py --baseline-rev), so before and after run in the same conditions."""
+    """Make the extraction modules the ones saved in `folder` (an older revision's udfs, written by
+    run.py --baseline-rev), so before and after run in the same conditions. Each is registered under
+    its grouped name and, for revisions before the grouping, under its flat name too (their own
+    imports say `crawlpairs.udfs.wat`)."""
+    import importlib
     import importlib.util
 
     import crawlpairs.udfs
 
-    for name in ("urls", "text", "langid", "license", "wat", "html", "extract"):  # dependency order
-        spec = importlib.util.spec_from_file_location(f"crawlpairs.udfs.{name}", os.path.join(folder, f"{name}.py"))
+    for old, new in BASELINE_MODULES:
+        spec = importlib.util.spec_from_file_location(f"crawlpairs.udfs.{new}", os.path.join(folder, f"{old}.py"))
         mod = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = mod
+        if old != "extract":  # the flat name `extract` is now the package
+            sys.modules[f"crawlpairs.udfs.{old}"] = mod
+            setattr(crawlpairs.udfs, old, mod)
         spec.loader.exec_module(mod)
-        setattr(crawlpairs.udfs, name, mod)
+        parent, _, leaf = f"crawlpairs.udfs.{new}".rpartition(".")
+        setattr(importlib.import_module(parent), leaf, mod)
 
 
 def arm_ours(files: list[str], lid: bool, baseline: bool = False, engine: str = "") -> dict:
-    if engine:  # read when crawlpairs.udfs.extract is imported
+    if engine:  # read when crawlpairs.udfs.extract.candidates is imported
         os.environ["CRAWLPAIRS_EXTRACT_ENGINE"] = engine
     if baseline:
         use_baseline_udfs(os.environ["BENCH_BASELINE_UDFS"])
     from crawlpairs.config import ExtractConfig
     from crawlpairs.stats import Stats
-    from crawlpairs.udfs import extract as _extract
-    from crawlpairs.udfs import langid
-    from crawlpairs.udfs.extract import extract_stream
+    from crawlpairs.udfs.extract import candidates as _extract
+    from crawlpairs.udfs.extract import langid
+    from crawlpairs.udfs.extract.candidates import extract_stream
 
     lid_cost = {"cpu": 0.0, "distinct": 0, "texts": 0}
     predict = langid.predict
@@ -131,9 +145,9 @@ def arm_floor_read(files: list[str]) -> dict:
 
 
 def arm_read_members(files: list[str]) -> dict:
-    """udfs.warcread: member by member, every record framed and its payload read (no JSON)."""
+    """udfs.extract.warcread: member by member, every record framed and its payload read (no JSON)."""
     from crawlpairs.stats import Stats
-    from crawlpairs.udfs.warcread import Caps, iter_records
+    from crawlpairs.udfs.extract.warcread import Caps, iter_records
 
     n = 0
     caps = Caps(10_000_000, 256 << 20)

@@ -4,7 +4,7 @@
 
 Both arms run in this one process on the same generated vectors with the same autofaiss options:
   direct:     autofaiss.build_index(embeddings=<img_emb folder>, ...)
-  crawlpairs: crawlpairs.udfs.knn_build.build(<embeddings root>, ...) - the index job minus Spark start-up:
+  crawlpairs: crawlpairs.udfs.index.build.build(<embeddings root>, ...) - the index job minus Spark start-up:
               part discovery and checks, metadata copy in id order, autofaiss, index_info.json.
 Recall@10 compares each index's top-10 with faiss IndexFlatIP (exact) on held-out queries drawn
 from the same distribution; self-hit@1 queries indexed rows with their own vectors.
@@ -112,7 +112,8 @@ def main() -> int:
 
     from crawlpairs.config import IndexConfig
     from crawlpairs.stats import Stats
-    from crawlpairs.udfs import knn_build, knn_query
+    from crawlpairs.udfs.index import build as knn_build
+    from crawlpairs.udfs.index import query as knn_query
 
     work = Path(args.work)
     emb = work / f"emb-{args.n}-{args.dim}"

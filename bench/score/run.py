@@ -95,7 +95,7 @@ def bare_arm(shards: list[Path], args, threads: int) -> dict:
     import torch
     from PIL import Image
 
-    from crawlpairs.udfs.clip import register_model_configs
+    from crawlpairs.udfs.score.clip import register_model_configs
 
     t0 = time.perf_counter()
     register_model_configs()
@@ -177,7 +177,7 @@ def warm_workers(spark, args) -> float:
     model, pretrained, device, precision = args.model, args.pretrained, args.device, args.precision
 
     def load(_):
-        from crawlpairs.udfs import clip
+        from crawlpairs.udfs.score import clip
 
         clip.get_encoder(model, pretrained, clip.pick_device(device), precision, None)
         time.sleep(1)  # keep every slot busy so each worker process gets one task

@@ -8,7 +8,7 @@ skew it), best of `--reps` interleaved rounds:
     normalize_url   the function extract and download call (regex fast path, then ada)
     ada_only        ada_url.normalize_url on every URL (the parser alone, no fast path)
     fast_check      the fast path's test alone (what a clean URL costs)
-  inside extract (udfs.extract.extract_stream, language ID off) on a generated WAT:
+  inside extract (udfs.extract.candidates.extract_stream, language ID off) on a generated WAT:
     extract         as committed (every distinct href normalised once per page)
     extract_nonorm  the same with normalize_url replaced by the identity (what it was before)
     extract_calls   the normalize_url calls extract made, replayed alone (a steadier estimate
@@ -33,8 +33,8 @@ import pyarrow.parquet as pq
 
 from crawlpairs.config import ExtractConfig
 from crawlpairs.stats import Stats
-from crawlpairs.udfs import extract as extract_mod
 from crawlpairs.udfs import urls
+from crawlpairs.udfs.extract import candidates as extract_mod
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("CRAWLPAIRS_SHARED_DATA", HERE.parents[2] / "shared" / "data"))

@@ -44,7 +44,7 @@ def test_demo_runs_every_stage_and_rows_flow_through(spark, tmp_path):
     assert score["counts"]["rows_out"] == len(np.concatenate(
         [np.load(p) for p in sorted((root / "embeddings" / "img_emb").glob("*.npy"))]))
     # The index maps a stored embedding back to its own row.
-    from crawlpairs.udfs.knn import query
+    from crawlpairs.udfs.index.knn import query
 
     first = sorted((root / "embeddings" / "img_emb").glob("*.npy"))[0]
     meta = sorted((root / "embeddings" / "metadata").glob("*.parquet"))[0]

@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from crawlpairs.udfs import components
+from crawlpairs.udfs.dedup import components
 
 
 def union_find(edges: list[tuple[int, int]]) -> dict[int, int]:

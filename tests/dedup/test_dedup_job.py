@@ -93,7 +93,7 @@ def test_chained_near_duplicates_form_one_cluster(tmp_path, run_dedup):
 
 def test_seen_set_by_url_across_runs(tmp_path, run_dedup):
     """--seen-by-url drops a published url even under a new caption; the seen-set keeps each key once."""
-    from crawlpairs.udfs.dedup_seen import SeenSet
+    from crawlpairs.udfs.dedup.seen import SeenSet
 
     seen = tmp_path / "seen"
     a, b, c = (f"https://img.example.com/{x}.jpg" for x in "abc")

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from crawlpairs.config import DedupConfig
-from crawlpairs.udfs import minhash
+from crawlpairs.udfs.dedup import minhash
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from crawlpairs.udfs.dedup_seen import SeenSet
+from crawlpairs.udfs.dedup.seen import SeenSet
 
 C0, C1, C2 = "CC-MAIN-2024-26", "CC-MAIN-2024-30", "CC-MAIN-2024-33"
 pytestmark = pytest.mark.integration

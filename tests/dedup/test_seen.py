@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crawlpairs.udfs.dedup_seen import SeenSet, new_attempt, run_key
+from crawlpairs.udfs.dedup.seen import SeenSet, new_attempt, run_key
 
 
 def _write(seen: SeenSet, attempt: str, prefixes: list[str]) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from crawlpairs.config import DownloadConfig
-from crawlpairs.udfs.dl_optout import url_hashes
+from crawlpairs.udfs.download.optout import url_hashes
 from support.download import ImageServer
 
 

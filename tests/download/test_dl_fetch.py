@@ -7,8 +7,8 @@ import hashlib
 import pandas as pd
 import pytest
 
-from crawlpairs.udfs.dl_fetch import error_kind, is_transient, user_agent
-from crawlpairs.udfs.dl_task import download_frames
+from crawlpairs.udfs.download.fetch import error_kind, is_transient, user_agent
+from crawlpairs.udfs.download.task import download_frames
 from support.download import HOSTILE, ImageServer, canary_urls
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,8 @@ import pytest
 from crawlpairs.config import Config
 from crawlpairs.jobs.download import DownloadStage, uid_column
 from crawlpairs.stage import UsageError, run_stage
-from crawlpairs.udfs.dl_fetch import error_kind
-from crawlpairs.udfs.extract import make_uid
+from crawlpairs.udfs.download.fetch import error_kind
+from crawlpairs.udfs.extract.candidates import make_uid
 from support.download import HOSTILE, ImageServer, canary_urls
 
 pytestmark = pytest.mark.integration

@@ -1,11 +1,11 @@
-"""The download planner (udfs/dl_plan): host keys that never throw, the bound, big hosts split with shares."""
+"""The download planner (udfs/download/plan): host keys that never throw, the bound, big hosts split with shares."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 import pytest
 
-from crawlpairs.udfs import dl_plan
+from crawlpairs.udfs.download import plan as dl_plan
 
 
 def _plan(urls: list[str], tasks: int, rps: float = 2.0, reverse: bool = False,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from crawlpairs import storage
-from crawlpairs.udfs.dl_shards import is_shard_file, write_shard
+from crawlpairs.udfs.download.shards import is_shard_file, write_shard
 
 LAYOUT = {"shard_digits": 5, "index_digits": 4}
 

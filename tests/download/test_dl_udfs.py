@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from crawlpairs.config import DownloadConfig
-from crawlpairs.udfs.dl_images import ImageReject, phash, process
-from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, header_optout, url_hashes, x_robots_optout
-from crawlpairs.udfs.dl_robots import Robots
-from crawlpairs.udfs.dl_ssrf import GuardedResolver, NetPolicy, SSRFBlocked, forbidden_reason
+from crawlpairs.udfs.download.images import ImageReject, phash, process
+from crawlpairs.udfs.download.optout import DoNotTrain, HashList, header_optout, url_hashes, x_robots_optout
+from crawlpairs.udfs.download.robots import Robots
+from crawlpairs.udfs.download.ssrf import GuardedResolver, NetPolicy, SSRFBlocked, forbidden_reason
 from support.download import png_bomb
 
 UA = "crawlpairs/0.1 (+https://example.org)"

@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 
 from crawlpairs.config import ConfigError, DownloadConfig
-from crawlpairs.udfs.dl_fetch import error_kind
-from crawlpairs.udfs.dl_rates import RateRules
-from crawlpairs.udfs.dl_task import download_frames
+from crawlpairs.udfs.download.fetch import error_kind
+from crawlpairs.udfs.download.rates import RateRules
+from crawlpairs.udfs.download.task import download_frames
 
 pytestmark = pytest.mark.integration
 
@@ -176,7 +176,7 @@ def test_adaptive_backoff_after_slow_answers(server: LogServer, cfg: DownloadCon
 
 
 def test_rate_shares_divide_a_hosts_rate(server: LogServer, cfg: DownloadConfig) -> None:
-    from crawlpairs.udfs.dl_fetch import FetchPool
+    from crawlpairs.udfs.download.fetch import FetchPool
 
     cfg.per_host_rps = 10.0
     with FetchPool(cfg, rate_shares={"fast.test:80": 0.25}) as pool:
@@ -201,7 +201,7 @@ def test_rule_precedence_and_file_form(tmp_path: Path) -> None:
     assert idn.lookup("xn--bcher-kva.de") == (4.0, "host_rps xn--bcher-kva.de")
     assert idn.lookup("img.example.org") == (6.0, "host_rps .example.org")
     # the planner's view: host keys of normalised URLs, the same rules
-    from crawlpairs.udfs.dl_fetch import host_key, host_rate
+    from crawlpairs.udfs.download.fetch import host_key, host_rate
 
     assert host_key("HTTP://Img.EXAMPLE.com:443/a b.jpg") == "img.example.com:443"
     assert host_key("https://①②⑦.0.0.1/x") == "127.0.0.1:443" and host_key("http://[0:0::1]/") == "[::1]:80"

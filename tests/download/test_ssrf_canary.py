@@ -23,8 +23,8 @@ import ada_url
 import pandas as pd
 import pytest
 
-from crawlpairs.udfs.dl_fetch import error_kind
-from crawlpairs.udfs.dl_task import download_frames
+from crawlpairs.udfs.download.fetch import error_kind
+from crawlpairs.udfs.download.task import download_frames
 from support.download import ImageServer
 
 pytestmark = pytest.mark.integration
@@ -195,8 +195,8 @@ def test_no_spelling_reaches_the_canary(image_server: ImageServer, dl_cfg, canar
 def test_socket_factory_vets_the_address_connected_to(image_server: ImageServer, dl_cfg, canary: Canary) -> None:
     """The last check sits on the socket: an override that skips the literal check (a hosts
     entry named like an address) still cannot reach the canary, and allowed addresses pass."""
-    from crawlpairs.udfs.dl_fetch import Fetcher
-    from crawlpairs.udfs.dl_ssrf import SSRFBlocked
+    from crawlpairs.udfs.download.fetch import Fetcher
+    from crawlpairs.udfs.download.ssrf import SSRFBlocked
 
     f = Fetcher(dl_cfg)
     tcp = (socket.SOCK_STREAM, socket.IPPROTO_TCP, "")

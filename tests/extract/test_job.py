@@ -18,7 +18,7 @@ from crawlpairs.config import Config
 from crawlpairs.jobs.extract import ExtractStage, file_key
 from crawlpairs.stage import UsageError, run_stage
 from crawlpairs.stats import Stats
-from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_stream
+from crawlpairs.udfs.extract.candidates import CANDIDATE_SCHEMA, extract_stream
 
 REPO = Path(__file__).resolve().parents[2]
 CC2014_WAT = "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.wat"

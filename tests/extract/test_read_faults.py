@@ -22,7 +22,7 @@ from crawlpairs.config import ExtractConfig, StorageConfig
 from crawlpairs.errors import TransientIOError
 from crawlpairs.stats import Stats
 from crawlpairs.storage import backoff_delay, is_transient, open_input
-from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_file
+from crawlpairs.udfs.extract.candidates import CANDIDATE_SCHEMA, extract_file
 from support import faults
 
 BLOCK = 256 * 1024  # small range requests, so a 2 MB file takes several GETs

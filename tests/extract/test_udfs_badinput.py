@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from crawlpairs.stats import Stats
-from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_stream
+from crawlpairs.udfs.extract.candidates import CANDIDATE_SCHEMA, extract_stream
 
 WAT_GZ = "wat/CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.wat.gz"
 
@@ -255,7 +255,7 @@ BOMB_CHILD = """
 import re, sys
 from crawlpairs.config import ExtractConfig
 from crawlpairs.stats import Stats
-from crawlpairs.udfs.extract import extract_stream
+from crawlpairs.udfs.extract.candidates import extract_stream
 stats = Stats()
 with open(sys.argv[1], "rb") as fh:
     rows = sum(b.num_rows for b in extract_stream(fh, sys.argv[1], ExtractConfig(lid_model=None), stats))

@@ -1,6 +1,6 @@
-"""The compiled WAT loop (udfs/_hotloop.c) against the pure-Python loop: the same rows.
+"""The compiled WAT loop (udfs/extract/_hotloop.c) against the pure-Python loop: the same rows.
 
-extract runs `crawlpairs.udfs._hotloop` when it is importable (built by `pip install -e .`)
+extract runs `crawlpairs.udfs.extract._hotloop` when it is importable (built by `pip install -e .`)
 and its Python loop otherwise. Both must give identical rows (every column, in order) and
 identical counters on every real crawl file in the shared data, on a WAT built from every
 real HTML page of the shared WARCs, and on generated link objects aimed at the places where
@@ -24,7 +24,7 @@ import pytest
 
 from crawlpairs.config import ExtractConfig
 from crawlpairs.stats import Stats
-from crawlpairs.udfs import extract as ex
+from crawlpairs.udfs.extract import candidates as ex
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,7 @@ if os.environ.get("CRAWLPAIRS_EXTRACT_ENGINE", "").lower() == "python":
 def test_the_compiled_loop_is_built() -> None:
     """`pip install -e .` builds it (setup.py); a missing C compiler would leave extract on
     its Python loop, correct but slower: CI must notice."""
-    assert ex.engine() == "compiled", "crawlpairs.udfs._hotloop is not importable: run `pip install -e .`"
+    assert ex.engine() == "compiled", "crawlpairs.udfs.extract._hotloop is not importable: run `pip install -e .`"
 
 
 def run(data: bytes, name: str, cfg: ExtractConfig, compiled: bool) -> tuple[list[dict], dict]:
@@ -195,7 +195,7 @@ def test_same_rows_on_generated_links(lid_model: str, seed: int) -> None:
 def test_the_digest_is_sha256() -> None:
     import hashlib
 
-    from crawlpairs.udfs import _hotloop
+    from crawlpairs.udfs.extract import _hotloop
 
     rng = random.Random(5)
     for n in [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000]:

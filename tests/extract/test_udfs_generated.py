@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from crawlpairs.stats import Stats
-from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_stream
-from crawlpairs.udfs.text import clean_text
+from crawlpairs.udfs.extract.candidates import CANDIDATE_SCHEMA, extract_stream
+from crawlpairs.udfs.extract.text import clean_text
 
 generate = pytest.importorskip("crawlpairs.generate")
 
@@ -117,7 +117,7 @@ def test_fast_scan_equals_full_parse(generated, data_dir):
     """The fast path (cut out IMG/license link objects) must give what the full parse gives."""
     from fastwarc.warc import ArchiveIterator
 
-    from crawlpairs.udfs.wat import parse_page, scan_page
+    from crawlpairs.udfs.extract.wat import parse_page, scan_page
 
     res, _ = generated
     files = [res.wat_files[0], *map(str, (data_dir / "wat").glob("*.wat*"))]

@@ -7,10 +7,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from crawlpairs.udfs import langid
-from crawlpairs.udfs.extract import crawl_from_path, make_uid
-from crawlpairs.udfs.license import detect_license, normalise_license_url
-from crawlpairs.udfs.text import clean_text
+from crawlpairs.udfs.extract import langid
+from crawlpairs.udfs.extract.candidates import crawl_from_path, make_uid
+from crawlpairs.udfs.extract.license import detect_license, normalise_license_url
+from crawlpairs.udfs.extract.text import clean_text
 from crawlpairs.udfs.urls import extension_of, host_of, resolve
 
 
@@ -129,7 +129,7 @@ def test_lid_model_from_s3_on_the_configured_endpoint(data_dir, lid_model, cfg, 
 
     from crawlpairs import storage
     from crawlpairs.stats import Stats
-    from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_stream
+    from crawlpairs.udfs.extract.candidates import CANDIDATE_SCHEMA, extract_stream
 
     monkeypatch.setenv("CRAWLPAIRS_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
@@ -155,7 +155,7 @@ def test_shortcuts_lose_nothing_on_real_captions(data_dir, lid_model):
     `MAX_CHARS` characters gives the labels of the whole text."""
     import html
 
-    from crawlpairs.udfs import text as textmod
+    from crawlpairs.udfs.extract import text as textmod
 
     def ftfy_always(raw: str) -> str:
         t = html.unescape(raw) if "&" in raw else raw

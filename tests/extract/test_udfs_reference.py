@@ -24,13 +24,13 @@ import pytest
 
 from crawlpairs.config import ExtractConfig
 from crawlpairs.stats import Stats
-from crawlpairs.udfs import langid
-from crawlpairs.udfs import text as textmod
-from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_stream, make_uid
-from crawlpairs.udfs.license import detect_license
-from crawlpairs.udfs.text import clean_text
+from crawlpairs.udfs.extract import langid
+from crawlpairs.udfs.extract import text as textmod
+from crawlpairs.udfs.extract.candidates import CANDIDATE_SCHEMA, extract_stream, make_uid
+from crawlpairs.udfs.extract.license import detect_license
+from crawlpairs.udfs.extract.text import clean_text
+from crawlpairs.udfs.extract.wat import decode_attr_url, parse_page
 from crawlpairs.udfs.urls import _climb, _remove_dot_segments, base_prefixes, extension_of, host_of
-from crawlpairs.udfs.wat import decode_attr_url, parse_page
 
 generate = pytest.importorskip("crawlpairs.generate")
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from crawlpairs.stats import Stats
-from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_stream
+from crawlpairs.udfs.extract.candidates import CANDIDATE_SCHEMA, extract_stream
 
 
 def run_bytes(data: bytes, cfg, name="mem.warc.gz"):

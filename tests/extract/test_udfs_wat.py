@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from crawlpairs.stats import Stats
-from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_stream, make_uid
+from crawlpairs.udfs.extract.candidates import CANDIDATE_SCHEMA, extract_stream, make_uid
 
 WAT_2014 = "wat/CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.wat"
 
@@ -189,7 +189,7 @@ def test_batches_are_bounded(data_dir, cfg):
 
 
 def test_braces_and_quotes_in_alt_fall_back_to_full_parse(cfg):
-    from crawlpairs.udfs.wat import scan_page
+    from crawlpairs.udfs.extract.wat import scan_page
 
     links = [{"alt": "curly {brace} and \"quotes\" here", "path": "IMG@/src", "url": "/a.jpg"},
              {"path": "IMG@/src", "url": "/b.jpg", "alt": "closing } first"},

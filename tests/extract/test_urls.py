@@ -103,7 +103,7 @@ def test_every_real_row_has_a_url_a_strict_parser_accepts(shared_data: Path) -> 
 
     from crawlpairs.config import ExtractConfig
     from crawlpairs.stats import Stats
-    from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, extract_stream
+    from crawlpairs.udfs.extract.candidates import CANDIDATE_SCHEMA, extract_stream
 
     files = sorted([*(shared_data / "warc").glob("*.warc.gz"), *(shared_data / "wat").glob("*.wat*")])
     got: list[str] = []
@@ -122,7 +122,7 @@ def test_unusable_url_is_a_counted_drop_never_a_row(warc_bytes) -> None:
 
     from crawlpairs.config import ExtractConfig
     from crawlpairs.stats import Stats
-    from crawlpairs.udfs.extract import extract_stream
+    from crawlpairs.udfs.extract.candidates import extract_stream
 
     html = ('<html><body><img src="http://exa mple.com/a.jpg" alt="space in the host">'
             '<img src="http://999.1.1.1/b.jpg" alt="not an IPv4 address">'

@@ -54,7 +54,7 @@ def make_embeddings():
 def photo_embeddings(tmp_path, shared_data):
     """OUT/embeddings for four real photos and their captions, embedded by score's own encoder
     (tiny-clip, seeded random weights). Returns (embeddings root, photo paths, urls)."""
-    from crawlpairs.udfs import clip
+    from crawlpairs.udfs.score import clip
 
     images = [shared_data / "images" / "skimage" / f for f in IMAGES]
     enc = clip.get_encoder("tiny-clip", None, "cpu", "fp32")

@@ -36,7 +36,7 @@ import pandas as pd
 import pytest
 
 from crawlpairs.config import IndexConfig
-from crawlpairs.udfs import knn
+from crawlpairs.udfs.index import knn
 from support.peers import peer_python
 from support.photos import CAPTIONS
 
@@ -124,7 +124,7 @@ def test_clip_back_serves_the_index_unchanged(tmp_path, photo_embeddings):
     torch = pytest.importorskip("torch")
     pytest.importorskip("open_clip")
 
-    from crawlpairs.udfs import clip
+    from crawlpairs.udfs.score import clip
 
     python = _clip_retrieval_python()
     root, images, urls = photo_embeddings

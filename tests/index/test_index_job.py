@@ -12,7 +12,7 @@ from crawlpairs.config import Config, IndexConfig
 from crawlpairs.jobs.index import IndexStage
 from crawlpairs.jobs.query import QueryStage
 from crawlpairs.stage import main, run_stage
-from crawlpairs.udfs import knn
+from crawlpairs.udfs.index import knn
 
 
 def test_cli_index_then_query_returns_the_row_itself(tmp_path, make_embeddings, spark, capsys):

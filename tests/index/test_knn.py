@@ -1,4 +1,4 @@
-"""udfs/knn_build.py and knn_query.py without Spark: real autofaiss builds on small generated embedding folders."""
+"""udfs/index/build.py and knn_query.py without Spark: real autofaiss builds on small generated embedding folders."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import pytest
 
 from crawlpairs.config import IndexConfig
 from crawlpairs.stats import Stats
-from crawlpairs.udfs import knn, knn_build, knn_query
+from crawlpairs.udfs.index import build as knn_build
+from crawlpairs.udfs.index import knn
+from crawlpairs.udfs.index import query as knn_query
 from support.photos import CAPTIONS, IMAGES, clip_folder
 
 # HNSW with a fixed efSearch: autofaiss's own parameter search costs seconds per index.
@@ -179,7 +181,7 @@ def test_opening_an_index_reads_its_info_once(tmp_path, make_embeddings, monkeyp
 def test_queries_reproduce_score_embeddings(tmp_path, photo_embeddings):
     """Embeddings made by score's own encoder (tiny-clip, seeded random weights); query re-encodes
     text and images from what index recorded, and finds the same rows."""
-    from crawlpairs.udfs import clip
+    from crawlpairs.udfs.score import clip
 
     root, images, _ = photo_embeddings
     out = str(tmp_path / "out" / "index")
@@ -194,14 +196,14 @@ def test_queries_reproduce_score_embeddings(tmp_path, photo_embeddings):
     text_to_image = knn.query_df(out, text="a cat", k=4)
     with pytest.raises(ValueError, match="corrupt_image"):
         knn.query(out, image=b"not an image", k=1)
-    # query's encoder is score's cached one (udfs/clip.py), not a second copy of the model
+    # query's encoder is score's cached one (udfs/score/clip.py), not a second copy of the model
     assert knn.open_index(out).encoder() is clip.get_encoder("tiny-clip", None, clip.pick_device("auto"), "fp32")
     assert list(text_to_image["rank"]) == [1, 2, 3, 4] and set(text_to_image["uid"]) == set("abcd")
 
 
 def test_clip_model_from_index_flags_with_a_checkpoint_file(tmp_path, tiny_clip, shared_data):
     """--clip-model/--clip-pretrained (a weights file) win over what score recorded."""
-    from crawlpairs.udfs import clip
+    from crawlpairs.udfs.score import clip
 
     model, ckpt, config_dir = tiny_clip
     enc = clip.get_encoder(model, ckpt, "cpu", "fp32", config_dir)

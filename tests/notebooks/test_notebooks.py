@@ -56,7 +56,7 @@ def test_missing_root_does_not_fail(tmp_path):
 def test_every_stage_present(every_stage, tmp_path):
     pytest.importorskip("faiss")
     from crawlpairs.config import IndexConfig
-    from crawlpairs.udfs import knn
+    from crawlpairs.udfs.index import knn
 
     cfg = IndexConfig(kinds=["img_emb"], metadata_columns=["uid", "url", "text", "similarity", "language"],
                       current_memory_available="1G", max_index_memory_usage="100M", nb_cores=1)
@@ -104,7 +104,8 @@ def test_knn_text_query_with_the_clip_model_the_index_records(tmp_path, monkeypa
     import pyarrow.parquet as pq
 
     from crawlpairs.config import IndexConfig
-    from crawlpairs.udfs import clip, knn
+    from crawlpairs.udfs.index import knn
+    from crawlpairs.udfs.score import clip
 
     captions = ["a red rocket on the launch pad", "an astronaut portrait", "a cup of coffee", "a cat"]
     urls = [f"https://img.example/{c.replace(' ', '-')}.jpg" for c in captions]

@@ -16,7 +16,7 @@ import yaml
 from crawlpairs.config import Config
 from crawlpairs.jobs.publish import PublishStage
 from crawlpairs.stage import UsageError, run_stage
-from crawlpairs.udfs import publish
+from crawlpairs.udfs.publish import tables as publish
 from support.publish import publish_cfg
 
 
@@ -138,7 +138,7 @@ def test_img2dataset_downloads_the_laion_folder(spark, shared_data, tmp_path):
     import pandas as pd
 
     from crawlpairs.jobs.pipeline import serve_folder
-    from crawlpairs.udfs.extract import make_uid
+    from crawlpairs.udfs.extract.candidates import make_uid
     from support.peers import peer_python, run_peer
 
     pictures = sorted(p.name for p in (shared_data / "images" / "skimage").iterdir() if p.suffix in (".png", ".jpg"))

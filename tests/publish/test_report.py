@@ -18,7 +18,7 @@ import pytest
 from crawlpairs.config import Config
 from crawlpairs.jobs.report import ReportStage
 from crawlpairs.stage import UsageError, run_stage
-from crawlpairs.udfs import report
+from crawlpairs.udfs.publish import report
 
 SECTIONS = ("funnel", "languages", "domains", "licenses", "download", "scores", "samples")
 

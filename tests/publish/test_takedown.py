@@ -26,7 +26,7 @@ import pytest
 
 from crawlpairs.config import Config
 from crawlpairs.stage import run_stage
-from crawlpairs.udfs.takedown import CRASH_ENV
+from crawlpairs.udfs.publish.takedown import CRASH_ENV
 
 
 def read(folder: Path) -> pa.Table:
@@ -240,7 +240,7 @@ def test_embeddings_stay_aligned_and_the_index_forgets_them(clean, full_root):
     meta = {(s, k): e for s, k, e in zip(*(read(root / "embeddings" / "metadata").column(c).to_pylist()
                                            for c in ("shard", "key", "emb_row")), strict=True)}
     assert all(meta[(s, k)] == e for s, k, e in zip(scored["shard"], scored["key"], scored["emb_row"], strict=True))
-    from crawlpairs.udfs.knn import query
+    from crawlpairs.udfs.index.knn import query
 
     urls_of = {u: url for u, url in zip(*(read(full_root / "embeddings" / "metadata").column(c).to_pylist()
                                           for c in ("uid", "url")), strict=True)}
@@ -390,7 +390,7 @@ def test_unreadable_urls_file_is_a_usage_error_before_any_work(full_root, tmp_pa
 
 
 def test_domains_cover_subdomains_and_urls_match_in_any_spelling():
-    from crawlpairs.udfs import takedown as td
+    from crawlpairs.udfs.publish import takedown as td
 
     domains, bad = td.parse_domains(["Example.COM.", "*.photos.test", "https://Bücher.example/x", "not a domain"])
     assert domains == {"example.com", "photos.test", "xn--bcher-kva.example"} and bad == ["not a domain"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from crawlpairs.udfs.heads import load_head, nsfw_tag
+from crawlpairs.udfs.score.heads import load_head, nsfw_tag
 
 
 def unit(n: int, d: int, seed: int = 0) -> np.ndarray:

@@ -12,7 +12,7 @@ import pytest
 from crawlpairs.config import Config, ScoreConfig
 from crawlpairs.jobs.score import ScoreStage, list_shards
 from crawlpairs.stage import UsageError, run_stage
-from crawlpairs.udfs import clip
+from crawlpairs.udfs.score import clip
 from support.score import TINY
 
 

@@ -22,7 +22,8 @@ import pytest
 
 from crawlpairs.config import ScoreConfig
 from crawlpairs.stats import Stats
-from crawlpairs.udfs import clip, wds
+from crawlpairs.udfs import wds
+from crawlpairs.udfs.score import clip
 from support.score import TINY, good_samples, jpeg, photos, write_shard
 
 
@@ -258,7 +259,7 @@ def test_heads_run_on_the_stage_embeddings_when_widths_match(images_dir, tmp_pat
             punsafe_max=1.01, watermark_model=nsfw)
     stats = clip.score_shard(str(images_dir / "00001.tar"), str(tmp_path / "out"), c)
     img, _, meta, rows = load_outputs(tmp_path / "out", "00001")
-    from crawlpairs.udfs.heads import load_head
+    from crawlpairs.udfs.score.heads import load_head
 
     ref_nsfw = load_head("nsfw", Path(nsfw).read_bytes())(img)
     ref_aest = load_head("aesthetic", Path(aest).read_bytes())(img)
@@ -278,7 +279,7 @@ def test_heads_run_on_the_stage_embeddings_when_widths_match(images_dir, tmp_pat
 
 def test_model_and_heads_load_once_per_process(images_dir, tmp_path, shared_data, conf, monkeypatch):
     """Later shards in the same Python worker reuse the cached encoder and heads: nothing is rebuilt."""
-    from crawlpairs.udfs import heads
+    from crawlpairs.udfs.score import heads
 
     nsfw = str(shared_data / "models" / "laion-nsfw" / "clip_autokeras_nsfw_b32_weights.npz")
     c = cfg(model="tiny-clip-512", model_config_dir=str(conf), nsfw_model=nsfw, punsafe_max=1.01)
@@ -323,7 +324,7 @@ def test_similarity_band():
 
 
 def test_udfs_import_no_torch():
-    code = ("import sys, crawlpairs.udfs.clip, crawlpairs.udfs.heads, crawlpairs.udfs.wds; "
+    code = ("import sys, crawlpairs.udfs.score.clip, crawlpairs.udfs.score.heads, crawlpairs.udfs.wds; "
             "print('torch' in sys.modules, 'open_clip' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.split() == ["False", "False"]

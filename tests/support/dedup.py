@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crawlpairs.udfs.extract import CANDIDATE_SCHEMA, make_uid
+from crawlpairs.udfs.extract.candidates import CANDIDATE_SCHEMA, make_uid
 
 T0 = dt.datetime(2024, 8, 1, tzinfo=dt.UTC)
 

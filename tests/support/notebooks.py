@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crawlpairs.udfs.extract import make_uid
+from crawlpairs.udfs.extract.candidates import make_uid
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 CRAWLS = ("CC-MAIN-2024-33", "CC-MAIN-2024-38")

@@ -26,11 +26,11 @@ import pyarrow as pa
 
 from crawlpairs import storage
 from crawlpairs.config import DownloadConfig, StorageConfig
-from crawlpairs.udfs.dl_fetch import BLOCKED, ERROR, SUCCESS, Fetched, FetchPool, is_transient
-from crawlpairs.udfs.dl_images import ImageReject, process
-from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, list_entries
-from crawlpairs.udfs.dl_plan import checked_url
-from crawlpairs.udfs.dl_shards import BAD_URL, read_tar_images, shard_name, write_shard
+from crawlpairs.udfs.download.fetch import BLOCKED, ERROR, SUCCESS, Fetched, FetchPool, is_transient
+from crawlpairs.udfs.download.images import ImageReject, process
+from crawlpairs.udfs.download.optout import DoNotTrain, HashList, list_entries
+from crawlpairs.udfs.download.plan import checked_url
+from crawlpairs.udfs.download.shards import BAD_URL, read_tar_images, shard_name, write_shard
 
 # Columns the stage adds to every input row (the input's own columns pass through).
 RESULT_SCHEMA = pa.schema([

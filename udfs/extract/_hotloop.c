@@ -1,7 +1,7 @@
-/* crawlpairs.udfs._hotloop: the per-link loop of a WAT page in C.
+/* crawlpairs.udfs.extract._hotloop: the per-link loop of a WAT page in C.
  *
- * What it does is exactly what udfs/extract.py `_Builder.add_page` does over the images
- * `udfs/wat.py` `scan_page` cuts out, for the cases it can prove it handles the same way:
+ * What it does is exactly what udfs/extract/candidates.py `_Builder.add_page` does over the images
+ * `udfs/extract/wat.py` `scan_page` cuts out, for the cases it can prove it handles the same way:
  *
  *  - link objects: each `"IMG@/src"` is cut out between the nearest `{` before and `}` after
  *    it, as scan_page does, and parsed by a small JSON object parser that accepts only flat

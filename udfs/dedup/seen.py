@@ -14,7 +14,7 @@ with the same run key (same --output) replaces its own earlier manifest. A run's
 key is derived from its output URI: a run never filters against its own earlier
 contribution, which is what makes a re-run rewrite the same output.
 
-`blocked` keys are written by takedowns (udfs/takedown.py, one run key per takedown):
+`blocked` keys are written by takedowns (udfs/publish/takedown.py, one run key per takedown):
 uids, url keys and tagged domain keys that dedup drops whatever run it is (`blocked`).
 
 Spark-free: only paths and small JSON documents, so it is unit-tested without a JVM.

@@ -42,10 +42,10 @@ import aiohttp
 import yarl
 
 from crawlpairs.config import DownloadConfig, StorageConfig
-from crawlpairs.udfs.dl_optout import DoNotTrain, HashList, header_optout
-from crawlpairs.udfs.dl_rates import HostRate, RateRules, rules_for
-from crawlpairs.udfs.dl_robots import Robots, robots_url
-from crawlpairs.udfs.dl_ssrf import GuardedResolver, NetPolicy, SSRFBlocked, ssrf_cause
+from crawlpairs.udfs.download.optout import DoNotTrain, HashList, header_optout
+from crawlpairs.udfs.download.rates import HostRate, RateRules, rules_for
+from crawlpairs.udfs.download.robots import Robots, robots_url
+from crawlpairs.udfs.download.ssrf import GuardedResolver, NetPolicy, SSRFBlocked, ssrf_cause
 from crawlpairs.udfs.urls import normalize_url
 
 SUCCESS, OPT_OUT, BLOCKED, ERROR = "success", "opt-out", "blocked", "error"

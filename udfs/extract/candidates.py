@@ -34,18 +34,18 @@ import pyarrow.compute as pc
 
 from crawlpairs.config import ExtractConfig, StorageConfig
 from crawlpairs.stats import Stats
-from crawlpairs.udfs import langid
-from crawlpairs.udfs.html import decode_body, decode_html, parse_html
-from crawlpairs.udfs.license import detect_license
-from crawlpairs.udfs.text import clean_text
+from crawlpairs.udfs.extract import langid
+from crawlpairs.udfs.extract.html import decode_body, decode_html, parse_html
+from crawlpairs.udfs.extract.license import detect_license
+from crawlpairs.udfs.extract.text import clean_text
+from crawlpairs.udfs.extract.wat import WatLayoutError, decode_attr_url, parse_page, scan_extras, scan_page
 from crawlpairs.udfs.urls import base_prefixes, host_of, normalize_url, resolve
-from crawlpairs.udfs.wat import WatLayoutError, decode_attr_url, parse_page, scan_extras, scan_page
 
 _hot: typing.Any
-try:  # the compiled per-link loop (udfs/_hotloop.c, built by `pip install`); same rows, faster
+try:  # the compiled per-link loop (udfs/extract/_hotloop.c, built by `pip install`); same rows, faster
     if os.environ.get("CRAWLPAIRS_EXTRACT_ENGINE", "").lower() == "python":
         raise ImportError("CRAWLPAIRS_EXTRACT_ENGINE=python")
-    from crawlpairs.udfs import _hotloop as _hot
+    from crawlpairs.udfs.extract import _hotloop as _hot
 except ImportError:
     _hot = None
 
@@ -469,14 +469,14 @@ def extract_stream(
 
     `storage` reaches `cfg.lid_model` when it is an s3:// URI on a configured endpoint.
 
-    Records are read one gzip member at a time (`udfs.warcread`): bad data costs only its
+    Records are read one gzip member at a time (`udfs.extract.warcread`): bad data costs only its
     own record (errors by kind: gzip, truncated_record, bad_length, not_warc, too_large,
     member_too_large, wat_json, wat_layout, record), and reading goes on at the next member.
 
     Counters: files_read, records.<type>, pairs_found, pairs_kept, skipped.<why>;
     drops by reason; errors by kind with `source_file` and the record's offset.
     """
-    from crawlpairs.udfs.warcread import Caps, header_value, iter_records
+    from crawlpairs.udfs.extract.warcread import Caps, header_value, iter_records
 
     crawl_id = crawl or cfg.crawl or crawl_from_path(source_file)
     fmt = (cfg.input_format or "auto").lower()

@@ -42,7 +42,8 @@ import pyarrow.parquet as pq
 from crawlpairs import storage
 from crawlpairs.config import StorageConfig
 from crawlpairs.stats import Stats
-from crawlpairs.udfs import dedup_seen, wds
+from crawlpairs.udfs import wds
+from crawlpairs.udfs.dedup import seen as dedup_seen
 from crawlpairs.udfs.urls import normalize_url
 
 JOURNALS = "takedowns"
@@ -480,7 +481,7 @@ def stage_deduped(stg: Staging, root: str, removal: Removal, tid: str, st: Stora
 
 def stage_images(stg: Staging, root: str, removal: Removal, tid: str, st: StorageConfig | None) -> None:
     """Each shard: its Parquet rows, its tar samples and its `_stats.json`, consistent with each other."""
-    from crawlpairs.udfs.dl_shards import shard_stats
+    from crawlpairs.udfs.download.shards import shard_stats
 
     folder = storage.join(root, "images")
     successes = 0

@@ -38,8 +38,8 @@ from crawlpairs import fingerprint, storage
 from crawlpairs.config import ScoreConfig, StorageConfig
 from crawlpairs.layout import meta_dir
 from crawlpairs.stats import Stats
-from crawlpairs.udfs import heads as heads_mod
 from crawlpairs.udfs import wds
+from crawlpairs.udfs.score import heads as heads_mod
 
 ROWS_DIR = meta_dir("scored") + "/shards"  # per-shard rows (kept + dropped), the commit marker; beside scored/
 EMB_DIR = "embeddings"

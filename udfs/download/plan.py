@@ -31,7 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from crawlpairs.udfs.dl_fetch import host_key
+from crawlpairs.udfs.download.fetch import host_key
 from crawlpairs.udfs.urls import normalize_url
 
 PLAN_VERSION = 2

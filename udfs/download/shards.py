@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from crawlpairs import storage
 from crawlpairs.config import StorageConfig
 from crawlpairs.stats import Stats
-from crawlpairs.udfs.dl_fetch import SUCCESS, error_kind
+from crawlpairs.udfs.download.fetch import SUCCESS, error_kind
 
 PLAN = "plan.json"
 BAD_URL = "bad_url"

@@ -1,0 +1,1 @@
+"""Stage 3 on executors: fetch, vet and resize images into webdataset shards."""

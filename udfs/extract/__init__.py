@@ -1,0 +1,1 @@
+"""Stage 1 on executors: crawl files (WARC/WAT) -> candidate (url, text) pairs."""
