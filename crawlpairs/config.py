@@ -71,7 +71,7 @@ class StorageConfig:
     s3_region: str | None = None
     s3_anon: bool = False  # anonymous reads (public buckets such as commoncrawl)
     spark_s3_scheme: str = "s3a"  # scheme Spark itself uses for s3:// (EMR: "s3")
-    io_retries: int = 6  # tries after a transient read failure (reset, timeout, 5xx, SlowDown, 429, DNS) before TransientIOError
+    io_retries: int = 6  # retries of a transient read or upload failure (reset, timeout, 5xx, SlowDown, 429, DNS), S3A's included, before giving up
     io_backoff_base: float = 1.0  # seconds before the first retry; doubled per retry, full jitter (docs/errors.md)
     io_backoff_max: float = 60.0  # longest wait between two retries (also caps a Retry-After)
     io_timeout: float = 60.0  # seconds a connect or a read may stall before it counts as a transient failure

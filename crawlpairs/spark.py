@@ -13,14 +13,13 @@ import os
 import sys
 from pathlib import Path
 
-from crawlpairs.config import Config
+from crawlpairs.config import Config, StorageConfig
 
 # Hadoop 3.4+ defaults are duration strings ("60s") that the hadoop-aws 3.3 jar,
-# the one available offline, cannot parse: plain numbers work with both.
+# the one available offline, cannot parse: plain numbers work with both (the
+# connection timeouts come from `io_timeout`, in s3a_retries).
 S3A_NUMERIC_DEFAULTS = {
     "fs.s3a.threads.keepalivetime": "60",
-    "fs.s3a.connection.establish.timeout": "30000",
-    "fs.s3a.connection.timeout": "200000",
     "fs.s3a.connection.ttl": "300000",
     "fs.s3a.multipart.purge.age": "86400",
     "fs.s3a.assumed.role.session.duration": "1800",
@@ -36,6 +35,25 @@ S3A_UPLOAD_BUFFER = {
     "spark.hadoop.fs.s3a.fast.upload.buffer": "bytebuffer",
     "spark.hadoop.fs.s3a.multipart.size": str(16 << 20),
 }
+
+
+def s3a_retries(st: StorageConfig) -> dict[str, str]:
+    """S3A's retries from the settings every other read and upload follows (`io_retries`,
+    `io_backoff_base`, `io_timeout`), not Hadoop's defaults (5 SDK attempts inside each of 7,
+    or 20 throttled, S3A retries: a persistent 503 took minutes to give up).
+
+    Two layers retry, both `io_retries` times: the AWS SDK resends a failed request (the only
+    layer that can resend an upload's body: S3A's own retry of a PUT finds its off-heap block
+    already consumed and fails, tests/dedup/test_dedup_s3_faults.py), and S3A retries a failed
+    operation (a copy, listing or delete) after `io_backoff_base`. `--conf spark.hadoop.fs.s3a.*`
+    still wins."""
+    h = "spark.hadoop.fs.s3a."
+    interval = f"{max(1, round(st.io_backoff_base * 1000))}ms"
+    timeout = str(max(1, round(st.io_timeout * 1000)))  # plain milliseconds: hadoop-aws 3.3 reads numbers only
+    return {h + "attempts.maximum": str(st.io_retries), h + "retry.limit": str(st.io_retries),
+            h + "retry.throttle.limit": str(st.io_retries), h + "retry.interval": interval,
+            h + "retry.throttle.interval": interval, h + "connection.establish.timeout": timeout,
+            h + "connection.timeout": timeout}
 
 
 def s3a_jars() -> list[str]:
@@ -68,6 +86,7 @@ def session_conf(cfg: Config) -> dict[str, str]:
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
         "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
         **S3A_UPLOAD_BUFFER,
+        **s3a_retries(cfg.storage),
     }
     if cfg.spark.shuffle_partitions:
         conf["spark.sql.shuffle.partitions"] = str(cfg.spark.shuffle_partitions)

@@ -12,7 +12,7 @@ import pytest
 from crawlpairs import config, inputs
 from crawlpairs.config import ConfigError, ExtractConfig
 from crawlpairs.jobs.extract import ExtractStage
-from crawlpairs.spark import S3A_UPLOAD_BUFFER, session_conf
+from crawlpairs.spark import S3A_UPLOAD_BUFFER, s3a_retries, session_conf
 from crawlpairs.stage import build_parser, config_from_args
 
 
@@ -48,14 +48,26 @@ def test_bad_values_name_the_setting():
 def test_s3a_settings_only_with_an_endpoint(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     cfg = config.Config()
-    assert {k for k in session_conf(cfg) if "s3a" in k} == set(S3A_UPLOAD_BUFFER)  # no endpoint, no keys
+    always = set(S3A_UPLOAD_BUFFER) | set(s3a_retries(cfg.storage))  # s3a:// on AWS needs no endpoint
+    assert {k for k in session_conf(cfg) if "s3a" in k} == always  # no endpoint, no endpoint keys
     cfg.storage.s3_endpoint = "http://127.0.0.1:9000"
     conf = session_conf(cfg)
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000"
     assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
     assert conf["spark.hadoop.fs.s3a.threads.keepalivetime"] == "60"  # numeric, for hadoop-aws 3.3
     cfg.storage.spark_s3_scheme = "s3"  # EMR: EMRFS handles s3:// itself
-    assert {k for k in session_conf(cfg) if "s3a" in k} == set(S3A_UPLOAD_BUFFER)
+    assert {k for k in session_conf(cfg) if "s3a" in k} == always
+
+
+def test_s3a_retries_follow_io_retries_and_conf_still_wins():
+    cfg = config.load(overrides={"storage": {"io_retries": 2, "io_backoff_base": 0.25, "io_timeout": 7.5},
+                                 "spark": {"conf": {"spark.hadoop.fs.s3a.retry.limit": "9"}}})
+    conf = session_conf(cfg)
+    h = "spark.hadoop.fs.s3a."
+    assert conf[h + "attempts.maximum"] == conf[h + "retry.throttle.limit"] == "2"  # SDK and S3A layers
+    assert conf[h + "retry.throttle.limit"] == "2" and conf[h + "retry.interval"] == "250ms"
+    assert conf[h + "connection.timeout"] == conf[h + "connection.establish.timeout"] == "7500"
+    assert conf[h + "retry.limit"] == "9"  # an explicit --conf is the user's word
 
 
 def test_crawl_id_resolves_to_its_wat_listing():
