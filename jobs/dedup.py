@@ -108,7 +108,7 @@ class DedupStage(Stage):
         from pyspark.sql import functions as F
 
         cache_level = getattr(StorageLevel, CACHE_LEVEL)
-        cfg, d = ctx.cfg, ctx.cfg.dedup
+        cfg, opts = ctx.cfg, ctx.cfg.dedup
         phase(ctx, "read")
         rows = ctx.read_parquet_input()
         if INTERNAL in rows.columns:
@@ -119,10 +119,10 @@ class DedupStage(Stage):
         reason = F.lit(None).cast("string")
 
         # -- across runs: the seen-set ------------------------------------------------
-        seen = SeenSet(d.seen, cfg.storage) if d.seen else None
+        seen = SeenSet(opts.seen, cfg.storage) if opts.seen else None
         own = dedup_seen.run_key(ctx.out)
         commits = seen.commits(exclude_run=own) if seen else []
-        n = d.seen_prefix_chars
+        n = opts.seen_prefix_chars
         prefixes_read: dict[str, int] = {}
         if commits:
             phase(ctx, "seen_read")
@@ -132,7 +132,7 @@ class DedupStage(Stage):
                 rows = rows.join(seen_uid.select(F.col("key").alias("uid"), F.lit(True).alias("_seen_uid")),
                                  "uid", "left")
                 reason = F.when(F.col("_seen_uid"), "seen_uid")
-            if d.seen_by_url:
+            if opts.seen_by_url:
                 needed_u = {r[0] for r in rows.select(F.substring("_ukey", 1, n)).distinct().collect()}
                 seen_url = self.read_seen(ctx, seen, "url", commits, needed_u, prefixes_read)
                 if seen_url is not None:
@@ -150,13 +150,13 @@ class DedupStage(Stage):
         # over all rows, ordered so that rows already dropped sort last and never win.
         from pyspark.sql import Window
 
-        order = rank_columns(d.url_keep)
+        order = rank_columns(opts.url_keep)
         dropped_last = F.col("_reason").isNotNull().asc()
-        if d.dedup_uid:
+        if opts.dedup_uid:
             w = Window.partitionBy("uid").orderBy(dropped_last, *order)
             rows = rows.withColumn("_reason", F.coalesce(
                 "_reason", F.when(F.row_number().over(w) > 1, F.lit("exact_uid"))))
-        if d.dedup_url:
+        if opts.dedup_url:
             w = Window.partitionBy("url").orderBy(dropped_last, *order)
             rows = rows.withColumn("_reason", F.coalesce(
                 "_reason", F.when(F.row_number().over(w) > 1, F.lit("exact_url"))))
@@ -235,14 +235,14 @@ class DedupStage(Stage):
         """Write this run's keys under a new attempt, then commit it with one manifest write."""
         from pyspark.sql import functions as F
 
-        d = ctx.cfg.dedup
-        n = d.seen_prefix_chars
+        opts = ctx.cfg.dedup
+        n = opts.seen_prefix_chars
         attempt = dedup_seen.new_attempt(own)
         fresh = ann.where(~F.coalesce(F.col("_reason").isin("blocked", "seen_uid", "seen_url"), F.lit(False)))
         keys = {"uid": fresh.select(F.col("uid").alias("key")).distinct()}
         url_keys = fresh.select(F.col("_ukey").alias("key")).distinct()
         known = None
-        if commits and not d.seen_by_url:  # with --seen-by-url, `fresh` holds no published url already
+        if commits and not opts.seen_by_url:  # with --seen-by-url, `fresh` holds no published url already
             needed = {r[0] for r in url_keys.select(F.substring("key", 1, n)).distinct().collect()}
             known = self.read_seen(ctx, seen, "url", commits, needed, prefixes_read)
         keys["url"] = url_keys.join(known, "key", "left_anti") if known is not None else url_keys
@@ -259,7 +259,7 @@ class DedupStage(Stage):
         seen.commit(own, attempt, kinds, {"output": ctx.out, "inputs": ctx.cfg.input,
                                           "prefix_chars": n})
         removed = seen.collect_garbage(own, attempt)
-        ctx.stats.extra["seen"] = {"root": d.seen, "run_key": own, "attempt": attempt,
+        ctx.stats.extra["seen"] = {"root": opts.seen, "run_key": own, "attempt": attempt,
                                    "runs_read": len(commits), "partitions_read": prefixes_read,
                                    "appended": {k: v["rows"] for k, v in kinds.items()},
                                    "old_attempts_removed": len(removed)}
@@ -280,21 +280,24 @@ class DedupStage(Stage):
         from crawlpairs.jobs import dedup_graph as graph
         from crawlpairs.udfs.dedup import minhash
 
-        d = ctx.cfg.dedup
-        k, perm, b, r, seed = d.shingle_size, d.num_perm, d.bands, d.rows_per_band, d.seed
-        scope = F.xxhash64("image_domain") if d.near_dup_scope == "image_domain" else F.lit(None).cast("long")
+        opts = ctx.cfg.dedup
+        k, perm, seed = opts.shingle_size, opts.num_perm, opts.seed
+        bands, rows_per_band = opts.bands, opts.rows_per_band
+        scope = F.xxhash64("image_domain") if opts.near_dup_scope == "image_domain" else F.lit(None).cast("long")
         src = live.select(F.col("_id").alias("id"), "text", scope.alias("scope"))
 
-        def bands(batches):
-            return minhash.band_batches(batches, k, perm, b, r, seed)
+        def band_keys(batches):
+            return minhash.band_batches(batches, k, perm, bands, rows_per_band, seed)
 
-        edges = checkpoint(graph.star_edges(src.mapInArrow(bands, "id long, bucket long")))
+        edges = checkpoint(graph.star_edges(src.mapInArrow(band_keys, "id long, bucket long")))
         # what the banding promises: the S-curve's midpoint, and the chance that a pair right at
         # the verify threshold shares a band at all (the recall ceiling of these settings)
-        info: dict = {"candidate_pairs": edges.count(), "lsh_midpoint": round(minhash.lsh_threshold(b, r), 3),
-                      "p_candidate_at_threshold": round(minhash.candidate_probability(d.threshold, b, r), 3)}
+        midpoint = minhash.lsh_threshold(bands, rows_per_band)
+        at_threshold = minhash.candidate_probability(opts.threshold, bands, rows_per_band)
+        info: dict = {"candidate_pairs": edges.count(), "lsh_midpoint": round(midpoint, 3),
+                      "p_candidate_at_threshold": round(at_threshold, 3)}
         ctx.stats.extra["near_dup"] = info
-        if info["candidate_pairs"] and d.threshold > 0:
+        if info["candidate_pairs"] and opts.threshold > 0:
             phase(ctx, "near_dup_verify")
             texts = live.select(F.col("_id").alias("id"), "text")
             pairs = (edges.join(texts.withColumnRenamed("id", "a").withColumnRenamed("text", "text_a"), "a")
@@ -304,13 +307,13 @@ class DedupStage(Stage):
                 return minhash.verify_batches(batches, k)
 
             scored = pairs.select("a", "b", "text_a", "text_b").mapInArrow(verify, "a long, b long, jaccard float")
-            edges = checkpoint(scored.where(F.col("jaccard") >= d.threshold).select("a", "b"))
-        info["verified_pairs"] = edges.count() if d.threshold > 0 else info["candidate_pairs"]
+            edges = checkpoint(scored.where(F.col("jaccard") >= opts.threshold).select("a", "b"))
+        info["verified_pairs"] = edges.count() if opts.threshold > 0 else info["candidate_pairs"]
         if info["verified_pairs"] == 0:
             info.update(clusters=0, rows_in_clusters=0, cc_rounds=0)
             return None
         phase(ctx, "components")
-        cc = graph.connected_components(edges, d.max_cc_iterations, checkpoint)
+        cc = graph.connected_components(edges, opts.max_cc_iterations, checkpoint)
         info["cc_rounds"] = cc.rounds
         if not cc.converged:
             ctx.stats.error("near_dup_not_converged", message=f"{cc.rounds} rounds; some clusters split")

@@ -56,14 +56,14 @@ class DownloadStage(Stage):
 
     def check(self, ctx: Context) -> None:
         """What needs I/O or the SSRF parser (choices and ranges: DownloadConfig.validate)."""
-        d = ctx.cfg.download
-        for flag, uri in (("--do-not-train", d.do_not_train), ("--url-blocklist", d.url_blocklist),
-                          ("--hash-blocklist", d.hash_blocklist)):
+        opts = ctx.cfg.download
+        for flag, uri in (("--do-not-train", opts.do_not_train), ("--url-blocklist", opts.url_blocklist),
+                          ("--hash-blocklist", opts.hash_blocklist)):
             if uri and not storage.exists(uri, ctx.cfg.storage):
                 raise UsageError(f"{flag} {uri}: no such file")
         from crawlpairs.udfs.download.ssrf import parse_allow_entry
 
-        for entry in d.allow_network:
+        for entry in opts.allow_network:
             try:
                 parse_allow_entry(entry)
             except ValueError:
@@ -75,7 +75,7 @@ class DownloadStage(Stage):
         from pyspark.sql import types as T
         from pyspark.sql.pandas.types import to_arrow_schema
 
-        cfg, spark, d, st, out = ctx.cfg, ctx.spark, ctx.cfg.download, ctx.cfg.storage, ctx.out
+        cfg, spark, opts, st, out = ctx.cfg, ctx.spark, ctx.cfg.download, ctx.cfg.storage, ctx.out
         self.check(ctx)
         rows = ctx.read_parquet_input()
         if "url" not in rows.columns:
@@ -86,23 +86,23 @@ class DownloadStage(Stage):
         input_arrow = to_arrow_schema(rows.schema, timezone="UTC")
         meta = layout.meta_dir(out)
         plan_uri = storage.join(meta, dl_shards.PLAN)
-        settings = fingerprint.settings(d, ignore=NOT_OUTPUT)
+        settings = fingerprint.settings(opts, ignore=NOT_OUTPUT)
 
         # 1. plan: host keys in Python, one aggregate, a small summary per partition
         t0 = time.perf_counter()
-        tasks = d.partitions or spark.sparkContext.defaultParallelism
+        tasks = opts.partitions or spark.sparkContext.defaultParallelism
         tag_schema = T.StructType(rows.schema.fields + [T.StructField("_host", T.StringType()),
                                                         T.StructField("_h", T.LongType())])
-        tagged = rows.mapInArrow(partial(dl_plan.tag_batches, max_url_length=d.max_url_length), tag_schema)
-        rate_of = self.rate_of(d)
+        tagged = rows.mapInArrow(partial(dl_plan.tag_batches, max_url_length=opts.max_url_length), tag_schema)
+        rate_of = self.rate_of(opts)
         summary_schema = "kind string, host string, rows long, x long, task long, res array<long>"
         hosts = tagged.select("_host", "_h").repartition(tasks, "_host")  # a host's rows in one partition
         summary = [r.asDict() for r in hosts.mapInArrow(
             partial(dl_plan.summarize_hosts, tasks=tasks, rate_of=rate_of, top=2 * tasks + 10),
             summary_schema).collect()]
-        plan = dl_plan.make_plan(summary, tasks, rate_of, max_split=d.per_host_concurrency)
+        plan = dl_plan.make_plan(summary, tasks, rate_of, max_split=opts.per_host_concurrency)
         prior = storage.read_json(plan_uri, st) if storage.exists(plan_uri, st) else None
-        if prior is not None and d.force:
+        if prior is not None and opts.force:
             self.clear(out, plan_uri, st)
             prior = None
         if prior is not None:
@@ -113,10 +113,10 @@ class DownloadStage(Stage):
                 raise UsageError(str(exc)) from None
             plan = prior
         else:
-            plan.update(task_keys=dl_plan.partition_keys(tasks), order_rps=d.per_host_rps, settings=settings,
-                        fingerprint=fingerprint.digest(settings), shard_size=d.shard_size,
+            plan.update(task_keys=dl_plan.partition_keys(tasks), order_rps=opts.per_host_rps, settings=settings,
+                        fingerprint=fingerprint.digest(settings), shard_size=opts.shard_size,
                         inputs=list(cfg.input), created_at=dl_shards.iso(time.time()))
-            plan.update(dl_plan.shard_layout(plan["task_rows"], d.shard_size))
+            plan.update(dl_plan.shard_layout(plan["task_rows"], opts.shard_size))
             storage.write_json(plan_uri, plan, st)  # recorded before the first request
         tasks = plan["tasks"]
         t_plan = time.perf_counter()
@@ -143,17 +143,17 @@ class DownloadStage(Stage):
         # 3. fetch: each task commits its shards as they fill
         self.clean_temp(out, st)
         done = dl_shards.committed(out, st)
-        retry = self.retry_shards(ctx, plan, done) if d.retry_failed else set()
+        retry = self.retry_shards(ctx, plan, done) if opts.retry_failed else set()
         skip = sorted(done - retry)
         todo = placed.filter(~F.col("_shard").isin(skip)) if skip else placed
         todo = todo.sortWithinPartitions("_shard", "_pos")
         shard_schema = dl_shards.parquet_schema(input_arrow, SHARD_RESULT_SCHEMA)
-        ext = d.output_format
+        ext = opts.output_format
         shares = dl_plan.rate_shares(plan)
         shard_layout = {k: plan[k] for k in ("shard_digits", "index_digits", "shard_size")}
 
         def fetch(batches):
-            return download_shards(batches, d, out, shard_layout, shard_schema, st, ext=ext, rate_shares=shares,
+            return download_shards(batches, opts, out, shard_layout, shard_schema, st, ext=ext, rate_shares=shares,
                                    retry=retry)
 
         result = todo.mapInArrow(fetch, T.StructType.fromJson(_spark_schema(TASK_SCHEMA))).collect()
@@ -175,11 +175,11 @@ class DownloadStage(Stage):
         ctx.stats.merge(total)
 
     @staticmethod
-    def rate_of(d):
+    def rate_of(opts):
         """host -> the req/s the plan assumes for it (the [download] rate rules; Crawl-delay is learnt later)."""
         from crawlpairs.udfs.download.fetch import host_rate
 
-        return partial(host_rate, d)
+        return partial(host_rate, opts)
 
     @staticmethod
     def same_input(prior: dict, plan: dict, cfg) -> None:

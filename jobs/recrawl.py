@@ -112,9 +112,9 @@ def pending_crawls(crawls: list[str], states: dict[str, dict[str, Any]], cfg: Co
     """
     if not crawls:
         return []
-    r = cfg.recrawl
-    if r.since:
-        start = r.since
+    opts = cfg.recrawl
+    if opts.since:
+        start = opts.since
     elif states:
         start = min(states)
     else:
@@ -123,11 +123,11 @@ def pending_crawls(crawls: list[str], states: dict[str, dict[str, Any]], cfg: Co
     for c in crawls:
         if c < start:
             continue
-        st = states.get(c, {}).get("status")
-        if st == "done" or (st == "failed" and not r.retry_failed):
+        status = states.get(c, {}).get("status")
+        if status == "done" or (status == "failed" and not opts.retry_failed):
             continue
         out.append(c)
-    return out[: r.max_crawls] if r.max_crawls > 0 else out
+    return out[: opts.max_crawls] if opts.max_crawls > 0 else out
 
 
 class RecrawlStage(Stage):
@@ -141,14 +141,14 @@ class RecrawlStage(Stage):
     def run(self, ctx: Context) -> None:
         cfg = ctx.cfg
         root = cfg.output
-        r = cfg.recrawl
+        opts = cfg.recrawl
         with run_lock(root):
             state = State(root, cfg)
             try:
                 crawls = list_crawls(cfg)
             except Exception as exc:  # noqa: BLE001 - the list source is down: say so, change nothing
-                ctx.stats.error("crawl_list", input=r.collinfo_url, message=f"{exc.__class__.__name__}: {exc}")
-                raise UsageError(f"--collinfo-url {r.collinfo_url}: cannot read the crawl list ({exc})") from None
+                ctx.stats.error("crawl_list", input=opts.collinfo_url, message=f"{exc.__class__.__name__}: {exc}")
+                raise UsageError(f"--collinfo-url {opts.collinfo_url}: cannot read the crawl list ({exc})") from None
             todo = pending_crawls(crawls, state.all(), cfg)
             ctx.stats.incr("crawls_listed", len(crawls))
             ctx.stats.incr("crawls_pending", len(todo))

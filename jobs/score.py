@@ -38,22 +38,22 @@ def list_shards(inputs: list[str], st) -> list[str]:
 
 def check_config(ctx: Context) -> None:
     """Fail on the driver, in one line, for what needs I/O or open_clip (choices and ranges: ScoreConfig.validate)."""
-    sc, st = ctx.cfg.score, ctx.cfg.storage
+    opts, st = ctx.cfg.score, ctx.cfg.storage
     import open_clip
 
     from crawlpairs.udfs.score import clip
 
-    clip.register_model_configs(sc.model_config_dir)
-    for flag, name in (("--model", sc.model), ("--multilingual-model", sc.multilingual_model)):
+    clip.register_model_configs(opts.model_config_dir)
+    for flag, name in (("--model", opts.model), ("--multilingual-model", opts.multilingual_model)):
         if name and name not in open_clip.list_models() and not name.startswith(("hf-hub:", "local-dir:")):
             raise UsageError(f"{flag} {name}: not an open_clip architecture (see open_clip.list_models())")
-    for flag, uri in (("--pretrained", sc.pretrained), ("--multilingual-pretrained", sc.multilingual_pretrained),
-                      ("--nsfw-model", sc.nsfw_model), ("--aesthetic-model", sc.aesthetic_model),
-                      ("--watermark-model", sc.watermark_model)):
+    for flag, uri in (("--pretrained", opts.pretrained), ("--multilingual-pretrained", opts.multilingual_pretrained),
+                      ("--nsfw-model", opts.nsfw_model), ("--aesthetic-model", opts.aesthetic_model),
+                      ("--watermark-model", opts.watermark_model)):
         looks_like_path = bool(uri) and ("://" in uri or "/" in uri or uri.endswith((".pt", ".pth", ".npz", ".bin")))
         if looks_like_path and not uri.startswith("hf-hub:") and not storage.exists(uri, st):
             raise UsageError(f"{flag} {uri}: no such file")
-    for kind, uri in (("nsfw", sc.nsfw_model), ("aesthetic", sc.aesthetic_model), ("watermark", sc.watermark_model)):
+    for kind, uri in (("nsfw", opts.nsfw_model), ("aesthetic", opts.aesthetic_model), ("watermark", opts.watermark_model)):
         if uri:
             try:
                 clip.get_head(kind, uri, st)
@@ -104,7 +104,7 @@ class ScoreStage(Stage):
     def run(self, ctx: Context) -> None:
         from pyspark.sql import functions as F
 
-        cfg, sc, st = ctx.cfg, ctx.cfg.score, ctx.cfg.storage
+        cfg, opts, st = ctx.cfg, ctx.cfg.score, ctx.cfg.storage
         check_config(ctx)
         shards = list_shards(cfg.input, st)
         if not shards:
@@ -113,7 +113,7 @@ class ScoreStage(Stage):
         self.check_settings(ctx)
         spark = ctx.spark
         executor_cores = int(spark.conf.get("spark.executor.cores", "0") or 0) or spark.sparkContext.defaultParallelism
-        out_root, force = cfg.output, sc.force
+        out_root, force = cfg.output, opts.force
 
         def score_partition(it):
             from pyspark import TaskContext
@@ -126,7 +126,7 @@ class ScoreStage(Stage):
             cpus = tc.cpus() if tc is not None else 1
             for shard in it:
                 try:
-                    stats = clip.score_shard(shard, out_root, sc, st, gpu_addresses=gpus, task_cpus=cpus,
+                    stats = clip.score_shard(shard, out_root, opts, st, gpu_addresses=gpus, task_cpus=cpus,
                                              executor_cores=executor_cores, force=force)
                 except Exception as exc:  # noqa: BLE001 - a broken shard never fails the job
                     stats = Stats()
@@ -148,13 +148,13 @@ class ScoreStage(Stage):
         rows = _existing([rows_uri(out_root, shard_id(s)) for s in shards], st)
         df = spark.read.option("mergeSchema", "true").parquet(*[ctx.spark_uri(u) for u in rows])
         kept = df.filter(F.col("drop_reason").isNull())
-        w = float(sc.similarity_band_width)
+        w = float(opts.similarity_band_width)
         kept = (kept.withColumn("language", F.coalesce(F.col("language"), F.lit("und")))
                 .withColumn("similarity_band", F.round(
                     F.floor(F.round(F.col("similarity") / F.lit(w), 6)) * F.lit(w), 6)))
-        flagged = sc.semantic_dup_threshold > 0
+        flagged = opts.semantic_dup_threshold > 0
         if flagged:
-            kept = self.flag_semantic_dups(kept, sc.semantic_dup_threshold)
+            kept = self.flag_semantic_dups(kept, opts.semantic_dup_threshold)
         kept = kept.drop(*[c for c in DROP_COLUMNS if c in kept.columns]).persist()
         n = kept.count()
         if flagged:
@@ -162,7 +162,7 @@ class ScoreStage(Stage):
         # Flat files, every column inside (language and the band too: DuckDB and HF datasets read
         # them as columns, not folder names). Each file holds a range of (language, band), so a
         # reader's filter on either skips whole files by their Parquet statistics.
-        files = max(1, math.ceil(n / max(1, sc.rows_per_file)))
+        files = max(1, math.ceil(n / max(1, opts.rows_per_file)))
         (kept.repartitionByRange(files, "language", "similarity_band", "key")
          .sortWithinPartitions("language", "similarity_band", "key")
          .write.mode("overwrite").parquet(ctx.spark_uri(ctx.out)))

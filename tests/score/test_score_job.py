@@ -12,8 +12,7 @@ import pytest
 from crawlpairs.config import Config, ScoreConfig
 from crawlpairs.jobs.score import ScoreStage, list_shards
 from crawlpairs.stage import UsageError, run_stage
-from crawlpairs.udfs.score import clip
-from support.score import TINY
+from support.score import TINY, similarity_band
 
 
 def config(images_dir: Path, out: Path, **kw) -> Config:
@@ -67,7 +66,7 @@ def test_job_writes_data_only_scored_files_and_counts_every_row(job, spark):
     assert rows.similarity_band.nunique() > 1
     assert ((rows.similarity >= rows.similarity_band - 1e-6) & (rows.similarity < rows.similarity_band + 0.05 + 1e-6)).all()
     # the job's Spark expression gives every row the band the udf gives it
-    assert [clip.similarity_band(s, 0.05) for s in rows.similarity] == list(rows.similarity_band)
+    assert [similarity_band(s, 0.05) for s in rows.similarity] == list(rows.similarity_band)
 
 
 def test_embeddings_one_aligned_triple_per_shard(job):

@@ -24,7 +24,7 @@ from crawlpairs.config import ScoreConfig
 from crawlpairs.stats import Stats
 from crawlpairs.udfs import wds
 from crawlpairs.udfs.score import clip
-from support.score import TINY, good_samples, jpeg, photos, write_shard
+from support.score import TINY, good_samples, jpeg, photos, similarity_band, write_shard
 
 
 def cfg(**kw) -> ScoreConfig:
@@ -318,9 +318,9 @@ def test_device_is_cpu_without_a_gpu():
 
 
 def test_similarity_band():
-    assert clip.similarity_band(0.317, 0.05) == 0.3
-    assert clip.similarity_band(0.30, 0.05) == 0.3
-    assert clip.similarity_band(None, 0.05) is None
+    assert similarity_band(0.317, 0.05) == 0.3
+    assert similarity_band(0.30, 0.05) == 0.3
+    assert similarity_band(None, 0.05) is None
 
 
 def test_udfs_import_no_torch():

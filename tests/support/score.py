@@ -103,3 +103,9 @@ def good_samples(shared_data: Path, n_generated: int = 20, prefix: str = "a") ->
     return out
 
 
+def similarity_band(sim: float | None, width: float) -> float | None:
+    """The reference for jobs/score.py's Spark expression: 0.317 -> 0.3 with width 0.05, the
+    band's lower edge (the tests compare the job's column with it row by row)."""
+    if sim is None or sim != sim:
+        return None
+    return round(float(np.floor(round(sim / width, 6)) * width), 6)

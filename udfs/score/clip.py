@@ -372,14 +372,6 @@ def threshold_for(language: str | None, cfg: ScoreConfig) -> float:
     return float(cfg.default_threshold)
 
 
-def similarity_band(sim: float | None, width: float) -> float | None:
-    """0.317 -> 0.3 with width 0.05: the band's lower edge, a column users filter one band on
-    (the same expression as jobs/score.py's, which computes it in Spark)."""
-    if sim is None or sim != sim:
-        return None
-    return round(float(np.floor(round(sim / width, 6)) * width), 6)
-
-
 def drop_reason(sim: float, language: str | None, punsafe: float | None, pwatermark: float | None,
                 cfg: ScoreConfig) -> str | None:
     """The first configured filter a scored row fails, or None to keep it."""
