@@ -54,22 +54,6 @@ def phase(ctx: Context, name: str) -> None:
     ctx.spark.sparkContext.setJobGroup(f"dedup:{name}", f"dedup: {name}", interruptOnCancel=False)
 
 
-def size_shuffles(ctx: Context, rows) -> int:
-    """Shuffle partitions from the input's size, unless the user set them (config or --conf).
-
-    Spark's fixed 200 made every stage of a 1,000-row run 200 tasks, every cached table 200
-    partitions and every near-dup checkpoint 200 files (a real-files run took minutes, and
-    on S3 each file is PUTs). Twice the input scan's partitions (about 128 MB each), at least
-    the cluster's cores, keeps a shuffle partition near the scan's size at any scale.
-    """
-    conf = ctx.spark.sparkContext.getConf()
-    if conf.contains("spark.sql.shuffle.partitions"):
-        return int(ctx.spark.conf.get("spark.sql.shuffle.partitions"))
-    n = max(ctx.spark.sparkContext.defaultParallelism, 2 * rows.rdd.getNumPartitions())
-    ctx.spark.conf.set("spark.sql.shuffle.partitions", str(n))
-    return n
-
-
 def url_key(col):
     """32 hex chars of sha256(url): the seen-set key for a url, same width as a uid."""
     from pyspark.sql import functions as F
@@ -113,7 +97,7 @@ class DedupStage(Stage):
         rows = ctx.read_parquet_input()
         if INTERNAL in rows.columns:
             rows = rows.drop(INTERNAL)
-        ctx.stats.extra["shuffle_partitions"] = size_shuffles(ctx, rows)
+        ctx.stats.extra["shuffle_partitions"] = ctx.size_shuffles(rows)
         columns = rows.columns
         rows = rows.withColumn("_ukey", url_key(F.col("url")))
         reason = F.lit(None).cast("string")

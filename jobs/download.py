@@ -83,6 +83,7 @@ class DownloadStage(Stage):
         rows = rows.drop(*[c for c in (*INTERNAL, *SHARD_RESULT_SCHEMA.names) if c in rows.columns])
         if "uid" not in rows.columns:
             rows = rows.withColumn("uid", uid_column())
+        ctx.stats.extra["shuffle_partitions"] = ctx.size_shuffles(rows)
         input_arrow = to_arrow_schema(rows.schema, timezone="UTC")
         meta = layout.meta_dir(out)
         plan_uri = storage.join(meta, dl_shards.PLAN)
