@@ -17,7 +17,7 @@ pyspark is left out of every requirements file: the cluster's own Spark provides
 it, and a PyPI pyspark would not match the cluster's JVM side.
 
 Artefacts, written to `<out>/<version>/` (default `dist/cluster/`):
-  crawlpairs-<version>.zip      --py-files: crawlpairs, crawlpairs.jobs, crawlpairs.udfs
+  crawlpairs-<version>.zip      --py-files: crawlpairs, crawlpairs.jobs, crawlpairs.udfs (not the generator)
   jobs/<stage>.py               spark-submit entry points
   crawlpairs-<version>-py3-none-any.whl   optional (--wheel): gives nodes the `crawlpairs` CLI
   requirements-{cpu,gpu,driver}.txt, constraints.txt   per-role dependencies
@@ -103,13 +103,31 @@ def _package_dir(pkg: str, dirs: dict[str, str]) -> str:
     return pkg.replace(".", "/")
 
 
+# Not shipped to cluster nodes: the synthetic-crawl generator is for the demo, tests and
+# benchmarks (its word lists alone are ~1 MB); `crawlpairs generate` runs on a workstation.
+NOT_ON_NODES = {"crawlpairs.generate"}
+
+
+def package_data(repo: Path = REPO) -> dict[str, list[str]]:
+    """Package -> glob patterns of its data files (pyproject's [tool.setuptools.package-data])."""
+    tool = tomllib.loads((repo / "pyproject.toml").read_text(encoding="utf-8")).get("tool", {})
+    return tool.get("setuptools", {}).get("package-data", {})
+
+
 def build_zip(target: Path, repo: Path = REPO) -> list[str]:
-    """The --py-files zip, laid out as the installed package; returns its member names."""
+    """The --py-files zip, laid out as the installed package (code and package data); returns its
+    member names."""
     members: dict[str, Path] = {}
+    data = package_data(repo)
     for pkg, src in package_map(repo).items():
+        if pkg in NOT_ON_NODES:
+            continue
         prefix = pkg.replace(".", "/")
         for path in sorted(src.glob("*.py")):
             members[f"{prefix}/{path.name}"] = path
+        for pattern in data.get(pkg, []):
+            for path in sorted(src.glob(pattern)):
+                members[f"{prefix}/{path.relative_to(src).as_posix()}"] = path
     if "crawlpairs/__init__.py" not in members:
         raise SystemExit(f"package.py: no crawlpairs/__init__.py under {repo}")
     target.parent.mkdir(parents=True, exist_ok=True)

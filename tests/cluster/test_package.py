@@ -79,6 +79,9 @@ def test_build_writes_reproducible_zip_laid_out_like_the_install(tmp_path):
     assert "crawlpairs/__init__.py" in names and "crawlpairs/jobs/__init__.py" in names
     assert "crawlpairs/udfs/__init__.py" in names and "crawlpairs/stage.py" in names
     assert not any(n.startswith(("jobs/", "udfs/")) for n in names)
+    assert "crawlpairs/udfs/extract/candidates.py" in names and "crawlpairs/udfs/download/task.py" in names
+    assert any(n.startswith("crawlpairs/models/") and n.endswith(".json") for n in names)  # package data
+    assert not any(n.startswith("crawlpairs/generate/") for n in names)  # a workstation tool
     for job in (REPO / "jobs").glob("*.py"):
         if job.name != "__init__.py":
             assert (dest / "jobs" / job.name).read_bytes() == job.read_bytes()
