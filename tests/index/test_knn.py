@@ -172,8 +172,8 @@ def test_opening_an_index_reads_its_info_once(tmp_path, make_embeddings, monkeyp
     vecs = make_embeddings(tmp_path / "emb", [30], dim=16, kinds=("img_emb",))["img_emb"]
     knn.build(str(tmp_path / "emb"), str(tmp_path / "index"), IndexConfig(kinds=["img_emb"], index_key="Flat"))
     reads = []
-    real = knn_query.st.read_json
-    monkeypatch.setattr(knn_query.st, "read_json", lambda uri, *a, **k: reads.append(uri) or real(uri, *a, **k))
+    real = knn_query.fsio.read_json
+    monkeypatch.setattr(knn_query.fsio, "read_json", lambda uri, *a, **k: reads.append(uri) or real(uri, *a, **k))
     assert knn.query(str(tmp_path / "index"), vector=vecs[3], k=1)[0]["id"] == 3
     assert reads == [str(tmp_path / "index" / knn.INFO_NAME)]
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from crawlpairs import storage as uris  # the module; `storage` is the StorageConfig argument
+from crawlpairs import storage as fsio  # the module; `storage` is the StorageConfig argument
 from crawlpairs.config import ConfigError, IndexConfig, StorageConfig, validate_section
 from crawlpairs.stats import Stats
 from crawlpairs.udfs.index.files import (
@@ -68,7 +68,7 @@ def _stamp(uris: Sequence[str], storage: StorageConfig | None) -> str:
     out = []
     for uri in uris:
         try:
-            fs, path = uris.filesystem(uri, storage)
+            fs, path = fsio.filesystem(uri, storage)
             info = fs.info(path)
         except Exception:  # noqa: BLE001 - no stamp only means no skip
             out.append(f"{uri}:?")
@@ -80,7 +80,7 @@ def _stamp(uris: Sequence[str], storage: StorageConfig | None) -> str:
 
 def read_npy_header(uri: str, storage: StorageConfig | None = None) -> tuple[int, int, str]:
     """(rows, dim, dtype) from a .npy header without reading the array (works on S3)."""
-    with uris.open_uri(uri, "rb", storage) as fh:
+    with fsio.open_uri(uri, "rb", storage) as fh:
         shape, dtype = npy_header(fh)
     if len(shape) != 2:
         raise ValueError(f"expected a 2-d array, got shape {shape}")
@@ -88,7 +88,7 @@ def read_npy_header(uri: str, storage: StorageConfig | None = None) -> tuple[int
 
 
 def _part_key(uri: str, folder: str, prefix: str, suffix: str) -> str:
-    rel = uri[len(folder.rstrip("/")) + 1 :] if uri.startswith(folder.rstrip("/") + "/") else uris.basename(uri)
+    rel = uri[len(folder.rstrip("/")) + 1 :] if uri.startswith(folder.rstrip("/") + "/") else fsio.basename(uri)
     head, _, name = rel.rpartition("/")
     name = name[: -len(suffix)]
     if name.startswith(prefix + "_"):
@@ -97,7 +97,7 @@ def _part_key(uri: str, folder: str, prefix: str, suffix: str) -> str:
 
 
 def _listing(folder: str, prefix: str, suffix: str, storage: StorageConfig | None) -> dict[str, str]:
-    files = [u for u in uris.find(folder, storage) if u.endswith(suffix) and not uris.basename(u).startswith((".", "_"))]
+    files = [u for u in fsio.find(folder, storage) if u.endswith(suffix) and not fsio.basename(u).startswith((".", "_"))]
     return {_part_key(u, folder, prefix, suffix): u for u in files}
 
 
@@ -110,8 +110,8 @@ def discover_parts(
     disagree is left out and counted as an error naming the file: a bad part never fails the build.
     """
     stats = stats if stats is not None else Stats()
-    meta = _listing(uris.join(root, "metadata"), "metadata", ".parquet", storage)
-    emb = {k: _listing(uris.join(root, k), k, ".npy", storage) for k in kinds}
+    meta = _listing(fsio.join(root, "metadata"), "metadata", ".parquet", storage)
+    emb = {k: _listing(fsio.join(root, k), k, ".npy", storage) for k in kinds}
     keys = sorted(set(meta).union(*[set(v) for v in emb.values()]))
     stats.incr("parts_found", len(keys))
     parts: list[Part] = []
@@ -168,7 +168,7 @@ def discover_parts(
 def _parquet_rows(uri: str, storage: StorageConfig | None) -> int:
     import pyarrow.parquet as pq
 
-    with uris.open_uri(uri, "rb", storage) as fh:
+    with fsio.open_uri(uri, "rb", storage) as fh:
         return int(pq.ParquetFile(fh).metadata.num_rows)
 
 
@@ -189,7 +189,7 @@ def write_metadata(
     os.makedirs(out_dir, exist_ok=True)
     files, rows, kept_cols = [], [], None
     for i, part in enumerate(parts):
-        with uris.open_uri(part.metadata, "rb", storage) as fh:
+        with fsio.open_uri(part.metadata, "rb", storage) as fh:
             pf = pq.ParquetFile(fh)
             available = set(pf.schema_arrow.names)
             cols = [c for c in columns if c in available]
@@ -242,7 +242,7 @@ def fsspec_s3_defaults(storage: StorageConfig | None) -> Iterator[None]:
     """autofaiss opens s3:// paths with bare fsspec: give it our endpoint while it runs."""
     import fsspec.config
 
-    opts = uris._fs_options("s3://x", storage)  # noqa: SLF001 - same options every other stage uses
+    opts = fsio._fs_options("s3://x", storage)  # noqa: SLF001 - same options every other stage uses
     old = fsspec.config.conf.get("s3")
     fsspec.config.conf["s3"] = {**(old or {}), **opts}
     try:
@@ -293,8 +293,8 @@ def stage_embeddings(parts: Sequence[Part], kind: str, work: str, storage: Stora
     for i, part in enumerate(parts):
         src = part.embeddings[kind]
         dst = os.path.join(folder, f"{i:06d}.npy")
-        if uris.is_remote(src):
-            fs, path = uris.filesystem(src, storage)
+        if fsio.is_remote(src):
+            fs, path = fsio.filesystem(src, storage)
             fs.get(path, dst)
         else:
             os.symlink(os.path.abspath(src), dst)
@@ -302,7 +302,7 @@ def stage_embeddings(parts: Sequence[Part], kind: str, work: str, storage: Stora
 
 
 def _all_parts_of_folder(parts: Sequence[Part], kind: str, folder: str, storage: StorageConfig | None) -> bool:
-    npys = [u for u in uris.find(folder, storage) if u.endswith(".npy")]
+    npys = [u for u in fsio.find(folder, storage) if u.endswith(".npy")]
     return sorted(npys) == [p.embeddings[kind] for p in parts]
 
 
@@ -318,7 +318,7 @@ def _infos_clean(infos: dict[str, Any], index_rel: str) -> dict[str, Any]:
 def _fix_infos_file(uri: str, index_rel: str, storage: StorageConfig | None = None) -> None:
     """Rewrite autofaiss's infos file (`image.json`) so it names `index_rel`, not a temp path."""
     with contextlib.suppress(FileNotFoundError):
-        uris.write_json(uri, _infos_clean(uris.read_json(uri, storage), index_rel), storage)
+        fsio.write_json(uri, _infos_clean(fsio.read_json(uri, storage), index_rel), storage)
 
 
 def build_single(
@@ -329,16 +329,16 @@ def build_single(
 
     Ids are global row numbers in `parts` order; the returned shards all have id_offset 0.
     """
-    folder = uris.join(root, kind)
+    folder = fsio.join(root, kind)
     if _all_parts_of_folder(parts, kind, folder, storage):
         emb_input = folder  # the common case: read in place, local or S3
     else:
         emb_input = stage_embeddings(parts, kind, work, storage)
-    if not uris.is_remote(out_dir):
+    if not fsio.is_remote(out_dir):
         os.makedirs(out_dir, exist_ok=True)
     rel = index_file(kind)
-    index_path = uris.join(out_dir, rel)
-    infos_path = uris.join(out_dir, infos_file(rel))
+    index_path = fsio.join(out_dir, rel)
+    infos_path = fsio.join(out_dir, infos_file(rel))
     extra: dict[str, Any] = {}
     if distributed:
         extra = {
@@ -356,7 +356,7 @@ def build_single(
         shards = []
         for path, one in sorted(infos.items()):
             name = path.rstrip("/").rpartition("/")[2]
-            _fix_infos_file(uris.join(out_dir, infos_file(name)), name, storage)
+            _fix_infos_file(fsio.join(out_dir, infos_file(name)), name, storage)
             shard = _shard(name, 0, None, _infos_clean(one, name))
             shard["autofaiss_seconds"] = inside  # the one call that built them all
             shards.append(shard)
@@ -406,8 +406,8 @@ def build_part_shard(task: PartTask) -> dict[str, Any]:
         _, infos = _run_autofaiss(folder, local_index, local_infos, task.cfg)
         inside = round(time.perf_counter() - t, 3)
         _fix_infos_file(local_infos, rel)
-        uris.put_file(local_index, uris.join(task.out, rel), task.storage)
-        uris.put_file(local_infos, uris.join(task.out, infos_file(rel)), task.storage)
+        fsio.put_file(local_index, fsio.join(task.out, rel), task.storage)
+        fsio.put_file(local_infos, fsio.join(task.out, infos_file(rel)), task.storage)
     shard = _shard(rel, task.id_offset, task.part.rows, _infos_clean(infos, rel))
     shard["part"] = task.part.key
     shard["autofaiss_seconds"] = inside
@@ -440,11 +440,11 @@ def clip_from_sources(
         return {"model": cfg.clip_model, "pretrained": cfg.clip_pretrained,
                 "model_config_dir": cfg.clip_model_config_dir, "source": "index config"}
     parent = root.rstrip("/").rpartition("/")[0] or "."
-    for uri in (uris.join(root, "_stats.json"), uris.join(parent, "scored", "_stats.json")):
+    for uri in (fsio.join(root, "_stats.json"), fsio.join(parent, "scored", "_stats.json")):
         try:
-            if not uris.exists(uri, storage):
+            if not fsio.exists(uri, storage):
                 continue
-            score = (uris.read_json(uri, storage).get("config") or {}).get("score") or {}
+            score = (fsio.read_json(uri, storage).get("config") or {}).get("score") or {}
         except Exception:  # noqa: BLE001 - an unreadable stats file just is not a source
             continue
         if score.get("model"):
@@ -462,17 +462,17 @@ def clear_output(out: str, storage: StorageConfig | None = None) -> None:
     Also the folders of format 1 (`img_emb/`, `text_emb/`) and what clip_back caches from the
     metadata (its hdf5 copy would otherwise keep serving the old rows).
     """
-    uris.rm(uris.join(out, INFO_NAME), storage, recursive=False)
-    stale = [uris.join(out, name) for name in CLIP_BACK_CACHES]
+    fsio.rm(fsio.join(out, INFO_NAME), storage, recursive=False)
+    stale = [fsio.join(out, name) for name in CLIP_BACK_CACHES]
     for prefix in INDEX_PREFIX.values():
-        stale += uris.glob(uris.join(out, f"{prefix}.index*"), storage) + uris.glob(uris.join(out, f"{prefix}.json*"), storage)
+        stale += fsio.glob(fsio.join(out, f"{prefix}.index*"), storage) + fsio.glob(fsio.join(out, f"{prefix}.json*"), storage)
     for uri in stale:
-        uris.rm(uri, storage, recursive=False)
+        fsio.rm(uri, storage, recursive=False)
     for sub in (*INDEX_PREFIX.values(), *KINDS, "metadata"):
-        for f in uris.find(uris.join(out, sub), storage):
-            uris.rm(f, storage, recursive=False)
-        if not uris.is_remote(out):
-            shutil.rmtree(uris.join(out, sub), ignore_errors=True)
+        for f in fsio.find(fsio.join(out, sub), storage):
+            fsio.rm(f, storage, recursive=False)
+        if not fsio.is_remote(out):
+            shutil.rmtree(fsio.join(out, sub), ignore_errors=True)
 
 
 def publish(work_out: str, out: str, storage: StorageConfig | None = None) -> None:
@@ -481,7 +481,7 @@ def publish(work_out: str, out: str, storage: StorageConfig | None = None) -> No
     for rel in [f for f in files if f != INFO_NAME] + [INFO_NAME]:
         src = os.path.join(work_out, rel)
         if os.path.exists(src):
-            uris.put_file(src, uris.join(out, rel), storage)
+            fsio.put_file(src, fsio.join(out, rel), storage)
 
 
 def build(
@@ -504,10 +504,10 @@ def build(
     if not parts:
         raise IndexBuildError(f"--input {root}: no usable embedding part (see errors in _stats.json)")
     fp = fingerprint(parts, cfg)
-    info_uri = uris.join(out, INFO_NAME)
-    if not force and uris.exists(info_uri, storage):
+    info_uri = fsio.join(out, INFO_NAME)
+    if not force and fsio.exists(info_uri, storage):
         with contextlib.suppress(Exception):
-            old = uris.read_json(info_uri, storage)
+            old = fsio.read_json(info_uri, storage)
             if old.get("fingerprint") == fp:
                 stats.incr("skipped_up_to_date")
                 return old
@@ -526,7 +526,7 @@ def build(
                 shards = (map_fn or _local_map)(build_part_shard, tasks)
             else:
                 # distributed + several indices on a cluster: executors write, so write to `out` itself
-                direct = cfg.distributed and cfg.nb_indices_to_keep > 1 and uris.is_remote(out)
+                direct = cfg.distributed and cfg.nb_indices_to_keep > 1 and fsio.is_remote(out)
                 shards = build_single(parts, kind, root, cfg, work, out if direct else work_out, storage,
                                       distributed=cfg.distributed, tmp_dir=cfg.tmp_dir)
             kinds[kind] = {"shards": shards, "seconds": round(time.perf_counter() - t, 3)}
@@ -549,7 +549,7 @@ def build(
             # clip_back loads one image.index / text.index at the root: not sharded builds
             "clip_back_loadable": all([s["file"] for s in v["shards"]] == [index_file(k)] for k, v in kinds.items()),
         }
-        uris.write_json(os.path.join(work_out, INFO_NAME), info)
+        fsio.write_json(os.path.join(work_out, INFO_NAME), info)
         publish(work_out, out, storage)
     stats.incr("vectors_indexed", total * len(cfg.kinds))
     stats.extra["index_seconds"] = round(time.perf_counter() - t0, 3)

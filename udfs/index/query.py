@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from crawlpairs import storage as uris  # the module; `storage` is the StorageConfig argument
+from crawlpairs import storage as fsio  # the module; `storage` is the StorageConfig argument
 from crawlpairs.config import StorageConfig
 from crawlpairs.udfs.index.files import INFO_NAME, META_ROW_GROUP, METADATA_RENAMES
 
@@ -32,7 +32,7 @@ _OUR_NAMES = {v: k for k, v in METADATA_RENAMES.items()}
 def _local_index_dir(uri: str, storage: StorageConfig | None, kind: str, cache_dir: str | None,
                      info: dict[str, Any]) -> str:
     """A local folder with the files a query needs; remote indices are fetched once per version."""
-    if not uris.is_remote(uri):
+    if not fsio.is_remote(uri):
         return uri[len("file://") :] if uri.startswith("file://") else uri
     root = Path(cache_dir or os.environ.get("CRAWLPAIRS_CACHE", Path.home() / ".cache" / "crawlpairs"))
     target = root / "index" / hashlib.sha256(uri.encode()).hexdigest()[:16] / str(info.get("fingerprint", "x"))
@@ -41,10 +41,10 @@ def _local_index_dir(uri: str, storage: StorageConfig | None, kind: str, cache_d
         dst = target / rel
         if not dst.exists():
             dst.parent.mkdir(parents=True, exist_ok=True)
-            fs, path = uris.filesystem(uris.join(uri, rel), storage)
+            fs, path = fsio.filesystem(fsio.join(uri, rel), storage)
             fs.get_file(path, str(dst) + ".part")
             os.replace(str(dst) + ".part", dst)
-    uris.write_json(str(target / INFO_NAME), info)
+    fsio.write_json(str(target / INFO_NAME), info)
     return str(target)
 
 
@@ -59,7 +59,7 @@ class KnnIndex:
 
         self.uri = uri
         self.storage = storage
-        self.info = info if info is not None else uris.read_json(uris.join(uri, INFO_NAME), storage)
+        self.info = info if info is not None else fsio.read_json(fsio.join(uri, INFO_NAME), storage)
         kinds = list(self.info["kinds"])
         self.kind = kind or ("img_emb" if "img_emb" in kinds else kinds[0])
         if self.kind not in self.info["kinds"]:
@@ -177,7 +177,7 @@ def encode_images(enc: Any, images: Sequence[Any], storage: StorageConfig | None
     """Images (paths/URIs or bytes) -> normalised embeddings, through score's pixel pipeline."""
     from crawlpairs.udfs.score import clip
 
-    blobs = [bytes(i) if isinstance(i, (bytes, bytearray)) else uris.read_bytes(str(i), storage) for i in images]
+    blobs = [bytes(i) if isinstance(i, (bytes, bytearray)) else fsio.read_bytes(str(i), storage) for i in images]
     try:
         pixels = np.stack([clip.load_image(b, enc.spec)[0] for b in blobs])
     except clip.ImageError as exc:  # query's CLI turns ValueError into a one-line error
@@ -196,7 +196,7 @@ _OPEN: dict[tuple, KnnIndex] = {}
 
 def open_index(uri: str, kind: str | None = None, storage: StorageConfig | None = None, **kw: Any) -> KnnIndex:
     """Open (and cache per process) an index folder: notebooks call query() repeatedly."""
-    info = uris.read_json(uris.join(uri, INFO_NAME), storage)  # small; a rebuilt index has a new fingerprint
+    info = fsio.read_json(fsio.join(uri, INFO_NAME), storage)  # small; a rebuilt index has a new fingerprint
     key = (uri, kind, info.get("fingerprint"), info.get("created"),
            json.dumps(asdict(storage), sort_keys=True) if storage else None, json.dumps(kw, sort_keys=True, default=str))
     if key not in _OPEN:
