@@ -45,6 +45,7 @@ def test_exact_and_near_duplicates(tmp_path, run_dedup):
     # defaults: exact rules only; near-duplicate captions of other images are other pictures
     kept0, stats0 = run_dedup(inp, tmp_path / "out0")
     assert stats0["dropped"] == {"exact_uid": 2, "exact_url": 1}
+    assert stats0["extra"]["shuffle_partitions"] == 4  # the session's explicit setting wins over sizing
     assert len(kept0) == 13 and "near_dup" not in stats0.get("extra", {})
 
     kept, stats = run_dedup(inp, tmp_path / "out", near_dup=True)

@@ -71,6 +71,8 @@ def test_extract_then_dedup_with_defaults(real_run):
     kept = parquet_rows(out / "deduped")
 
     assert len(candidates) == ex["counts"]["rows_out"] > 500
+    # no --shuffle-partitions: sized from the input (a few), not Spark's fixed 200
+    assert 2 <= st["extra"]["shuffle_partitions"] < 200
     c = st["counts"]
     assert c["rows_in"] == len(candidates) and c["rows_out"] == len(kept)
     assert c["rows_in"] == c["rows_out"] + st["dropped_total"] == c["rows_out"] + sum(st["dropped"].values())
