@@ -17,7 +17,9 @@ pyspark is left out of every requirements file: the cluster's own Spark provides
 it, and a PyPI pyspark would not match the cluster's JVM side.
 
 Artefacts, written to `<out>/<version>/` (default `dist/cluster/`):
-  crawlpairs-<version>.zip      --py-files: crawlpairs, crawlpairs.jobs, crawlpairs.udfs (not the generator)
+  crawlpairs-<version>.zip      --py-files: crawlpairs, crawlpairs.jobs, crawlpairs.udfs (not the generator),
+                                with the compiled extract loop built here (same Python and platform
+                                as the nodes: package on the master node or the nodes' image)
   jobs/<stage>.py               spark-submit entry points
   crawlpairs-<version>-py3-none-any.whl   optional (--wheel): gives nodes the `crawlpairs` CLI
   requirements-{cpu,gpu,driver}.txt, constraints.txt   per-role dependencies
@@ -114,10 +116,47 @@ def package_data(repo: Path = REPO) -> dict[str, list[str]]:
     return tool.get("setuptools", {}).get("package-data", {})
 
 
+EXTENSIONS = {"crawlpairs.udfs.extract._hotloop": "udfs/extract/_hotloop.c"}  # as setup.py declares them
+
+
+def compiled_extensions(repo: Path = REPO) -> dict[str, Path]:
+    """Zip member -> built extension file, for this machine's Python and platform.
+
+    The one `pip install -e .` built in the source tree is taken when it is newer than its
+    source; otherwise setup.py builds it into a temp folder. No compiler: none, with a warning
+    (the nodes then run the Python loop; `_stats.json` `extra.engine` says so)."""
+    import importlib.machinery
+    import tempfile
+
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]  # e.g. .cpython-311-x86_64-linux-gnu.so
+    found: dict[str, Path] = {}
+    missing = []
+    for module, source in EXTENSIONS.items():
+        built = (repo / source).with_name(module.rsplit(".", 1)[1] + suffix)
+        if built.exists() and built.stat().st_mtime >= (repo / source).stat().st_mtime:
+            found[module.replace(".", "/") + suffix] = built
+        else:
+            missing.append(module)
+    if missing:
+        out = Path(tempfile.mkdtemp(prefix="crawlpairs-ext-"))
+        cmd = [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(out / "lib"),
+               "--build-temp", str(out / "tmp")]
+        proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+        for module in missing:
+            built = out / "lib" / (module.replace(".", "/") + suffix)
+            if proc.returncode == 0 and built.exists():
+                found[module.replace(".", "/") + suffix] = built
+            else:
+                print(f"package.py: warning: {module} not built (no C compiler?); nodes will run the "
+                      f"pure-Python loop", file=sys.stderr)
+    return found
+
+
 def build_zip(target: Path, repo: Path = REPO) -> list[str]:
-    """The --py-files zip, laid out as the installed package (code and package data); returns its
+    """The --py-files zip, laid out as the installed package (code, package data and the compiled
+    extract loop for this machine's platform, which candidates.py loads from the zip); returns its
     member names."""
-    members: dict[str, Path] = {}
+    members: dict[str, Path] = dict(compiled_extensions(repo))
     data = package_data(repo)
     for pkg, src in package_map(repo).items():
         if pkg in NOT_ON_NODES:

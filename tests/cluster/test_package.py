@@ -9,6 +9,7 @@ the version and file every executor imported.
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import os
 import shutil
@@ -31,10 +32,11 @@ from crawlpairs.stage import Stage, Context, main
 def probe(rows):
     import crawlpairs
     from crawlpairs.stats import Stats
+    from crawlpairs.udfs.extract import candidates
     stats = Stats()
     for r in rows:
         stats.incr("rows_in")
-        yield (r, crawlpairs.__version__, crawlpairs.__file__)
+        yield (r, crawlpairs.__version__, crawlpairs.__file__, candidates.engine(), str(candidates._hot))
 
 
 class ProbeStage(Stage):
@@ -45,7 +47,7 @@ class ProbeStage(Stage):
 
     def run(self, ctx: Context) -> None:
         rdd = ctx.spark.sparkContext.parallelize(range(40), 4).mapPartitions(probe)
-        df = ctx.spark.createDataFrame(rdd, "n long, version string, file string")
+        df = ctx.spark.createDataFrame(rdd, "n long, version string, file string, engine string, hot string")
         df.write.mode("overwrite").parquet(ctx.out)
         ctx.stats.incr("rows_out", df.count())
 
@@ -81,6 +83,8 @@ def test_build_writes_reproducible_zip_laid_out_like_the_install(tmp_path):
     assert not any(n.startswith(("jobs/", "udfs/")) for n in names)
     assert "crawlpairs/udfs/extract/candidates.py" in names and "crawlpairs/udfs/download/task.py" in names
     assert any(n.startswith("crawlpairs/models/") and n.endswith(".json") for n in names)  # package data
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    assert f"crawlpairs/udfs/extract/_hotloop{suffix}" in names  # the compiled loop for this platform
     assert not any(n.startswith("crawlpairs/generate/") for n in names)  # a workstation tool
     for job in (REPO / "jobs").glob("*.py"):
         if job.name != "__init__.py":
@@ -141,10 +145,10 @@ def test_upload_to_s3_compatible_store(tmp_path, s3_server):
 def _marked_tree(root: Path, marker: str) -> Path:
     """A copy of the project sources with a different version, so its code is recognisable."""
     root.mkdir(parents=True)
-    for name in ("pyproject.toml", "constraints.txt"):
+    for name in ("pyproject.toml", "constraints.txt", "setup.py"):
         shutil.copyfile(REPO / name, root / name)
-    for d in ("crawlpairs", "jobs", "udfs"):
-        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
+    for d in ("crawlpairs", "jobs", "udfs"):  # without the built extension: package.py builds it
+        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     init = root / "crawlpairs" / "__init__.py"
     init.write_text(init.read_text().replace('__version__ = "0.1.0"', f'__version__ = "{marker}"'))
     assert marker in init.read_text()
@@ -176,6 +180,9 @@ def test_spark_submit_py_files_runs_packaged_code_on_standalone_cluster(tmp_path
     assert sorted(table["n"]) == list(range(40))
     assert set(table["version"]) == {marker}, "executors imported crawlpairs from somewhere else"
     assert all(manifest["py_files"] in f for f in table["file"])
+    # the compiled extract loop, built by package.py and loaded from the zip (not the editable install's)
+    assert set(table["engine"]) == {"compiled"}
+    assert all("crawlpairs-ext" in h and REPO.as_posix() not in h for h in table["hot"]), set(table["hot"])
     stats = json.loads((out / "probe" / "_stats.json").read_text())
     assert stats["version"] == marker and stats["counts"]["rows_out"] == 40  # the driver ran the zip too
 
@@ -201,6 +208,7 @@ def test_real_extract_job_from_the_artefact_on_standalone_cluster(tmp_path, stan
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = json.loads((out / "candidates_meta" / "_stats.json").read_text())
     assert stats["counts"]["files_read"] == 2 and stats["counts"]["rows_out"] > 0
+    assert stats["extra"]["engine"] == "compiled"  # the C loop shipped in the zip, not the Python one
     import pyarrow.dataset as ds
 
     rows = ds.dataset(out / "candidates", format="parquet", partitioning="hive",
