@@ -25,6 +25,7 @@ import pytest
 from crawlpairs.config import ExtractConfig
 from crawlpairs.stats import Stats
 from crawlpairs.udfs.extract import candidates as ex
+from crawlpairs.udfs.extract import langid, warcread
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,14 +40,14 @@ def test_the_compiled_loop_is_built() -> None:
 
 
 def run(data: bytes, name: str, cfg: ExtractConfig, compiled: bool) -> tuple[list[dict], dict]:
-    saved = ex._hot
-    if not compiled:
-        ex._hot = None
+    saved = ex._hot, warcread._hot, langid._hot
+    if not compiled:  # the page loop, the reader's record head and language ID's loop in Python
+        ex._hot = warcread._hot = langid._hot = None
     try:
         stats = Stats()
         batches = list(ex.extract_stream(io.BytesIO(data), name, cfg, stats, batch_rows=700))
     finally:
-        ex._hot = saved
+        ex._hot, warcread._hot, langid._hot = saved
     rows = pa.Table.from_batches(batches, ex.CANDIDATE_SCHEMA).to_pylist() if batches else []
     d = stats.to_dict()
     d["counts"] = {k: v for k, v in d["counts"].items() if not k.startswith("engine.")}
@@ -203,6 +204,64 @@ def test_the_digest_is_sha256() -> None:
         assert _hotloop.sha256(data) == hashlib.sha256(data).digest()
 
 
+def python_record_head(out: bytes, maxrec: int) -> tuple[bytes, bytes, str] | None:
+    """warcread's fast-path decision in Python (as it was before `_hotloop.record`)."""
+    if not out.startswith(b"WARC/"):
+        return None
+    nl = out.find(b"\n", 0, 32)
+    if not (nl > 0 and out[nl - 1] == 13):
+        return None
+    i = out.find(b"\r\n\r\n", 0, warcread.MAX_HEADER_BYTES)
+    hdr = out[:i] if i > 0 else b""
+    clen = warcread._content_length(hdr)
+    stop = i + 4 + clen
+    if i > 0 and 0 <= clen <= maxrec and stop <= len(out) and (stop == len(out) or not out[stop:].strip(b"\r\n")):
+        return hdr, out[i + 4 : stop], warcread._rtype(hdr)
+    return None
+
+
+def test_record_head_in_c_decides_as_the_python_code() -> None:
+    """`_hotloop.record` (warcread's fast path) on members aimed at its shortcuts: whenever it
+    answers, the answer is the Python code's; it declines (None) only where Python's own
+    spelling checks would fall back to a regex or refuse the record."""
+    from crawlpairs.udfs.extract import _hotloop
+
+    rng = random.Random(11)
+    types = ["metadata", "response", "Metadata", "re-quest", "", "warcinfo", "résumé"]
+    lengths = ["{n}", " {n}", "{n} ", "0{n}", "+{n}", "{n}x", "", "9" * 19, "{n}\r\nContent-Length: 3"]
+    answered = declined = 0
+    for _ in range(3000):
+        body = bytes(rng.choice(b"ab\r\n{}") for _ in range(rng.randrange(0, 40)))
+        n = len(body) + (0 if rng.random() < 0.8 else rng.choice([-1, 1, -40]))
+        lines = [rng.choice(["WARC/1.0"] * 6 + ["WARC/1.1", "warc/1.0", "WARC/1.0 " + "x" * 30])]
+        if rng.random() < 0.9:
+            lines.append(f"WARC-Type: {rng.choice(types)}" if rng.random() < 0.9 else "warc-type:metadata")
+        if rng.random() < 0.95:
+            name = "Content-Length: " if rng.random() < 0.85 else rng.choice(["content-length: ", "Content-Length:"])
+            spelling = lengths[0] if rng.random() < 0.7 else rng.choice(lengths)
+            lines.append(name + spelling.format(n=max(n, 0)))
+        lines.append("WARC-Target-URI: http://ex.com/")
+        rng.shuffle(lines[1:])
+        eol = b"\r\n" if rng.random() < 0.95 else b"\n"
+        head = eol.join(x.encode() for x in lines) + eol + eol
+        tail = rng.choice([b"\r\n\r\n"] * 6 + [b"", b"\n", b"\r\n\r\nx", b" \r\n"])
+        member = head + body + tail
+        maxrec = 1 << 20 if rng.random() < 0.9 else rng.choice([10, 0])
+        got = _hotloop.record(member, maxrec, warcread.MAX_HEADER_BYTES)
+        want = python_record_head(member, maxrec)
+        if got is None:
+            declined += 1
+            if want is not None:  # Python accepted through a fallback C leaves to it
+                k = want[0].find(b"\r\nContent-Length: ")
+                value = want[0][k + 18 :].split(b"\r", 1)[0] if k >= 0 else b""
+                assert k < 0 or not value.isdigit() or len(value) > 18, member
+        else:
+            answered += 1
+            hdr, payload, rtype = got
+            assert (hdr, payload, rtype if rtype is not None else warcread._rtype(hdr)) == want, member
+    assert answered > 600 and declined > 600  # both branches well exercised
+
+
 EDGE_HREFS = [
     "http://ex.com/a b.jpg#f", "http://ex.com/a .jpg #f", "http://ex.com/a.jpg #f", "/^x.jpg", "/a.jpg?^b",
     "a b.jpg", "  ../x y.jpg  ", "../../../../up.jpg", "./a/./b.jpg", "../a/../b.jpg", "HTTP://EX.COM/a.jpg",
@@ -228,3 +287,24 @@ def test_same_rows_on_edge_hrefs() -> None:
     for config in sorted(CONFIGS):
         st = assert_same(data, "edges.warc.wat.gz", ExtractConfig(lid_model=None, **CONFIGS[config]))
         assert st["counts"]["pages.wat_compiled"] == st["counts"]["pages.wat"] == 6
+
+
+def test_language_id_loop_in_c_equals_python(lid_model: str) -> None:
+    """`_hotloop.lid` against langid's Python loop: newlines, the 300-character cut, empty and
+    repeated texts, scripts fastText scores differently."""
+    rng = random.Random(3)
+    texts = ["", "a\nb", "Bonjour tout le monde", "Привет мир\nкак дела", "x" * 1000, "日本語のテキスト" * 60,
+             "ok", "ok", "\n", " ", "Hello world " * 40 + "\nend"]
+    words = ["the", "chat", "Hund", "gato", "мир", "猫", "12", "é", "\n"]
+    texts += [" ".join(rng.choice(words) for _ in range(rng.randrange(1, 90))) for _ in range(300)]
+    saved = langid._hot
+    try:
+        langs_c, scores_c = langid.predict(texts, lid_model)
+        langid._hot = None
+        langs_p, scores_p = langid.predict(texts, lid_model)
+    finally:
+        langid._hot = saved
+    assert saved is not None
+    assert langs_c == langs_p
+    assert scores_c.tobytes() == scores_p.tobytes()
+    assert langs_c[0] is None and langs_c[2] == "fr" and scores_c[0] == 0

@@ -595,6 +595,138 @@ static PyObject *hot_flags(PyObject *self, PyObject *arg) {
     return Py_BuildValue("ln", f, base);
 }
 
+/* ---------------------------------------------------------------- a record's head */
+
+/* warcread.iter_records' fast path for one inflated gzip member holding one record: the
+ * common case of its Python code (CRLF header, "\r\nContent-Length: <digits>", tail of CR/LF
+ * only) in one call; None for anything else, and the Python code then decides as before. */
+static PyObject *hot_record(PyObject *self, PyObject *args) {
+    Py_buffer b;
+    Py_ssize_t maxrec, maxhdr;
+    if (!PyArg_ParseTuple(args, "y*nn", &b, &maxrec, &maxhdr)) return NULL;
+    const char *s = b.buf;
+    Py_ssize_t n = b.len;
+    PyObject *res = NULL;
+    if (n < 5 || memcmp(s, "WARC/", 5) != 0) goto none;
+    const char *nl = memchr(s, '\n', n < 32 ? n : 32);
+    if (nl == NULL || nl == s || nl[-1] != '\r') goto none;
+    const char *e = memmem(s, n < maxhdr ? n : maxhdr, "\r\n\r\n", 4);
+    if (e == NULL || e == s) goto none;
+    Py_ssize_t i = e - s;
+    const char *k = memmem(s, i, "\r\nContent-Length: ", 18);
+    if (k == NULL) goto none;
+    const char *v = k + 18, *ve = memchr(v, '\r', (s + i) - v);
+    if (ve == NULL) ve = s + i;
+    if (ve == v || ve - v > 18) goto none;
+    Py_ssize_t clen = 0;
+    for (const char *c = v; c < ve; c++) {
+        if (*c < '0' || *c > '9') goto none;
+        clen = clen * 10 + (*c - '0');
+    }
+    Py_ssize_t stop = i + 4 + clen;
+    if (clen > maxrec || stop > n) goto none;
+    for (Py_ssize_t t = stop; t < n; t++)
+        if (s[t] != '\r' && s[t] != '\n') goto none;
+    PyObject *rtype = Py_None;
+    const char *w = memmem(s, i, "\r\nWARC-Type: ", 13);
+    if (w != NULL) {
+        const char *tv = w + 13, *te = memchr(tv, '\r', (s + i) - tv);
+        if (te == NULL) te = s + i;
+        int lower = te > tv;
+        for (const char *c = tv; c < te && lower; c++) lower = *c >= 'a' && *c <= 'z';
+        if (lower) rtype = NULL;
+        if (lower && (rtype = PyUnicode_FromStringAndSize(tv, te - tv)) == NULL) goto done;
+    }
+    if (rtype == Py_None) Py_INCREF(Py_None);
+    res = Py_BuildValue("(y#y#N)", s, i, s + i + 4, clen, rtype);
+    goto done;
+none:
+    res = Py_None;
+    Py_INCREF(res);
+done:
+    PyBuffer_Release(&b);
+    return res;
+}
+
+/* ---------------------------------------------------------------- language ID's loop */
+
+/* langid.predict's per-text loop: for each distinct text, `predict(line, 1, 0.0, "replace")`
+ * on its first max_chars characters (newlines as spaces) plus "\n", the label without
+ * "__label__" and min(prob, 1) into scores[i]; an empty text or no prediction: None, 0. */
+static PyObject *hot_lid(PyObject *self, PyObject *args) {
+    PyObject *texts, *predict;
+    Py_ssize_t max_chars;
+    Py_buffer sc;
+    if (!PyArg_ParseTuple(args, "O!Onw*", &PyList_Type, &texts, &predict, &max_chars, &sc)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(texts);
+    PyObject *out = NULL, *k1 = NULL, *thr = NULL, *mode = NULL, *nl = NULL, *sp = NULL;
+    if (sc.len < n * (Py_ssize_t)sizeof(float)) {
+        PyErr_SetString(PyExc_ValueError, "lid: scores buffer too small");
+        goto done;
+    }
+    float *scores = sc.buf;
+    if (!(out = PyList_New(n)) || !(k1 = PyLong_FromLong(1)) || !(thr = PyFloat_FromDouble(0.0)) ||
+        !(mode = PyUnicode_FromString("replace")) || !(nl = PyUnicode_FromString("\n")) ||
+        !(sp = PyUnicode_FromString(" ")))
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PyList_GET_ITEM(texts, i);
+        scores[i] = 0.0f;
+        if (!PyUnicode_Check(t)) { PyErr_SetString(PyExc_TypeError, "lid: texts must be str"); goto fail; }
+        Py_ssize_t len = PyUnicode_GET_LENGTH(t);
+        if (len == 0) { Py_INCREF(Py_None); PyList_SET_ITEM(out, i, Py_None); continue; }
+        PyObject *cut = PyUnicode_Substring(t, 0, len < max_chars ? len : max_chars);
+        if (!cut) goto fail;
+        if (PyUnicode_FindChar(cut, '\n', 0, PyUnicode_GET_LENGTH(cut), 1) >= 0) {
+            PyObject *r = PyUnicode_Replace(cut, nl, sp, -1);
+            Py_DECREF(cut);
+            if (!(cut = r)) goto fail;
+        }
+        PyObject *line = PyUnicode_Concat(cut, nl);
+        Py_DECREF(cut);
+        if (!line) goto fail;
+        PyObject *cargs[4] = {line, k1, thr, mode};
+        PyObject *pred = PyObject_Vectorcall(predict, cargs, 4, NULL);
+        Py_DECREF(line);
+        if (!pred) goto fail;
+        PyObject *label = Py_None;
+        Py_INCREF(Py_None);
+        if (PySequence_Check(pred) && PySequence_Size(pred) > 0) {
+            PyObject *first = PySequence_GetItem(pred, 0);
+            PyObject *prob_o = first ? PySequence_GetItem(first, 0) : NULL;
+            PyObject *lab = first ? PySequence_GetItem(first, 1) : NULL;
+            Py_XDECREF(first);
+            double prob = prob_o ? PyFloat_AsDouble(prob_o) : -1.0;
+            Py_XDECREF(prob_o);
+            if (!lab || PyErr_Occurred() || !PyUnicode_Check(lab)) {
+                Py_XDECREF(lab);
+                Py_DECREF(pred);
+                Py_DECREF(label);
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "lid: unexpected prediction");
+                goto fail;
+            }
+            Py_DECREF(label);
+            label = PyUnicode_Substring(lab, 9, PyUnicode_GET_LENGTH(lab));
+            Py_DECREF(lab);
+            if (!label) { Py_DECREF(pred); goto fail; }
+            scores[i] = (float)(prob < 1.0 ? prob : 1.0);
+        }
+        Py_DECREF(pred);
+        PyList_SET_ITEM(out, i, label);
+    }
+    goto done;
+fail:
+    Py_CLEAR(out);
+done:
+    Py_XDECREF(k1);
+    Py_XDECREF(thr);
+    Py_XDECREF(mode);
+    Py_XDECREF(nl);
+    Py_XDECREF(sp);
+    PyBuffer_Release(&sc);
+    return out;
+}
+
 /* ---------------------------------------------------------------- the page */
 
 static PyObject *hot_wat_links(PyObject *self, PyObject *args) {
@@ -840,6 +972,10 @@ static PyMethodDef methods[] = {
     {"flags", hot_flags, METH_O, "(bits, first \"Base\" offset or -1); bits 1: IMG@, 2: \"Base\", 4: creativecommons.org"},
     {"wat_links", hot_wat_links, METH_VARARGS,
      "wat_links(payload, with_title, origin, dir, cfg, judge, pick, lists, drops) -> (n_links, kept) | None"},
+    {"record", hot_record, METH_VARARGS,
+     "record(member, max_record_bytes, max_header_bytes) -> (header, payload, rtype | None) | None"},
+    {"lid", hot_lid, METH_VARARGS,
+     "lid(distinct_texts, predict, max_chars, float32_scores_out) -> [language | None] (langid.predict's loop)"},
     {"sha256", hot_sha_uid, METH_O, "sha256 digest (tests)"},
     {NULL, NULL, 0, NULL}};
 

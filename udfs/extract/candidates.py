@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import typing
 from collections.abc import Iterator
@@ -35,61 +34,14 @@ import pyarrow.compute as pc
 from crawlpairs.config import ExtractConfig, StorageConfig
 from crawlpairs.stats import Stats
 from crawlpairs.udfs.extract import langid
+from crawlpairs.udfs.extract.compiled import hot
 from crawlpairs.udfs.extract.html import decode_body, decode_html, parse_html
 from crawlpairs.udfs.extract.license import detect_license
 from crawlpairs.udfs.extract.text import clean_text
 from crawlpairs.udfs.extract.wat import WatLayoutError, decode_attr_url, parse_page, scan_extras, scan_page
 from crawlpairs.udfs.urls import base_prefixes, host_of, normalize_url, resolve
 
-_HOTLOOP = "crawlpairs.udfs.extract._hotloop"
-
-
-def _hotloop_from_zip() -> typing.Any:
-    """The compiled loop when this package runs from a `--py-files` zip (cluster/package.py puts
-    the extension built on the packaging machine in it). Python cannot import an extension from
-    a zip, so the member is copied once per host to a content-addressed file in the temp dir and
-    loaded from there; a build for another platform or Python is skipped (the Python loop runs)."""
-    import importlib.machinery
-    import importlib.util
-    import tempfile
-    import zipimport
-
-    loader = globals().get("__loader__")
-    if not isinstance(loader, zipimport.zipimporter):
-        return None
-    prefix = _HOTLOOP.replace(".", "/")
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        try:
-            data = loader.get_data(f"{loader.archive}/{prefix}{suffix}")
-        except OSError:
-            continue
-        folder = os.path.join(tempfile.gettempdir(), "crawlpairs-ext")
-        path = os.path.join(folder, f"{hashlib.sha256(data).hexdigest()[:16]}-_hotloop{suffix}")
-        try:
-            if not os.path.exists(path):
-                os.makedirs(folder, exist_ok=True)
-                tmp = f"{path}.{os.getpid()}.tmp"
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, path)  # atomic: concurrent workers never load a half-written file
-            spec = importlib.util.spec_from_file_location(_HOTLOOP, path)
-            if spec is None or spec.loader is None:
-                return None
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module
-        except (OSError, ImportError):
-            return None
-    return None
-
-
-_hot: typing.Any
-try:  # the compiled per-link loop (udfs/extract/_hotloop.c, built by `pip install`); same rows, faster
-    if os.environ.get("CRAWLPAIRS_EXTRACT_ENGINE", "").lower() == "python":
-        raise ImportError("CRAWLPAIRS_EXTRACT_ENGINE=python")
-    from crawlpairs.udfs.extract import _hotloop as _hot
-except ImportError:
-    _hot = None if os.environ.get("CRAWLPAIRS_EXTRACT_ENGINE", "").lower() == "python" else _hotloop_from_zip()
+_hot: typing.Any = hot  # the compiled per-link loop, or None (the Python loop runs)
 
 
 def engine() -> str:

