@@ -58,6 +58,7 @@ class Context:
     args: argparse.Namespace = field(default_factory=argparse.Namespace)
     out: str = ""
     pending: list[str] = field(default_factory=list)  # units left for a re-run (run_stage raises PendingWork)
+    session_conf: list[str] = field(default_factory=list)  # runtime SQL settings this stage set (unset after it)
 
     def spark_uri(self, uri: str) -> str:
         return storage.spark_uri(uri, self.cfg.storage)
@@ -75,6 +76,7 @@ class Context:
             return int(self.spark.conf.get("spark.sql.shuffle.partitions"))
         n = max(self.spark.sparkContext.defaultParallelism, 2 * df.rdd.getNumPartitions())
         self.spark.conf.set("spark.sql.shuffle.partitions", str(n))
+        self.session_conf.append("spark.sql.shuffle.partitions")  # for this stage only: run_stage unsets it
         return n
 
     def read_parquet_input(self):
@@ -204,7 +206,11 @@ def run_stage(stage_cls: type[Stage] | Stage, cfg: Config, spark: Any = None,
         ctx.spark = get_spark(cfg)
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
-    stage.run(ctx)
+    try:
+        stage.run(ctx)
+    finally:  # a shared session (crawlpairs run, notebooks) must not carry one stage's sizing to the next
+        for key in ctx.session_conf:
+            ctx.spark.conf.unset(key)
     seconds = time.perf_counter() - t0
     if stage.write_stats and ctx.out:
         doc = {

@@ -71,3 +71,35 @@ def test_unknown_stage_is_a_usage_error(tmp_path):
     cfg.output = str(tmp_path)
     with pytest.raises(UsageError, match="--stages"):
         PipelineStage().run(Context(cfg=cfg, args=argparse.Namespace(stages="extract,nope")))
+
+
+def test_a_stage_runtime_setting_does_not_outlive_the_stage(spark, tmp_path):
+    """`Context.size_shuffles` sets the shuffle partitions for its stage on a session that
+    `crawlpairs run` and notebooks share between stages: run_stage unsets what a stage
+    recorded in `session_conf`, also when the stage fails."""
+    from crawlpairs.stage import Stage
+
+    key = "spark.sql.crawlpairs.test.sized"
+
+    class Sizing(Stage):
+        name = "sizing"
+        output_dir = "sizing"
+        input_required = False
+        fail = False
+
+        def run(self, ctx: Context) -> None:
+            ctx.spark.conf.set(key, "7")
+            ctx.session_conf.append(key)
+            assert ctx.spark.conf.get(key) == "7"
+            if self.fail:
+                raise RuntimeError("stage failed")
+
+    cfg = Config()
+    cfg.output = str(tmp_path / "out")
+    run_stage(Sizing, cfg, spark)
+    assert spark.conf.get(key, None) is None
+    failing = Sizing()
+    failing.fail = True
+    with pytest.raises(RuntimeError):
+        run_stage(failing, cfg, spark)
+    assert spark.conf.get(key, None) is None
