@@ -321,30 +321,32 @@ NOTES = [
     "(`.ftz`) with the compiled WAT loop (udfs/extract/_hotloop.c); `ours_python` is the same code with the "
     "pure-Python loop (`CRAWLPAIRS_EXTRACT_ENGINE=python`): same rows (60,210 both). `read_members` is "
     "the reader extract uses (udfs/extract/warcread.py, member by member); `floor_read` is FastWARC's.",
-    "- **Load.** The machine was shared with four other sessions running tests (load average 10-15 on "
-    "2 CPUs). CPU time is inflated by the contention for every arm alike: cc2dataset took 7.6 CPU-s "
-    "here against 3.7 in the lighter-loaded run of 2026-11-22 (load 4-6), and the Python loop 4.5 "
-    "against 2.1; the ratios of that run and this one agree (Python loop vs cc2dataset 1.76x then, "
-    "1.69x now). Re-run on a quiet machine for absolute rates: "
-    "`nice .venv/bin/python bench/extract/run.py --reps 5 --corpora real --job`.",
-    "- **What bounds ours now** (corpus `real`, compiled loop, language ID on; CPU shares from the "
-    "arms of this run and a per-function CPU split in one process): reading (inflate + framing in "
-    "udfs/extract/warcread.py, `read_members`) ~28%, fastText ~26% (the `lid_us_per_distinct_text` line: "
-    "every caption of this corpus is distinct), the C loop (link objects, URLs, filters, cleanup, "
-    "uid) ~14%, the needle scan of every record (`IMG@`, `\"Base\"`, `creativecommons.org`, memchr "
-    "in C) ~5%, and the per-page Python around it (record loop, page URL and base, license, "
-    "per-page columns, Arrow assembly) ~25%. 3x cc2dataset needs ~0.33x of cc2dataset's CPU; "
-    "without language ID we are at ~0.21x, with it at ~0.37x: the remaining levers are the reader "
-    "(FastWARC's own framing is ~15% cheaper than the Python member loop, see READER.md) and the "
-    "per-page Python, not the per-link work any more.",
-    "- **The job** (table above, if run with `--job`). Wall time of a fresh CLI process per run at load "
-    "12-15: the fixed cost (~55 s here; Spark's own session start is ~4 s on an idle core and took "
-    "60-85 s at this load in bench/extract/startup.json) swamps the file, and one run's spread is "
-    "+-10 s, so the marginal seconds (corpus run minus tiny run) are within noise; the task's own "
-    "seconds for the file (from its manifest, wall inside the task, including ~1-2 s per task for "
-    "the worker's model load and the Parquet write, as the tiny file's task shows) are the steadier "
-    "figure: compiled 12.5 s vs Python 16.4 s for the 41 MB file. `_stats.json` reported the engine "
-    "each run used.",
+    "- **Load.** 2026-12-01 02:14-02:22 UTC, a quiet machine (load average 1.0-1.3, nothing else "
+    "running; the last runs at load 10-15 gave 2.69x, on the code before the reader's and language "
+    "ID's loops moved to C). The cores of this VM still vary run to run (the same arm: 1.9-2.6 CPU-s), "
+    "which is why every round runs all arms interleaved and the ratios are medians. A confirmation "
+    "run of `ours`, `ours_nolid` and `cc2dataset` alone (7 rounds, same corpus, right after) gave "
+    "**3.71x** with language ID (per round 3.39x-4.42x) and 5.35x without.",
+    "- **What bounds ours now** (corpus `real`, compiled loops, language ID on; CPU shares from the "
+    "arms of this run and a cProfile split in one process): reading (ISA-L inflate ~21%, plus the "
+    "member framing, now a C call per record: `read_members` is 38% of `ours`), fastText ~26-30% "
+    "(the language-ID line below: 10.2 us per distinct caption, every caption of this corpus being "
+    "distinct; the per-text Python around the binding is gone), the C page loop (link objects, URLs, "
+    "filters, cleanup, uid) ~14%, and the per-page Python around it (record dispatch, page URL and "
+    "base, license, per-page columns, Arrow assembly) ~15%. Against the inflate limit: FastWARC's "
+    "inflate + framing (`floor_read`) runs at 64 MB/s here; ours is 32% of it with language ID and "
+    "42% without. Inflate and fastText alone would already be ~1.1 s of this file's 2.0 s (56% of "
+    "that limit with no other work at all), so 55% of the inflate limit with language ID on is out "
+    "of reach on a corpus this dense in captions (~1.7x a real CC WAT's).",
+    "- **The job** (table above). Quiet machine, fresh CLI process per run, wall: the fixed cost "
+    "(the 9-record WAT) is 16.4 s; in `startup.json` of the same hour a bare Spark session built "
+    "and stopped as crawlpairs builds it takes 14.3 s and one with a single Python task 18.6 s, so "
+    "extract's fixed cost is Spark's own start plus ~2 s (the model load and the commit). The "
+    "marginal cost of the 41 MB file: 1.74 s by the wall difference of the two runs, 2.33 s by the "
+    "tasks' own seconds (2.84 s for the file minus 0.51 s for the tiny one: worker imports, model, "
+    "Parquet writer), the steadier figure: **1.15x the in-process CPU (2.03 s) and 3.0x "
+    "cc2dataset's 7.01 CPU-s** (4.0x by the wall difference). `_stats.json` reported the engine each "
+    "run used.",
     "- **Earlier rounds.** Before the compiled loop: 1.76x cc2dataset with language ID (19.5 MB/s on "
     "an idle-ish core), per-link Python ~25% of the time at 4-5 us per link; the Python loop's own "
     "tricks (verdict cache per href, `../` climbing, ASCII fast path in cleanup, vectorised language-ID "
@@ -405,6 +407,7 @@ def main() -> None:
         res["job"] = job_cost(corpora.get("real") or next(iter(corpora.values())), args.job_reps, work)
         res["load_after_job"] = os.getloadavg()
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
     write_markdown(res, out / "RESULTS.md")
     print((out / "RESULTS.md").read_text())
