@@ -95,6 +95,7 @@ class Stage:
     uses_spark: bool = True
     input_required: bool = True
     write_stats: bool = True
+    light_jvm: bool = False  # the driver JVM only plans and collects small rows (crawlpairs.spark.light_driver)
     stats_dir: str | None = None  # folder of `_stats.json` under --output, when not output_dir (data-only folders)
     help: str = ""
 
@@ -201,9 +202,9 @@ def run_stage(stage_cls: type[Stage] | Stage, cfg: Config, spark: Any = None,
     out = storage.join(cfg.output, stage.output_dir) if cfg.output else ""
     ctx = Context(cfg=cfg, spark=spark, args=args or argparse.Namespace(), out=out)
     if stage.uses_spark and ctx.spark is None:
-        from crawlpairs.spark import get_spark
+        from crawlpairs.spark import get_spark, light_driver
 
-        ctx.spark = get_spark(cfg)
+        ctx.spark = get_spark(light_driver(cfg) if stage.light_jvm else cfg)
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     try:

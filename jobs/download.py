@@ -52,6 +52,7 @@ class DownloadStage(Stage):
     section = "download"
     output_dir = "images"
     stats_dir = layout.meta_dir("images")
+    light_jvm = True  # image bytes stay in Python workers; the JVM plans and moves small rows
     help = "deduped/ -> images/: fetch politely (opt-outs, robots.txt, per-host limits, SSRF guard)"
 
     def check(self, ctx: Context) -> None:

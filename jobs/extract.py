@@ -31,7 +31,6 @@ and `candidates_meta/_stats.json` (totals over every committed file, plus this r
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import os
 import re
@@ -54,7 +53,6 @@ NOT_IN_FINGERPRINT = ("prefix", "crawl_index_url", "force", "lid_model")
 # Test hook (tests/extract/test_job_faults.py): seconds a task sleeps after publishing a
 # file's rows and before writing its manifest, so a kill can land exactly there.
 PAUSE_ENV = "CRAWLPAIRS_TEST_PAUSE_BEFORE_MANIFEST"
-DRIVER_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
 def file_key(uri: str) -> str:
@@ -73,21 +71,6 @@ def manifest_dir(out: str) -> str:
 
 def lid_off(cfg: ExtractConfig) -> bool:
     return not cfg.lid_model or cfg.lid_model.lower() == "none"
-
-
-def light_driver(cfg: Config) -> Config:
-    """The config for a session extract starts itself: a driver JVM that starts fast.
-
-    Extract's JVM only schedules tasks and collects manifests (the work is in Python
-    workers), so C1-only JIT and the serial GC cost nothing later and save JIT/GC threads
-    at start: measured in bench/extract/startup.py. A user's own setting wins; a session
-    that already exists (spark-submit, `crawlpairs run`) is not touched.
-    """
-    key = "spark.driver.extraJavaOptions"
-    if key in cfg.spark.conf:
-        return cfg
-    spark = dataclasses.replace(cfg.spark, conf={**cfg.spark.conf, key: DRIVER_JVM_OPTIONS})
-    return dataclasses.replace(cfg, spark=spark)
 
 
 def output_settings(cfg: ExtractConfig, lid_sha256: str | None) -> dict[str, Any]:
@@ -316,7 +299,7 @@ class ExtractStage(Stage):
     def extract(self, ctx: Context, todo: list[inputs.InputFile], settings: dict[str, Any]) -> list[dict]:
         """One Spark task per input file; each commits its own file and returns its manifest."""
         if ctx.spark is None:
-            from crawlpairs.spark import get_spark
+            from crawlpairs.spark import get_spark, light_driver
 
             ctx.spark = get_spark(light_driver(ctx.cfg))
         sc = ctx.spark.sparkContext

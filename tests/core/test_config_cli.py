@@ -10,7 +10,7 @@ from functools import partial
 import pytest
 
 from crawlpairs import config, inputs
-from crawlpairs.config import ConfigError, ExtractConfig
+from crawlpairs.config import Config, ConfigError, ExtractConfig
 from crawlpairs.jobs.extract import ExtractStage
 from crawlpairs.spark import S3A_UPLOAD_BUFFER, s3a_retries, session_conf
 from crawlpairs.stage import build_parser, config_from_args
@@ -195,3 +195,19 @@ def test_a_broken_rule_stops_the_cli_before_spark_with_one_line(tmp_path, capsys
                               "--master", "spark://127.0.0.1:1"])  # a session would hang on this master
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err == ["crawlpairs download: error: --quality 0: expected 1..100"]
+
+
+def test_light_driver_for_stages_whose_jvm_only_plans():
+    """extract and download start their driver JVM with C1-only JIT and the serial GC (their
+    work is in Python workers; measured in bench/extract/startup.py and docs/download.md); a
+    user's own driver options win, and dedup (JVM-heavy shuffles) keeps Spark's defaults."""
+    from crawlpairs.jobs.dedup import DedupStage
+    from crawlpairs.jobs.download import DownloadStage
+    from crawlpairs.spark import LIGHT_DRIVER_JVM_OPTIONS, light_driver, session_conf
+
+    cfg = Config()
+    assert session_conf(light_driver(cfg))["spark.driver.extraJavaOptions"] == LIGHT_DRIVER_JVM_OPTIONS
+    assert "spark.driver.extraJavaOptions" not in cfg.spark.conf  # the caller's config is not changed
+    cfg.spark.conf["spark.driver.extraJavaOptions"] = "-Xss4m"
+    assert session_conf(light_driver(cfg))["spark.driver.extraJavaOptions"] == "-Xss4m"
+    assert DownloadStage.light_jvm and not DedupStage.light_jvm
