@@ -340,7 +340,7 @@ NOTES = [
     "of reach on a corpus this dense in captions (~1.7x a real CC WAT's).",
     "- **The job** (table above). Quiet machine, fresh CLI process per run, wall: the fixed cost "
     "(the 9-record WAT) is 16.4 s; in `startup.json` of the same hour a bare Spark session built "
-    "and stopped as crawlpairs builds it takes 14.3 s and one with a single Python task 18.6 s, so "
+    "and stopped (crawlpairs' settings, Spark's default JVM options) takes 14.3 s and one with a single Python task 18.6 s, so "
     "extract's fixed cost is Spark's own start plus ~2 s (the model load and the commit). The "
     "marginal cost of the 41 MB file: 1.74 s by the wall difference of the two runs, 2.33 s by the "
     "tasks' own seconds (2.84 s for the file minus 0.51 s for the tiny one: worker imports, model, "
