@@ -9,6 +9,7 @@ the version and file every executor imported.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.machinery
 import json
 import os
@@ -214,3 +215,40 @@ def test_real_extract_job_from_the_artefact_on_standalone_cluster(tmp_path, stan
     rows = ds.dataset(out / "candidates", format="parquet", partitioning="hive",
                       exclude_invalid_files=True).to_table().num_rows
     assert rows == stats["counts"]["rows_out"]
+
+
+def _engine_from_zip(zip_path: Path, tmpdir: Path) -> str:
+    """candidates.engine() in a fresh interpreter that imports crawlpairs from the zip only."""
+    code = "from crawlpairs.udfs.extract import candidates as c; print(c.engine(), c._hot)"
+    env = {**os.environ, "PYTHONPATH": str(zip_path), "TMPDIR": str(tmpdir)}
+    env.pop("CRAWLPAIRS_EXTRACT_ENGINE", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=tmpdir, check=True).stdout.split()
+    assert "crawlpairs-ext" in out[-1] or out[0] == "python", out
+    return out[0]
+
+
+def test_zip_extension_is_loaded_only_from_a_private_folder(tmp_path):
+    """The extension is copied out of the zip into `$TMPDIR/crawlpairs-ext-<uid>` (mode 0700):
+    a file planted under its name is overwritten before loading, and a folder others can write
+    is refused (the Python loop runs instead of code someone else could have put there)."""
+    zip_path = tmp_path / "cp.zip"
+    names = package.build_zip(zip_path)
+    member = next(n for n in names if n.startswith("crawlpairs/udfs/extract/_hotloop"))
+    data = zipfile.ZipFile(zip_path).read(member)
+
+    private = tmp_path / "t1"
+    folder = private / f"crawlpairs-ext-{os.getuid()}"
+    folder.mkdir(parents=True, mode=0o700)
+    suffix = member[len("crawlpairs/udfs/extract/_hotloop"):]
+    planted = folder / f"{hashlib.sha256(data).hexdigest()[:16]}-_hotloop{suffix}"
+    planted.write_bytes(b"not the extension")
+    assert _engine_from_zip(zip_path, private) == "compiled"
+    assert planted.read_bytes() == data  # replaced by the zip's bytes before it was loaded
+
+    shared = tmp_path / "t2"
+    open_folder = shared / f"crawlpairs-ext-{os.getuid()}"
+    open_folder.mkdir(parents=True)
+    open_folder.chmod(0o777)
+    assert _engine_from_zip(zip_path, shared) == "python"
+    assert not any(open_folder.iterdir())  # nothing written into a folder others can write

@@ -10,19 +10,45 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
+import tempfile
 import typing
 
 NAME = "crawlpairs.udfs.extract._hotloop"
 
 
+def _private_dir() -> str | None:
+    """A folder only this user can write (`$TMPDIR/crawlpairs-ext-<uid>`, mode 0700), or None.
+
+    A shared temp dir is writable by everyone: a file another user put there under the name we
+    would load must never be loaded, so the folder must be ours and closed to others."""
+    folder = os.path.join(tempfile.gettempdir(), f"crawlpairs-ext-{os.getuid()}")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        info = os.lstat(folder)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return None
+    return folder
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
 def _from_zip() -> typing.Any:
     """The extension when this package runs from a `--py-files` zip (cluster/package.py puts
     the one built on the packaging machine in it). Python cannot import an extension from a
-    zip, so the member is copied once per host to a content-addressed file in the temp dir
-    and loaded from there; a build for another platform or Python is skipped (None)."""
+    zip, so the member is copied to a private folder (`_private_dir`) under its content hash,
+    checked byte for byte, and loaded from there; a build for another platform or Python is
+    skipped (None: the Python loop runs)."""
     import importlib.machinery
     import importlib.util
-    import tempfile
     import zipimport
 
     loader = globals().get("__loader__")
@@ -34,11 +60,12 @@ def _from_zip() -> typing.Any:
             data = loader.get_data(f"{loader.archive}/{prefix}{suffix}")
         except OSError:
             continue
-        folder = os.path.join(tempfile.gettempdir(), "crawlpairs-ext")
+        folder = _private_dir()
+        if folder is None:
+            return None
         path = os.path.join(folder, f"{hashlib.sha256(data).hexdigest()[:16]}-_hotloop{suffix}")
         try:
-            if not os.path.exists(path):
-                os.makedirs(folder, exist_ok=True)
+            if _read(path) != data:
                 tmp = f"{path}.{os.getpid()}.tmp"
                 with open(tmp, "wb") as fh:
                     fh.write(data)
