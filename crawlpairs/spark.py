@@ -122,9 +122,9 @@ def light_driver(cfg: Config) -> Config:
     """The config for a session whose driver JVM only plans, schedules and collects small rows.
 
     extract and download keep the work in Python workers (records, images), so C1-only JIT and
-    the serial GC cost nothing later and save JIT/GC threads at start: an extract of a tiny
-    file 16 s instead of ~40 (bench/extract/startup.py), a download of 3,000 images on one
-    pinned core 74 s instead of 99 (docs/download.md). Only a JVM this process launches takes
+    the serial GC cost nothing later and save JIT/GC threads at start (extract: see
+    bench/extract/startup.py; download of 3,000 images on one pinned core, one A/B run with
+    event logs: 74 s instead of 99, docs/benchmarks.md). Only a JVM this process launches takes
     it (local mode: the driver is the executor); under spark-submit the JVM already runs. A
     user's own setting wins.
     """

