@@ -146,7 +146,8 @@ def respell(url: str, i: int) -> str:
 
 def takedown(root: Path, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess:
     """The real command, in its own process (so a crash point can SIGKILL it)."""
-    env = {**os.environ, "PYSPARK_PYTHON": PY}
+    # a native crash (a C++ abort at exit was seen once in CI) dumps every thread's Python stack to stderr
+    env = {**os.environ, "PYSPARK_PYTHON": PY, "PYTHONFAULTHANDLER": "1"}
     env.pop(CRASH_ENV, None)
     if crash_at:
         env[CRASH_ENV] = crash_at
