@@ -64,5 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     return stage_main(stage_cls, argv[1:], prog=f"crawlpairs {command}")
 
 
+def entry() -> None:
+    """The `crawlpairs` console script: main(), then the process ends (stage.exit_process says why)."""
+    from crawlpairs.stage import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

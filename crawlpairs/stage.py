@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import datetime as dt
 import logging
+import os
 import sys
 import time
 import typing
@@ -258,6 +259,23 @@ def main(stage_cls: type[Stage], argv: list[str] | None = None, prog: str | None
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return PENDING_EXIT
     return 0
+
+
+def exit_process(rc: int) -> typing.NoReturn:
+    """End a CLI or spark-submit process with `rc` once the stage is done, skipping interpreter teardown.
+
+    Why: a pyarrow dataset scan can leave background threads that still run while Python
+    tears down, and they abort the process after the work is done and committed (SIGABRT,
+    `terminate called without an active exception`; apache/arrow#34314, #39862): a takedown
+    that had finished was reported as failed that way in CI. By now every file is closed and
+    every commit written; the output streams and logging are flushed here, and a Spark JVM this
+    process started exits on its own when its gateway pipe closes, as on a normal exit.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(rc)
 
 
 def _short(exc: BaseException) -> str:

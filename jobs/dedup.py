@@ -19,10 +19,8 @@ counts and the seen-set manifests. See docs/dedup.md.
 
 from __future__ import annotations
 
-import sys
-
 from crawlpairs import layout
-from crawlpairs.stage import Context, Stage, main
+from crawlpairs.stage import Context, Stage, exit_process, main
 from crawlpairs.udfs.dedup import seen as dedup_seen
 from crawlpairs.udfs.dedup.seen import SeenSet
 
@@ -333,4 +331,4 @@ class DedupStage(Stage):
 
 
 if __name__ == "__main__":
-    sys.exit(main(DedupStage))
+    exit_process(main(DedupStage))

@@ -21,7 +21,7 @@ import time
 from functools import partial
 
 from crawlpairs import fingerprint, layout, storage
-from crawlpairs.stage import Context, Stage, UsageError, main
+from crawlpairs.stage import Context, Stage, UsageError, exit_process, main
 from crawlpairs.stats import Stats
 from crawlpairs.udfs.download import plan as dl_plan
 from crawlpairs.udfs.download import shards as dl_shards
@@ -232,4 +232,4 @@ def _spark_schema(schema) -> dict:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(DownloadStage))
+    exit_process(main(DownloadStage))

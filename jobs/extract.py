@@ -41,7 +41,7 @@ from typing import Any
 
 from crawlpairs import fingerprint, inputs, layout, storage
 from crawlpairs.config import Config, ExtractConfig
-from crawlpairs.stage import Context, Stage, UsageError, main
+from crawlpairs.stage import Context, Stage, UsageError, exit_process, main
 from crawlpairs.stats import Stats
 
 MANIFESTS = "files"  # under candidates_meta/
@@ -356,4 +356,4 @@ class ExtractStage(Stage):
 
 
 if __name__ == "__main__":
-    sys.exit(main(ExtractStage))
+    exit_process(main(ExtractStage))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from crawlpairs import storage
-from crawlpairs.stage import Context, Stage, UsageError, main
+from crawlpairs.stage import Context, Stage, UsageError, exit_process, main
 from crawlpairs.udfs.index import build as knn_build
 
 
@@ -64,4 +64,4 @@ def _local_master(spark: Any) -> bool:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(IndexStage))
+    exit_process(main(IndexStage))

@@ -28,7 +28,7 @@ from crawlpairs import config as config_mod
 from crawlpairs import storage
 from crawlpairs.cli import load_stage
 from crawlpairs.config import Config
-from crawlpairs.stage import Context, Stage, UsageError, main, run_stage
+from crawlpairs.stage import Context, Stage, UsageError, exit_process, main, run_stage
 
 ORDER = ("extract", "dedup", "download", "score", "index", "publish", "report")
 # Where each stage reads its input from, relative to the output root (publish reads the root itself).
@@ -157,4 +157,4 @@ class PipelineStage(Stage):
 
 
 if __name__ == "__main__":
-    sys.exit(main(PipelineStage))
+    exit_process(main(PipelineStage))

@@ -23,13 +23,12 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 
 from crawlpairs import layout, storage
-from crawlpairs.stage import Context, Stage, UsageError, main
+from crawlpairs.stage import Context, Stage, UsageError, exit_process, main
 from crawlpairs.udfs.publish import tables as publish
 
 # Columns the download shards carry from deduped/ that scored/ does not repeat: the provenance.
@@ -202,4 +201,4 @@ class PublishStage(Stage):
 
 
 if __name__ == "__main__":
-    sys.exit(main(PublishStage))
+    exit_process(main(PublishStage))

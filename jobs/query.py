@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 from crawlpairs import storage
-from crawlpairs.stage import Context, Stage, UsageError, main
+from crawlpairs.stage import Context, Stage, UsageError, exit_process, main
 from crawlpairs.udfs.index import query as knn_query
 from crawlpairs.udfs.index.files import INFO_NAME
 from crawlpairs.udfs.index.query import open_index, query, query_df  # noqa: F401 - entry points for callers
@@ -96,4 +96,4 @@ def _table(hits: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(QueryStage))
+    exit_process(main(QueryStage))

@@ -31,7 +31,7 @@ from typing import Any
 
 from crawlpairs import inputs, storage
 from crawlpairs.config import Config
-from crawlpairs.stage import Context, Stage, UsageError, main, run_stage
+from crawlpairs.stage import Context, Stage, UsageError, exit_process, main, run_stage
 
 
 def _now() -> str:
@@ -203,4 +203,4 @@ class RecrawlStage(Stage):
 
 
 if __name__ == "__main__":
-    sys.exit(main(RecrawlStage))
+    exit_process(main(RecrawlStage))

@@ -14,14 +14,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import sys
 import tarfile
 from typing import Any
 
 from crawlpairs import storage
 from crawlpairs.jobs.publish import value_counts
 from crawlpairs.layout import stage_stats
-from crawlpairs.stage import Context, Stage, UsageError, main
+from crawlpairs.stage import Context, Stage, UsageError, exit_process, main
 from crawlpairs.udfs.publish import report
 
 # Where a root's rows are read from, best first: the published rows carry every column.
@@ -154,4 +153,4 @@ class ReportStage(Stage):
 
 
 if __name__ == "__main__":
-    sys.exit(main(ReportStage))
+    exit_process(main(ReportStage))

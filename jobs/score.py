@@ -17,7 +17,7 @@ import math
 import os
 
 from crawlpairs import fingerprint, layout, storage
-from crawlpairs.stage import Context, Stage, UsageError, main
+from crawlpairs.stage import Context, Stage, UsageError, exit_process, main
 from crawlpairs.stats import Stats
 
 DROP_COLUMNS = ("drop_reason", "error", "lsh_buckets", "img_emb")
@@ -201,4 +201,4 @@ class ScoreStage(Stage):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(ScoreStage))
+    exit_process(main(ScoreStage))

@@ -17,7 +17,7 @@ import sys
 
 from crawlpairs import config as config_mod
 from crawlpairs import storage
-from crawlpairs.stage import Context, Stage, UsageError, main, run_stage
+from crawlpairs.stage import Context, Stage, UsageError, exit_process, main, run_stage
 from crawlpairs.udfs.publish import takedown
 
 LISTS = (("urls", takedown.parse_urls), ("domains", takedown.parse_domains), ("sha256", takedown.parse_sha256))
@@ -147,4 +147,4 @@ def rebuild_index(root: str, st) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(TakedownStage))
+    exit_process(main(TakedownStage))

@@ -211,3 +211,18 @@ def test_light_driver_for_stages_whose_jvm_only_plans():
     cfg.spark.conf["spark.driver.extraJavaOptions"] = "-Xss4m"
     assert session_conf(light_driver(cfg))["spark.driver.extraJavaOptions"] == "-Xss4m"
     assert DownloadStage.light_jvm and not DedupStage.light_jvm
+
+
+def test_the_process_exit_keeps_its_code_and_every_line_written():
+    """exit_process skips interpreter teardown (native threads that abort there, see its docstring):
+    the exit code still comes through, and buffered stdout and logging output are not lost."""
+    import subprocess
+    import sys
+
+    code = ("import logging, sys; from crawlpairs.stage import exit_process; "
+            "logging.basicConfig(); print('x' * 100000, end=''); logging.getLogger('t').warning('last line'); "
+            "exit_process(3)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3 and len(proc.stdout) == 100000 and "last line" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "crawlpairs.cli", "nope"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown command 'nope'" in proc.stderr
