@@ -186,6 +186,7 @@ class DownloadConfig:
     host_rps: dict[str, float] = field(default_factory=dict)  # rate overrides: HOST, .SUFFIX or GLOB = rps (docs/download.md, Rate rules)
     host_rps_file: str | None = None  # the same as `PATTERN RPS` lines (path or URI); host_rps wins for the same pattern
     adaptive_backoff: bool = True  # halve a host's rate for the rest of the run after a 429/503 or a slow answer
+    share_backoff: bool = True  # a cut of a host split over several tasks slows all of them (the driver's back-off board)
     slow_response_s: float = 5.0  # time to response headers that counts as a host slowing down
     min_host_rps: float = 0.05  # adaptive back-off never goes below this rate
     max_crawl_delay: float = 30.0  # a robots.txt Crawl-delay above this ends the host's rows as error crawl_delay

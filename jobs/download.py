@@ -16,6 +16,7 @@ Wiring only; the work is in udfs/dl_*:
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from functools import partial
@@ -25,6 +26,7 @@ from crawlpairs.stage import Context, Stage, UsageError, exit_process, main
 from crawlpairs.stats import Stats
 from crawlpairs.udfs.download import plan as dl_plan
 from crawlpairs.udfs.download import shards as dl_shards
+from crawlpairs.udfs.download.board import Board
 from crawlpairs.udfs.download.fetch import TRANSIENT_KINDS
 from crawlpairs.udfs.download.task import SHARD_RESULT_SCHEMA, TASK_SCHEMA, download_shards
 
@@ -34,7 +36,7 @@ NOT_OUTPUT = ("connect_timeout", "read_timeout", "total_timeout", "per_host_rps"
               "in_flight_per_task", "retries", "max_retry_after", "backoff_base", "partitions", "max_pending",
               "decode_threads", "retry_failed", "force", "resolve_overrides", "allow_network", "user_agent",
               "contact_url", "host_rps", "host_rps_file", "adaptive_backoff", "slow_response_s", "min_host_rps",
-              "max_crawl_delay")
+              "max_crawl_delay", "share_backoff")
 NOMINAL_TASK_RPS = 100.0  # planning rate for hosts without a limit (about one core's images/s)
 
 
@@ -154,11 +156,18 @@ class DownloadStage(Stage):
         shares = dl_plan.rate_shares(plan)
         shard_layout = {k: plan[k] for k in ("shard_digits", "index_digits", "shard_size")}
 
-        def fetch(batches):
-            return download_shards(batches, opts, out, shard_layout, shard_schema, st, ext=ext, rate_shares=shares,
-                                   retry=retry)
+        share = bool(shares) and opts.adaptive_backoff and opts.share_backoff
+        with Board(spark.conf.get("spark.driver.host")) if share else contextlib.nullcontext() as board:
+            spec = board.spec() if board is not None else None
 
-        result = todo.mapInArrow(fetch, T.StructType.fromJson(_spark_schema(TASK_SCHEMA))).collect()
+            def fetch(batches):
+                return download_shards(batches, opts, out, shard_layout, shard_schema, st, ext=ext,
+                                       rate_shares=shares, retry=retry, board=spec)
+
+            result = todo.mapInArrow(fetch, T.StructType.fromJson(_spark_schema(TASK_SCHEMA))).collect()
+            if board is not None:
+                ctx.stats.extra["backoff_board"] = {"calls": board.calls, "shared_cuts": {
+                    h: {"rps": round(c[0], 4), "why": c[1]} for h, c in sorted(board.ceilings.items())}}
         placed.unpersist()
         ctx.stats.extra["seconds"] = {"plan": round(t_plan - t0, 2), "place": round(t_place - t_plan, 2),
                                       "fetch": round(time.perf_counter() - t_place, 2)}

@@ -4,6 +4,7 @@ rules and their precedence, robots.txt Crawl-delay, Spawning's ai.txt, adaptive 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import time
@@ -32,6 +33,7 @@ class LogServer:
         self.photo = photo
         self.log: dict[str, list[tuple[str, float]]] = defaultdict(list)
         self.busy_503 = 0  # busy.test answers 503 to this many image requests, then the image
+        self.fail_once: set[str] = set()  # paths answered 503 the first time they are asked
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
@@ -50,6 +52,9 @@ class LogServer:
             return web.Response(status=404)
         if host == "slowresp.test":
             await asyncio.sleep(0.3)
+        if request.path in self.fail_once:
+            self.fail_once.discard(request.path)
+            return web.Response(status=503)
         if host == "busy.test" and self.busy_503 > 0:
             self.busy_503 -= 1
             return web.Response(status=503)
@@ -184,6 +189,109 @@ def test_rate_shares_divide_a_hosts_rate(server: LogServer, cfg: DownloadConfig)
     assert {f.status for f in got.values()} == {"success"}
     assert min(_gaps(server.starts("fast.test"))) >= 0.4 - 0.03  # 10/s x 0.25 = 2.5/s
     assert got[0].politeness == "2.5/s by default; share 0.25"
+
+
+def _split_host_run(server: LogServer, cfg: DownloadConfig, board: dict[str, str] | None) -> dict[str, pd.DataFrame]:
+    """Two tasks fetch busy.test at half its 10/s each, at once; /a0.jpg (task a's first) answers 503."""
+    from crawlpairs.udfs.download.task import fetch_records
+
+    cfg.per_host_rps, cfg.per_host_concurrency = 10.0, 2
+    server.log.clear()
+    server.fail_once = {"/a0.jpg"}
+    out: dict[str, pd.DataFrame] = {}
+
+    def task(name: str) -> None:
+        recs = iter([{"uid": f"{name}{i}", "url": f"http://busy.test/{name}{i}.jpg"} for i in range(16)])
+        rows = list(fetch_records(recs, cfg, rate_shares={"busy.test:80": 0.5}, board=board))
+        out[name] = pd.DataFrame(rows).set_index("uid")
+
+    threads = [threading.Thread(target=task, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+def test_a_cut_of_a_split_host_slows_every_task_through_the_board(server: LogServer, cfg: DownloadConfig) -> None:
+    from crawlpairs.udfs.download.board import Board
+
+    with Board() as board:
+        out = _split_host_run(server, cfg, board.spec())
+        assert board.ceilings == {"busy.test:80": (5.0, "http_503")}  # task a: 5/s halved = the host at 5/s
+    assert all((df.status == "success").all() for df in out.values())
+    b_times = [t for p, t in server.log["busy.test"] if p.startswith("/b")]
+    # task b ran at its 5/s share until the board's answer (one poll, 1 s), then at 2.5/s:
+    # half of its share, as if it had been answered 503 itself
+    assert min(_gaps(b_times[-5:])) >= 0.4 - 0.03, _gaps(b_times)
+    assert min(_gaps(b_times[:4])) < 0.3
+    shared = out["b"].politeness.str.fullmatch(r"2\.5/s by shared backoff 5/s for the host \(http_503\); share 0\.5")
+    assert shared.sum() >= 6, out["b"].politeness.tolist()
+    assert (out["a"].politeness.iloc[1:] == "2.5/s by default; backoff x0.5 (http_503); share 0.5").all()
+    # without the board (a task alone, as before): b never slows down
+    out = _split_host_run(server, cfg, None)
+    b_times = [t for p, t in server.log["busy.test"] if p.startswith("/b")]
+    assert max(_gaps(b_times)) < 0.3 and (out["b"].politeness == "5/s by default; share 0.5").all()
+
+
+def test_the_board_is_advice_only(server: LogServer, cfg: DownloadConfig) -> None:
+    """Wrong token, oversized or broken requests are refused; an unreachable board fails no row."""
+    import http.client
+    import json
+    import socket
+
+    from crawlpairs.udfs.download.board import Board, BoardClient
+
+    with Board() as board:
+        host, port = board.address.split(":")
+
+        def post(body: bytes, length: int | None = None) -> int:
+            c = http.client.HTTPConnection(host, int(port), timeout=5)
+            c.request("POST", "/v1/sync", body, {"Content-Length": str(len(body) if length is None else length)})
+            return c.getresponse().status
+
+        assert post(json.dumps({"token": "x", "cuts": {"h:80": [0.1, "evil"]}}).encode()) == 403
+        assert post(b"{not json") == 400
+        assert post(b"{}", length=2 << 20) == 413  # refused on its header, before any read
+        assert board.ceilings == {}
+        client = BoardClient(board.spec())
+        client.report("h:80", 4.0, "http_429")
+        client.report("h:80", 8.0, "slow")  # a higher rate never raises a ceiling
+        client.sync()
+        assert board.ceilings == {"h:80": (4.0, "http_429")} and client.failed == 0
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = {"address": f"127.0.0.1:{s.getsockname()[1]}", "token": "t"}
+    out = _split_host_run(server, cfg, dead)
+    assert all((df.status == "success").all() for df in out.values())
+    # task a still cuts its own rate; b cannot learn of it
+    assert (out["a"].politeness.iloc[1:] == "2.5/s by default; backoff x0.5 (http_503); share 0.5").all()
+
+
+def test_the_job_shares_cuts_between_the_tasks_of_a_split_host(spark, server: LogServer, cfg: DownloadConfig,
+                                                               tmp_path: Path) -> None:
+    """The real stage on local Spark: the plan splits busy.test over both tasks, one 503 halves
+    the host's whole rate (the driver's board), and the stage stats name the shared cut."""
+    from crawlpairs.config import Config
+    from crawlpairs.jobs.download import DownloadStage
+    from crawlpairs.stage import run_stage
+
+    (tmp_path / "in").mkdir()
+    urls = [f"http://busy.test/r{i}.jpg" for i in range(40)]
+    pd.DataFrame({"uid": [f"{i:032x}" for i in range(40)], "url": urls, "text": "t"}).to_parquet(
+        tmp_path / "in" / "part-0.parquet")
+    cfg.per_host_rps, cfg.per_host_concurrency, cfg.partitions, cfg.shard_size = 10.0, 2, 2, 10
+    server.busy_503 = 1  # the host's first image request, in whichever task sends it
+    conf = Config(input=[str(tmp_path / "in")], output=str(tmp_path / "out"))
+    conf.download = cfg
+    stats = run_stage(DownloadStage, conf, spark=spark)
+    plan = json.loads((tmp_path / "out" / "images_meta" / "plan.json").read_text())
+    assert plan["big_hosts"]["busy.test:80"]["k"] == 2
+    board = stats.extra["backoff_board"]
+    assert board["calls"] > 0 and set(board["shared_cuts"]) == {"busy.test:80"}
+    meta = pd.concat([pd.read_parquet(p) for p in (tmp_path / "out" / "images").glob("*.parquet")])
+    assert len(meta) == 40 and (meta.download_status == "success").all()
+    assert meta.politeness.str.contains("by shared backoff").sum() >= 5, meta.politeness.tolist()
 
 
 def test_rule_precedence_and_file_form(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ import aiohttp
 import yarl
 
 from crawlpairs.config import DownloadConfig, StorageConfig
+from crawlpairs.udfs.download.board import BoardClient
 from crawlpairs.udfs.download.optout import DoNotTrain, HashList, header_optout
 from crawlpairs.udfs.download.rates import HostRate, RateRules, rules_for
 from crawlpairs.udfs.download.robots import Robots, robots_url
@@ -134,6 +135,8 @@ class _Host:
     sem: asyncio.Semaphore
     rate: HostRate
     next_time: float = 0.0
+    key: str = ""  # host[:port], as the planner and the back-off board name it
+    shared: bool = False  # split over several tasks: cuts go through the board
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -154,10 +157,12 @@ class Fetcher:
 
     def __init__(self, cfg: DownloadConfig, url_blocklist: HashList | None = None,
                  do_not_train: DoNotTrain | None = None, base_resolver: Any = None,
-                 rate_shares: dict[str, float] | None = None, rate_rules: RateRules | None = None) -> None:
+                 rate_shares: dict[str, float] | None = None, rate_rules: RateRules | None = None,
+                 board: BoardClient | None = None) -> None:
         self.o = cfg
         self.rates = rate_rules if rate_rules is not None else rules_for(cfg)
         self.shares = dict(rate_shares or {})  # host key (or host) -> this task's fraction of its rate
+        self.board = board  # shares cuts of split hosts with the other tasks (None: this task alone)
         self.agent = user_agent(cfg)
         self.url_blocklist = url_blocklist or HashList()
         self.dnt = do_not_train or DoNotTrain()
@@ -203,17 +208,22 @@ class Fetcher:
             # a host split over K tasks (share 1/K, K <= per_host_concurrency by the plan) gets
             # 1/K of its concurrency here too, so the K tasks together keep the host's limit
             slots = max(1, int(self.o.per_host_concurrency * share + 1e-9))
-            h = self.hosts[k] = _Host(asyncio.Semaphore(slots), HostRate(rps, rule, share))
+            h = self.hosts[k] = _Host(asyncio.Semaphore(slots), HostRate(rps, rule, share), key=k,
+                                      shared=share < 1.0 and self.board is not None)
+            if h.shared and self.board is not None:
+                self.board.watch(k)
         return h
 
     def _observe(self, h: _Host, seconds: float, status: int | None) -> None:
-        """Adaptive back-off: a 429/503 or a slow answer halves the host's rate for the rest of the run."""
+        """Adaptive back-off: a 429/503 or a slow answer halves the host's rate for the rest of
+        the run; for a split host the cut goes to the board, so every task of the host slows."""
         if not self.o.adaptive_backoff:
             return
         why = f"http_{status}" if status in (429, 503) else \
             f"slow {seconds:.1f}s" if seconds > self.o.slow_response_s else None
-        if why is not None:
-            h.rate.slow_down(asyncio.get_running_loop().time(), why, self.o.min_host_rps)
+        if why is not None and h.rate.slow_down(asyncio.get_running_loop().time(), why, self.o.min_host_rps) \
+                and h.shared and self.board is not None:
+            self.board.report(h.key, 1.0 / (h.rate.interval() * h.rate.share), why)
 
     @contextlib.asynccontextmanager
     async def _slot(self, url: str) -> AsyncIterator[_Host]:
@@ -221,6 +231,10 @@ class Fetcher:
         h = self._host(url)
         async with h.sem:
             loop = asyncio.get_running_loop()
+            if h.shared and self.board is not None:
+                c = self.board.ceilings.get(h.key)
+                if c is not None:
+                    h.rate.adopt(c[0], c[1], loop.time())
             while True:  # next_time may move forward (Retry-After) while we sleep
                 wait = h.next_time - loop.time()
                 if wait <= 0:
@@ -428,10 +442,12 @@ class FetchPool:
 
     def __init__(self, cfg: DownloadConfig, url_blocklist: HashList | None = None,
                  do_not_train: DoNotTrain | None = None, base_resolver: Any = None,
-                 rate_shares: dict[str, float] | None = None, rate_rules: RateRules | None = None) -> None:
+                 rate_shares: dict[str, float] | None = None, rate_rules: RateRules | None = None,
+                 board: BoardClient | None = None) -> None:
         """`rate_shares`: host key -> the fraction of that host's rate this task may use (the
-        planner spreads a big host over several tasks); `rate_rules`: default from `cfg`."""
-        self.fetcher = Fetcher(cfg, url_blocklist, do_not_train, base_resolver, rate_shares, rate_rules)
+        planner spreads a big host over several tasks); `rate_rules`: default from `cfg`;
+        `board`: where cuts of those split hosts are shared with their other tasks."""
+        self.fetcher = Fetcher(cfg, url_blocklist, do_not_train, base_resolver, rate_shares, rate_rules, board)
         self.results: queue.Queue[tuple[Any, Fetched]] = queue.Queue()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="crawlpairs-fetch", daemon=True)

@@ -13,6 +13,9 @@ A host's rate is decided in this order (docs/download.md, "Rate rules"):
      once per interval, never below `min_host_rps`).
   4. the task's share (`rate_shares`, from the planner): the host's budget divided among
      the tasks that fetch it, so the global per-host rate still holds.
+  5. a shared cut (`share_backoff`, udfs/download/board.py): when any task splitting the
+     host cuts its rate, the host's new global rate is a ceiling for every such task
+     (each paces the ceiling times its share).
 Every fetched row records which of these set its rate (`Fetched.politeness`).
 """
 
@@ -134,15 +137,38 @@ class HostRate:
     last_cut: float = -math.inf
     started: int = 0  # requests started
     first_start: float | None = None
+    ceiling: float | None = None  # the host's global rps after another task's cut (the board)
+    ceiling_why: str | None = None
 
-    def interval(self) -> float:
-        """Seconds between two request starts for this task (0: no limit)."""
+    def own_interval(self) -> float:
+        """Seconds between request starts by this task's own rules and cuts (0: no limit)."""
         base = 1.0 / self.rule_rps if self.rule_rps > 0 else 0.0
         if self.crawl_delay:
             base = max(base, self.crawl_delay)
         if base <= 0:
             return 0.0
         return base / (self.factor * self.share)
+
+    def interval(self) -> float:
+        """Seconds between two request starts for this task (0: no limit): its own pace, or
+        its share of the host's shared ceiling if that is slower."""
+        own = self.own_interval()
+        if self.ceiling:
+            return max(own, 1.0 / (self.ceiling * self.share))
+        return own
+
+    def shared_binds(self) -> bool:
+        return bool(self.ceiling) and 1.0 / (self.ceiling * self.share) > self.own_interval()  # type: ignore[operator]
+
+    def adopt(self, ceiling: float, why: str, now: float) -> bool:
+        """Take another task's cut of this host (its global rate); True if it slows us down."""
+        if self.ceiling is not None and ceiling >= self.ceiling:
+            return False
+        self.ceiling, self.ceiling_why = ceiling, why
+        if self.shared_binds():
+            self.last_cut = now  # the same overload must not cut this task again at once
+            return True
+        return False
 
     def describe(self) -> str:
         """What set this host's pace, for the row: e.g. `0.25/s by crawl-delay 2s; backoff x0.5 (http_503)`."""
@@ -151,7 +177,9 @@ class HostRate:
         rule_iv = 1.0 / self.rule_rps if self.rule_rps > 0 else 0.0
         by = f"crawl-delay {self.crawl_delay:g}s" if self.crawl_delay and self.crawl_delay > rule_iv else self.rule
         parts = [f"{rate} by {by}"]
-        if self.factor != 1.0:
+        if self.shared_binds():
+            parts[0] = f"{rate} by shared backoff {self.ceiling:.3g}/s for the host ({self.ceiling_why})"
+        elif self.factor != 1.0:
             parts.append(f"backoff x{self.factor:g} ({self.backed_off})")
         if self.share != 1.0:
             parts.append(f"share {self.share:g}")
@@ -163,8 +191,9 @@ class HostRate:
             self.first_start = now
 
     def slow_down(self, now: float, why: str, floor_rps: float) -> bool:
-        """Halve the rate (at most once per current interval, 1 s at least, never below the
-        floor); False if nothing was cut."""
+        """Halve the rate this task runs at (at most once per current interval, 1 s at least,
+        never below the floor); False if nothing was cut. The new global rate of the host is
+        `1 / interval() / share` (what the board shares)."""
         if now - self.last_cut < max(1.0, self.interval()):
             return False
         if self.interval() <= 0:  # no limit so far: start from the rate observed
@@ -174,7 +203,8 @@ class HostRate:
         rate, floor = 1.0 / self.interval(), floor_rps * self.share
         if rate <= floor:
             return False
-        self.factor *= max(rate / 2, floor) / rate
+        # the task's own pace goes to half the pace it actually runs at (a shared ceiling included)
+        self.factor *= max(rate / 2, floor) * self.own_interval()
         self.backed_off, self.last_cut = why, now
         return True
 

@@ -12,6 +12,7 @@ without shards (fetcher tests, the benchmark).
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import threading
 import time
@@ -26,6 +27,7 @@ import pyarrow as pa
 
 from crawlpairs import storage
 from crawlpairs.config import DownloadConfig, StorageConfig
+from crawlpairs.udfs.download.board import BoardClient
 from crawlpairs.udfs.download.fetch import BLOCKED, ERROR, SUCCESS, Fetched, FetchPool, is_transient
 from crawlpairs.udfs.download.images import ImageReject, process
 from crawlpairs.udfs.download.optout import DoNotTrain, HashList, list_entries
@@ -110,7 +112,8 @@ def bad_url_result(rec: dict[str, Any], url: Any, max_length: int) -> dict[str, 
 def fetch_records(records: Iterator[dict[str, Any]], cfg: DownloadConfig, st: StorageConfig | None = None,
                   base_resolver: Any = None, rate_shares: dict[str, float] | None = None,
                   on_input: Callable[[dict[str, Any]], bool] | None = None,
-                  may_read: Callable[[], bool] | None = None) -> Iterator[dict[str, Any]]:
+                  may_read: Callable[[], bool] | None = None,
+                  board: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
     """Each input record back with RESULT_COLUMNS set, in order of completion.
 
     URLs are checked here, in Python (WHATWG parse, length): a bad one is a `bad_url` row,
@@ -118,13 +121,16 @@ def fetch_records(records: Iterator[dict[str, Any]], cfg: DownloadConfig, st: St
     counts rows per shard) and may return False to skip it. At most `max_pending` URLs are
     queued ahead and `4 * decode_threads` bodies wait for decoding, and while `may_read()` is
     False no further record is read (the shard writer holds reading until a shard commits):
-    memory stays bounded.
+    memory stays bounded. `board`: the driver's back-off board (`Board.spec()`), which this
+    task's cuts of split hosts go to and their shared ceilings come from.
     """
     url_bl, dnt, img_bl = load_lists(cfg, st)
     threads = max(1, cfg.decode_threads)
     max_pending = max(cfg.max_pending, cfg.in_flight_per_task * 2)
     rows: dict[int, dict[str, Any]] = {}
-    with FetchPool(cfg, url_bl, dnt, base_resolver, rate_shares=rate_shares) as pool, \
+    client = BoardClient(board) if board and rate_shares and cfg.adaptive_backoff and cfg.share_backoff else None
+    with client if client is not None else contextlib.nullcontext(), \
+            FetchPool(cfg, url_bl, dnt, base_resolver, rate_shares=rate_shares, board=client) as pool, \
             ThreadPoolExecutor(threads, thread_name_prefix="crawlpairs-decode") as ex:
         decoding: deque[Future[dict[str, Any]]] = deque()
 
@@ -234,7 +240,8 @@ def peak_rss_mb() -> float:
 def download_shards(batches: Iterator[pa.RecordBatch], cfg: DownloadConfig, out: str, layout: dict[str, Any],
                     schema: pa.Schema, st: StorageConfig | None = None, ext: str = "jpg",
                     rate_shares: dict[str, float] | None = None, base_resolver: Any = None,
-                    retry: set[int] | frozenset[int] = frozenset()) -> Iterator[pa.RecordBatch]:
+                    retry: set[int] | frozenset[int] = frozenset(),
+                    board: dict[str, str] | None = None) -> Iterator[pa.RecordBatch]:
     """One download task: fetch its rows (sorted by `_shard`) and commit each shard when it is complete.
 
     Rows arrive in plan order (`_shard`, position); a shard's input is complete when the
@@ -297,7 +304,7 @@ def download_shards(batches: Iterator[pa.RecordBatch], cfg: DownloadConfig, out:
         """Hold reading only while an earlier, fully read shard waits to commit (never the current one)."""
         return not any(sh.closed for sh in open_.values()) or sum(sh.expected for sh in open_.values()) < limit
 
-    for rec in fetch_records(records(), cfg, st, base_resolver, rate_shares, on_input, may_read):
+    for rec in fetch_records(records(), cfg, st, base_resolver, rate_shares, on_input, may_read, board):
         rec["download_status"] = rec.pop("status")
         open_[int(rec["_shard"])].records.append(rec)
         yield from ready()
