@@ -17,6 +17,7 @@ Wiring only; the work is in udfs/dl_*:
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import time
 from functools import partial
@@ -37,6 +38,7 @@ NOT_OUTPUT = ("connect_timeout", "read_timeout", "total_timeout", "per_host_rps"
               "decode_threads", "retry_failed", "force", "resolve_overrides", "allow_network", "user_agent",
               "contact_url", "host_rps", "host_rps_file", "adaptive_backoff", "slow_response_s", "min_host_rps",
               "max_crawl_delay", "share_backoff")
+log = logging.getLogger(__name__)
 NOMINAL_TASK_RPS = 100.0  # planning rate for hosts without a limit (about one core's images/s)
 
 
@@ -157,7 +159,7 @@ class DownloadStage(Stage):
         shard_layout = {k: plan[k] for k in ("shard_digits", "index_digits", "shard_size")}
 
         share = bool(shares) and opts.adaptive_backoff and opts.share_backoff
-        with Board(spark.conf.get("spark.driver.host")) if share else contextlib.nullcontext() as board:
+        with self.board(spark) if share else contextlib.nullcontext() as board:
             spec = board.spec() if board is not None else None
 
             def fetch(batches):
@@ -184,6 +186,17 @@ class DownloadStage(Stage):
             if storage.basename(u)[0].isdigit():
                 total.merge(Stats.from_dict(storage.read_json(u, st)))
         ctx.stats.merge(total)
+
+    @staticmethod
+    def board(spark) -> contextlib.AbstractContextManager:
+        """The back-off board on the address executors reach the driver at; none (each task
+        backs off alone) if it cannot listen there: it is advice, never a reason to fail."""
+        host = spark.sparkContext.getConf().get("spark.driver.host", "127.0.0.1")
+        try:
+            return Board(host)
+        except OSError as exc:
+            log.warning("back-off board: cannot listen on %s (%s); each task backs off alone", host, exc)
+            return contextlib.nullcontext()
 
     @staticmethod
     def rate_of(opts):

@@ -268,6 +268,21 @@ def test_the_board_is_advice_only(server: LogServer, cfg: DownloadConfig) -> Non
     assert (out["a"].politeness.iloc[1:] == "2.5/s by default; backoff x0.5 (http_503); share 0.5").all()
 
 
+def test_a_board_that_cannot_listen_is_no_reason_to_fail() -> None:
+    """A driver address this machine does not have (TEST-NET-3): the stage runs without a board."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from crawlpairs.jobs.download import DownloadStage
+
+    conf = {"spark.driver.host": "203.0.113.7"}
+    stub = SimpleNamespace(sparkContext=SimpleNamespace(getConf=lambda: conf))  # only the conf is read
+    assert isinstance(DownloadStage.board(stub), contextlib.nullcontext)
+    conf["spark.driver.host"] = "127.0.0.1"
+    with DownloadStage.board(stub) as board:
+        assert board.address.startswith("127.0.0.1:")
+
+
 def test_the_job_shares_cuts_between_the_tasks_of_a_split_host(spark, server: LogServer, cfg: DownloadConfig,
                                                                tmp_path: Path) -> None:
     """The real stage on local Spark: the plan splits busy.test over both tasks, one 503 halves

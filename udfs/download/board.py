@@ -22,6 +22,7 @@ import http.client
 import json
 import logging
 import secrets
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -68,9 +69,14 @@ class Board:
             def log_message(self, *args: Any) -> None:  # no access log on the driver's stderr
                 pass
 
-        self.server = ThreadingHTTPServer((host, 0), Handler)
+        server_class = ThreadingHTTPServer
+        if ":" in host.strip("[]"):  # an IPv6 driver address
+            server_class = type("ThreadingHTTPServer6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+        host = host.strip("[]")
+        self.server = server_class((host, 0), Handler)
         self.server.daemon_threads = True
-        self.address = f"{host}:{self.server.server_address[1]}"
+        self.address = f"[{host}]:{self.server.server_address[1]}" if ":" in host else \
+            f"{host}:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, name="crawlpairs-board", daemon=True)
 
     def sync(self, cuts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
@@ -103,7 +109,7 @@ class BoardClient:
 
     def __init__(self, spec: dict[str, str], poll_s: float = POLL_S) -> None:
         host, _, port = spec["address"].rpartition(":")
-        self.host, self.port, self.token = host, int(port), spec["token"]
+        self.host, self.port, self.token = host.strip("[]"), int(port), spec["token"]
         self.hosts: dict[str, None] = {}  # the split hosts this task has started on
         self.poll_s = poll_s
         self.ceilings: dict[str, tuple[float, str]] = {}  # read by the fetch loop
