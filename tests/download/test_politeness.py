@@ -252,6 +252,8 @@ def test_the_board_is_advice_only(server: LogServer, cfg: DownloadConfig) -> Non
 
         assert post(json.dumps({"token": "x", "cuts": {"h:80": [0.1, "evil"]}}).encode()) == 403
         assert post(b"{not json") == 400
+        assert post(json.dumps({"token": board.token, "cuts": {"h:80": "fast"}}).encode()) == 400
+        assert post(b"{}", length=-5) == 413
         assert post(b"{}", length=2 << 20) == 413  # refused on its header, before any read
         assert board.ceilings == {}
         client = BoardClient(board.spec())

@@ -21,6 +21,7 @@ import hmac
 import http.client
 import json
 import logging
+import math
 import secrets
 import socket
 import threading
@@ -45,18 +46,23 @@ class Board:
         board = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 2 * TIMEOUT_S  # a client that stops sending does not hold a thread
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                size = int(self.headers.get("Content-Length") or 0)
+                try:
+                    size = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    size = -1
                 if not 0 < size <= MAX_BODY:
                     return self._send(413, {})
                 try:
                     doc = json.loads(self.rfile.read(size))
-                    ok = hmac.compare_digest(str(doc.get("token", "")), board.token)
-                except (ValueError, AttributeError):
+                    if not hmac.compare_digest(str(doc.get("token", "")), board.token):
+                        return self._send(403, {})
+                    answer = board.sync(dict(doc.get("cuts") or {}), [str(h) for h in doc.get("hosts") or []])
+                except (ValueError, TypeError, AttributeError):  # not JSON, or not the shape a task sends
                     return self._send(400, {})
-                if not ok:
-                    return self._send(403, {})
-                self._send(200, board.sync(doc.get("cuts") or {}, doc.get("hosts") or []))
+                self._send(200, answer)
 
             def _send(self, code: int, doc: dict[str, Any]) -> None:
                 body = json.dumps(doc).encode()
@@ -86,8 +92,8 @@ class Board:
             for host, (rps, why) in cuts.items():
                 rps = float(rps)
                 old = self.ceilings.get(host)
-                if rps > 0 and (old is None or rps < old[0]):
-                    self.ceilings[host] = (rps, str(why)[:200])
+                if rps > 0 and math.isfinite(rps) and (old is None or rps < old[0]):
+                    self.ceilings[str(host)] = (rps, str(why)[:200])
             return {h: list(self.ceilings[h]) for h in hosts if h in self.ceilings}
 
     def spec(self) -> dict[str, str]:
