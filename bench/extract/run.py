@@ -24,6 +24,9 @@ Arms (bench/extract/worker.py, each in a fresh process pinned to one CPU):
 real WAT (its wall time is the fixed cost: JVM, session, Python worker, model) and on the
 corpus files, both engines; marginal cost = corpus run minus tiny run, per gzipped MB, next
 to the task's own seconds for the file (from its manifest).
+A run writes results.json and RESULTS.md; what the numbers mean for that run is written by hand
+into results.json as `notes` (markdown lines) and RESULTS.md rebuilt with `--markdown-only`, so
+the reading always sits with the numbers it reads.
 The machine is shared with other jobs, so every arm runs once per round, rounds repeat
 `--reps` times in a shuffled order, and rates are computed from each process's CPU time
 (time.process_time: the core-seconds the work itself took), medians over rounds. Wall
@@ -197,6 +200,22 @@ def machine() -> dict:
     return info
 
 
+PACKAGES = ("cc2dataset", "FastWARC", "pysimdjson", "isal", "fasttext-predict", "pyarrow", "pyspark")
+
+
+def versions(py: Path | str) -> dict:
+    """Versions of the packages that set the arms' speed, in the venv of `py` (cc2dataset's
+    speed depends on what its unpinned dependencies resolve to on the day)."""
+    code = ("import importlib.metadata as m, json, sys\n"
+            "out = {}\n"
+            "for p in sys.argv[1:]:\n"
+            "    try: out[p] = m.version(p)\n"
+            "    except m.PackageNotFoundError: pass\n"
+            "print(json.dumps(out))")
+    got = subprocess.run([str(py), "-c", code, *PACKAGES], capture_output=True, text=True)
+    return json.loads(got.stdout) if got.returncode == 0 else {}
+
+
 def summarise(name: str, files: list[str], runs: dict[str, list[dict]]) -> dict:
     gz = sum(os.path.getsize(f) for f in files)
     raw = statistics.median(r["bytes_out"] for r in runs["floor_read"]) if runs.get("floor_read") else None
@@ -246,12 +265,18 @@ def summarise(name: str, files: list[str], runs: dict[str, list[dict]]) -> dict:
             "arms": arms, "ratios": ratios}
 
 
+def _pkgs(v: dict) -> str:
+    return ", ".join(f"{k} {x}" for k, x in v.items())
+
+
 def write_markdown(res: dict, path: Path) -> None:
     L = ["# Extraction benchmark (stage 1)", "",
          f"Command: `{res['command']}`  ", f"Date: {res['date']}  ",
          f"Machine: {res['machine'].get('cpu', '?')}, {res['machine']['cpus']} CPUs, shared with other jobs "
          f"(load average {res['load_before'][0]:.1f} before, {res['load_after'][0]:.1f} after"
          + (f", {res['load_after_job'][0]:.1f} after the job runs" if "load_after_job" in res else "") + ").  ",
+         *([f"Packages: ours {_pkgs(res['versions']['ours'])}; cc2dataset's venv "
+            f"{_pkgs(res['versions']['cc2dataset'])}.  "] if res.get("versions") else []),
          "One process per arm pinned to one CPU; every round runs all arms in a shuffled order "
          f"({res['reps']} rounds). Rates use each process's CPU time (core-seconds of the work), "
          "median over rounds, so other jobs on the machine do not skew the ratios; wall-clock rates "
@@ -302,59 +327,8 @@ def write_markdown(res: dict, path: Path) -> None:
             L.append(f"| {e} | {j['fixed_wall_s']} | {j['corpus_wall_s']} | {j['marginal_wall_s']} | "
                      f"{j['marginal_mb_per_s']} | {j['task_s']} | {j['task_mb_per_s']} | {j['engine_reported']} |")
         L.append("")
-    L += NOTES
+    L += res.get("notes", [])  # the reading of that run, written with it (see the module docstring)
     path.write_text("\n".join(L) + "\n")
-
-
-NOTES = [
-    "## Reading the numbers", "",
-    "- **Corpus.** `real`: real HTML pages (shared WARCs: archive.org 2008, Common Crawl 2014/2020, "
-    "a 2024 wget crawl) in Common Crawl's WAT layout, gzip -6 per record; its inflate ratio (~6) "
-    "matches a real CC WAT (328 MB / 51.7 MB). Pages repeat to fill the file; alt/title texts get a "
-    "per-copy suffix so that work done once per distinct text (language ID) is not flattered. It "
-    "holds ~2,000 alt-bearing IMG links per gzipped MB, ~1.7x the density implied by cc2dataset's "
-    "numbers on a real CC WAT, so per-link work weighs more here than on real crawl files. The "
-    "generator's corpus (`--corpora gen`, synthetic text, 2.6x compression) was not re-run this time.",
-    "- **What the arms do.** cc2dataset 1.5.0 emits every IMG link with a non-empty alt (no URL/text "
-    "filters, no cleanup, no dedup, md5 uid, no license, no language ID), hence its higher `pairs out`. "
-    "`ours` applies LAION's filters, text cleanup, page license, sha256 uid and fastText lid.176 "
-    "(`.ftz`) with the compiled WAT loop (udfs/extract/_hotloop.c); `ours_python` is the same code with the "
-    "pure-Python loop (`CRAWLPAIRS_EXTRACT_ENGINE=python`): same rows (60,210 both). `read_members` is "
-    "the reader extract uses (udfs/extract/warcread.py, member by member); `floor_read` is FastWARC's.",
-    "- **Load.** 2026-12-01 02:14-02:22 UTC, a quiet machine (load average 1.0-1.3, nothing else "
-    "running; the last runs at load 10-15 gave 2.69x, on the code before the reader's and language "
-    "ID's loops moved to C). The cores of this VM still vary run to run (the same arm: 1.9-2.6 CPU-s), "
-    "which is why every round runs all arms interleaved and the ratios are medians. A confirmation "
-    "run of `ours`, `ours_nolid` and `cc2dataset` alone (7 rounds, same corpus, right after) gave "
-    "**3.71x** with language ID (per round 3.39x-4.42x) and 5.35x without.",
-    "- **What bounds ours now** (corpus `real`, compiled loops, language ID on; CPU shares from the "
-    "arms of this run and a cProfile split in one process): reading (ISA-L inflate ~21%, plus the "
-    "member framing, now a C call per record: `read_members` is 38% of `ours`), fastText ~26-30% "
-    "(the language-ID line below: 10.2 us per distinct caption, every caption of this corpus being "
-    "distinct; the per-text Python around the binding is gone), the C page loop (link objects, URLs, "
-    "filters, cleanup, uid) ~14%, and the per-page Python around it (record dispatch, page URL and "
-    "base, license, per-page columns, Arrow assembly) ~15%. Against the inflate limit: FastWARC's "
-    "inflate + framing (`floor_read`) runs at 64 MB/s here; ours is 32% of it with language ID and "
-    "42% without. Inflate and fastText alone would already be ~1.1 s of this file's 2.0 s (56% of "
-    "that limit with no other work at all), so 55% of the inflate limit with language ID on is out "
-    "of reach on a corpus this dense in captions (~1.7x a real CC WAT's).",
-    "- **The job** (table above). Quiet machine, fresh CLI process per run, wall: the fixed cost "
-    "(the 9-record WAT) is 16.4 s; in `startup.json` of the same hour a bare Spark session built "
-    "and stopped (crawlpairs' settings, Spark's default JVM options) takes 14.3 s and one with a single Python task 18.6 s, so "
-    "extract's fixed cost is Spark's own start plus ~2 s (the model load and the commit). The "
-    "marginal cost of the 41 MB file: 1.74 s by the wall difference of the two runs, 2.33 s by the "
-    "tasks' own seconds (2.84 s for the file minus 0.51 s for the tiny one: worker imports, model, "
-    "Parquet writer), the steadier figure: **1.15x the in-process CPU (2.03 s) and 3.0x "
-    "cc2dataset's 7.01 CPU-s** (4.0x by the wall difference). `_stats.json` reported the engine each "
-    "run used.",
-    "- **Earlier rounds.** Before the compiled loop: 1.76x cc2dataset with language ID (19.5 MB/s on "
-    "an idle-ish core), per-link Python ~25% of the time at 4-5 us per link; the Python loop's own "
-    "tricks (verdict cache per href, `../` climbing, ASCII fast path in cleanup, vectorised language-ID "
-    "bookkeeping) are still what `ours_python` runs. Tried then without gain: one orjson call per "
-    "page, one regex for all needles, memchr plus a Python check per hit (the C loop now does the "
-    "memchr approach without the per-hit Python cost).",
-    "",
-]
 
 
 def main() -> None:
@@ -400,7 +374,8 @@ def main() -> None:
     res = {
         "command": " ".join([".venv/bin/python", "bench/extract/run.py", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": machine(), "load_before": load_before, "load_after": os.getloadavg(), "reps": args.reps,
+        "machine": machine(), "versions": {"ours": versions(sys.executable), "cc2dataset": versions(py_cc2)},
+        "load_before": load_before, "load_after": os.getloadavg(), "reps": args.reps,
         "corpora": [summarise(c, corpora[c], runs[c]) for c in corpora],
     }
     if args.job:
