@@ -248,10 +248,9 @@ def summarise(name: str, files: list[str], runs: dict[str, list[dict]]) -> dict:
         for other in ("cc2dataset", "floor_parse", "floor_read", "inflate_isal"):
             if other in arms:
                 ratios[f"ours_vs_{other}"] = round(arms[other]["cpu_s"] / arms["ours"]["cpu_s"], 3)
-        if "ours_nolid" in arms and "cc2dataset" in arms:
-            ratios["ours_nolid_vs_cc2dataset"] = round(arms["cc2dataset"]["cpu_s"] / arms["ours_nolid"]["cpu_s"], 3)
-        if "ours_nolid" in arms and "floor_parse" in arms:
-            ratios["ours_nolid_vs_floor_parse"] = round(arms["floor_parse"]["cpu_s"] / arms["ours_nolid"]["cpu_s"], 3)
+        for other in ("cc2dataset", "floor_parse", "floor_read"):
+            if "ours_nolid" in arms and other in arms:
+                ratios[f"ours_nolid_vs_{other}"] = round(arms[other]["cpu_s"] / arms["ours_nolid"]["cpu_s"], 3)
         for a in ("ours", "ours_nolid"):  # the compiled loop over the Python loop, same code otherwise
             if f"ours_python{a[4:]}" in arms and a in arms:
                 ratios[f"{a}_vs_python"] = round(arms[f"ours_python{a[4:]}"]["cpu_s"] / arms[a]["cpu_s"], 3)
@@ -303,14 +302,20 @@ def write_markdown(res: dict, path: Path) -> None:
         L.append("")
     real = next((c for c in res["corpora"] if c["corpus"] == "real"), None)
     if real and real["ratios"]:
-        r = real["ratios"]
+        r, arms = dict(real["ratios"]), real["arms"]
+        for arm in ("floor_read", "floor_parse"):  # results written before these ratios were kept
+            if "ours_nolid" in arms and arm in arms:
+                r.setdefault(f"ours_nolid_vs_{arm}", round(arms[arm]["cpu_s"] / arms["ours_nolid"]["cpu_s"], 3))
         L += ["## Against the goals (corpus `real`, per core)", "",
               f"- ≥ 3× cc2dataset 1.5.0: ours (all filters + language ID) **{r.get('ours_vs_cc2dataset')}×**, "
               f"without language ID {r.get('ours_nolid_vs_cc2dataset')}× — "
               + ("met." if r.get("ours_vs_cc2dataset", 0) >= 3 else "**not met**."),
-              f"- ≥ 60% of the floor (inflate + JSON-parse every record): ours **{r.get('ours_vs_floor_parse'):.0%}**, "
-              f"without language ID {r.get('ours_nolid_vs_floor_parse'):.0%} — "
-              + ("met." if r.get("ours_vs_floor_parse", 0) >= 0.6 else "**not met**."),
+              *[f"- ≥ {goal:.0%} of {what}: ours **{r[f'ours_vs_{arm}']:.0%}**, without language ID "
+                f"{r.get(f'ours_nolid_vs_{arm}', float('nan')):.0%} — "
+                + ("met." if r[f"ours_vs_{arm}"] >= goal else "**not met**.")
+                for goal, what, arm in ((0.55, "the inflate limit (FastWARC's inflate + framing)", "floor_read"),
+                                        (0.6, "the floor (inflate + JSON-parse every record)", "floor_parse"))
+                if f"ours_vs_{arm}" in r],
               ""]
     job = res.get("job")
     if job:
