@@ -234,6 +234,23 @@ def test_a_cut_of_a_split_host_slows_every_task_through_the_board(server: LogSer
     assert max(_gaps(b_times)) < 0.3 and (out["b"].politeness == "5/s by default; share 0.5").all()
 
 
+def test_a_shared_ceiling_and_own_cuts_combine() -> None:
+    """The pacing arithmetic alone: a ceiling binds only when slower; a cut halves the pace the
+    task actually runs at, on a limited host and on one with no limit of its own."""
+    from crawlpairs.udfs.download.rates import HostRate
+
+    r = HostRate(10.0, "default", share=0.5)  # 5/s for this task
+    assert not r.adopt(20.0, "http_503", now=0.0) and r.interval() == pytest.approx(0.2)  # 10/s share: not slower
+    assert r.adopt(4.0, "http_503", now=0.0) and r.interval() == pytest.approx(0.5)  # the host at 4/s: 2/s here
+    assert not r.slow_down(0.5, "http_429", 0.05)  # within a second of the adopted cut
+    assert r.slow_down(2.0, "http_429", 0.05) and r.interval() == pytest.approx(1.0)  # half of 2/s
+    assert r.describe() == "1/s by default; backoff x0.2 (http_429); share 0.5"
+    u = HostRate(0.0, "default", share=0.5)  # no limit of its own
+    assert u.interval() == 0 and u.adopt(4.0, "http_503", now=0.0) and u.interval() == pytest.approx(0.5)
+    assert u.slow_down(2.0, "http_503", 0.05) and u.interval() == pytest.approx(1.0)
+    assert 1.0 / (u.interval() * u.share) == pytest.approx(2.0)  # what goes to the board
+
+
 def test_the_board_is_advice_only(server: LogServer, cfg: DownloadConfig) -> None:
     """Wrong token, oversized or broken requests are refused; an unreachable board fails no row."""
     import http.client

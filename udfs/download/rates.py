@@ -196,7 +196,9 @@ class HostRate:
         `1 / interval() / share` (what the board shares)."""
         if now - self.last_cut < max(1.0, self.interval()):
             return False
-        if self.interval() <= 0:  # no limit so far: start from the rate observed
+        if self.own_interval() <= 0 < self.interval():  # no limit of its own, only a shared ceiling
+            self.rule_rps, self.rule = self.ceiling, f"shared {self.ceiling:.3g}/s"  # type: ignore[assignment]
+        elif self.interval() <= 0:  # no limit so far: start from the rate observed
             elapsed = now - (self.first_start if self.first_start is not None else now)
             observed = self.started / elapsed if elapsed > 0 else 1.0
             self.rule_rps, self.rule = max(observed, floor_rps), f"observed {observed:.3g}/s"
