@@ -167,6 +167,11 @@ def test_big_host_does_not_hold_small_hosts_shards(spark, tmp_path: Path, shared
         big_times = sorted(t for t, h, p in origin.log if h == "big.test" and p.startswith("/img/"))
         first, span = big_times[0], big_times[-1] - big_times[0]
         timeline = {s: (round(end[s] - first, 1), int(rows[s]), int(small_rows.get(s, 0))) for s in sorted(end)}
+        asked = {p: t for t, h, p in origin.log if p.startswith("/img/")}  # when each row's image was requested
+        late = {s: sorted(round(asked[f"/img/{u.rsplit('/', 1)[1]}"] - first, 1)
+                          for u in meta.url[shard == s]) for s in small_shards}
+        print(f"skew timeline (shard: commit s, rows, small-host rows): {timeline}; "
+              f"small shards' request times: {late}")
         print(f"skew: small hosts' shards committed {small_done - first:.1f} s after the big host's first "
               f"request, its last came at {span:.1f} s (bound {plan['bound_seconds']} s)")
         # committed before the big host was half done (shard: (commit s, rows, small-host rows))
@@ -193,3 +198,36 @@ def test_a_host_split_over_tasks_keeps_its_concurrency_limit(spark, tmp_path: Pa
         assert origin.peak["big.test"] == 2, origin.peak  # both slots used, never more
         meta = pd.concat([pd.read_parquet(p) for p in (tmp_path / "out" / "images").glob("*.parquet")])
         assert len(meta) == 96 and (meta.download_status == "success").all()
+
+
+def test_a_finished_shard_commits_while_the_input_is_late(tmp_path: Path, shared_data: Path) -> None:
+    """The task loop never sits blocked on its input while a finished shard waits: the JVM's
+    end-of-data (or a slow shuffle read) can come long after the last row. Shard 0's ten rows
+    and shard 1's first row arrive at once, then nothing for 4 s: shard 0 commits well before."""
+    import pyarrow as pa
+
+    from crawlpairs.udfs.download.shards import parquet_schema
+    from crawlpairs.udfs.download.task import SHARD_RESULT_SCHEMA, download_shards
+
+    with Origin(shared_data, delay=0.0) as origin:
+        urls = [f"http://h{i % 3}.test/img/{i}.jpg" for i in range(20)]
+        table = pa.table({"uid": [f"{i:032x}" for i in range(20)], "url": urls,
+                          "text": [f"caption {i}" for i in range(20)],
+                          "_shard": pa.array([i // 10 for i in range(20)], pa.int64())})
+        cfg = DownloadConfig(**_settings(origin, ["h0.test", "h1.test", "h2.test"], per_host_rps=0.0,
+                                         shard_size=10))
+
+        def batches():
+            yield table.slice(0, 11).to_batches()[0]  # all of shard 0, the first row of shard 1
+            time.sleep(4.0)
+            yield table.slice(11).to_batches()[0]
+
+        start, done = time.monotonic(), {}
+        out = tmp_path / "images"
+        for batch in download_shards(batches(), cfg, str(out), {"shard_digits": 5, "index_digits": 4, "shard_size": 10},
+                                     parquet_schema(table.schema, SHARD_RESULT_SCHEMA)):
+            for row in batch.to_pylist():
+                done[row["shard"]] = time.monotonic() - start
+                assert (out / f"{int(row['shard']):05d}_stats.json").exists()
+        assert set(done) == {0, 1}, done
+        assert done[0] < 3.0 and done[1] >= 4.0, done  # before: shard 0 waited for the input's end (>= 4 s)

@@ -480,6 +480,15 @@ class FetchPool:
         self.pending -= 1
         return item
 
+    def poll(self, timeout: float) -> tuple[Any, Fetched] | None:
+        """The next finished (key, Fetched), or None if none finishes within `timeout` seconds."""
+        try:
+            item = self.results.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        self.pending -= 1
+        return item
+
     def map(self, items: Iterable[tuple[Any, str]], max_pending: int = 5000) -> Iterator[tuple[Any, Fetched]]:
         """Fetch (key, url) pairs, yielding (key, Fetched) in completion order."""
         for key, url in items:

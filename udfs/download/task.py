@@ -13,6 +13,7 @@ without shards (fetcher tests, the benchmark).
 from __future__ import annotations
 
 import contextlib
+import queue
 import resource
 import threading
 import time
@@ -142,7 +143,19 @@ def fetch_records(records: Iterator[dict[str, Any]], cfg: DownloadConfig, st: St
             while decoding and (decoding[0].done() or len(decoding) > 4 * threads):
                 yield decoding.popleft().result()
 
-        for n, rec in enumerate(records):
+        feed = _prefetch(records)
+        n = -1
+        while True:
+            try:
+                kind, rec = feed.get(timeout=_IDLE_S)
+            except queue.Empty:  # the input is late (its end, from the JVM): keep finished rows moving
+                yield from take(block=False)
+                continue
+            if kind == "end":
+                break
+            if kind == "error":
+                raise rec
+            n += 1
             if on_input is None or on_input(rec):
                 url = rec.get("url")
                 norm = checked_url(url, cfg.max_url_length)
@@ -159,11 +172,34 @@ def fetch_records(records: Iterator[dict[str, Any]], cfg: DownloadConfig, st: St
                     i, f = pool.get()
                     decoding.append(ex.submit(_finish, rows.pop(i), f, img_bl, cfg))
         while pool.pending:
-            i, f = pool.get()
-            decoding.append(ex.submit(_finish, rows.pop(i), f, img_bl, cfg))
+            # a decoded row is handed on within _IDLE_S, not when the next fetch (maybe of a
+            # slow host) happens to finish
+            got = pool.poll(_IDLE_S) if decoding else pool.get()
+            if got is not None:
+                decoding.append(ex.submit(_finish, rows.pop(got[0]), got[1], img_bl, cfg))
             yield from take(block=False)
         while decoding:
             yield decoding.popleft().result()
+
+
+_IDLE_S = 0.05  # how long the task loop waits on one source (input, fetches) before serving the others
+
+
+def _prefetch(records: Iterator[dict[str, Any]], size: int = 1024) -> queue.Queue:
+    """Read the input in a thread, at most `size` records ahead: the task loop then never sits
+    blocked on the input (e.g. the JVM's end-of-data) while fetched rows wait to be committed."""
+    q: queue.Queue = queue.Queue(size)
+
+    def run() -> None:
+        try:
+            for rec in records:
+                q.put(("record", rec))
+            q.put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the task loop
+            q.put(("error", exc))
+
+    threading.Thread(target=run, name="crawlpairs-input", daemon=True).start()
+    return q
 
 
 def _finish(rec: dict[str, Any], f: Fetched, img_bl: HashList, iopts: DownloadConfig) -> dict[str, Any]:
