@@ -113,6 +113,25 @@ def write_bytes(uri: str, data: bytes, storage: StorageConfig | None = None) -> 
     _replace_local(Path(filesystem(uri, storage)[1]), lambda tmp: Path(tmp).write_bytes(data))
 
 
+def write_file(uri: str, fill: Callable[[str], object], storage: StorageConfig | None = None,
+               tmp_dir: str | None = None) -> None:
+    """Like write_bytes for a payload too big to hold in memory: `fill(path)` writes a local file.
+
+    Local: the file is a hidden temp beside the target, renamed over it when full. Remote: a
+    temp file in `tmp_dir` (the machine's local disk), uploaded whole (`put_file`), then removed.
+    """
+    if not is_remote(uri):
+        _replace_local(Path(filesystem(uri, storage)[1]), fill)
+        return
+    fd, tmp = tempfile.mkstemp(prefix=".crawlpairs-", suffix=".tmp", dir=tmp_dir)
+    os.close(fd)
+    try:
+        fill(tmp)
+        put_file(tmp, uri, storage)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def retrying_write(uri: str, storage: StorageConfig | None, op: Callable[[Any, str], Any],
                    sleep: Callable[[float], None] = time.sleep) -> Any:
     """Run `op(fs, path)`, one whole upload to an object store, under the crawl-file retry policy.

@@ -11,6 +11,10 @@ and DuckDB read it as they read img2dataset's own output. Each file is written w
 (temp file + rename, or one PUT), tar and Parquet first, the stats last: a shard whose
 `_stats.json` exists is complete, anything else is redone by the next run.
 
+While a shard fills, its image bytes wait in a `Spool` (an unlinked file on the worker's
+local disk), and its tar is streamed from there into a file: a task's memory does not grow
+with `--shard-size` or the image size.
+
 A row's shard comes from the plan (dl_plan); its key is the shard name followed by the
 row's rank by uid inside the shard, so keys do not change when a run is repeated or resumed.
 """
@@ -20,9 +24,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
 import tarfile
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -112,45 +119,85 @@ def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def read_tar_images(uri: str, st: StorageConfig | None, ext: str) -> dict[str, bytes]:
-    """key -> image bytes of an existing shard (used when --retry-failed rewrites it)."""
+def read_tar_images(uri: str, st: StorageConfig | None, ext: str, spool: Spool) -> dict[str, tuple[int, int]]:
+    """key -> spool reference of each image of an existing shard (--retry-failed rewrites it).
+
+    The tar is read as a stream, one member in memory at a time.
+    """
     if not storage.exists(uri, st):
         return {}
     out = {}
-    with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(uri, st))) as tar:
-        for m in tar.getmembers():
+    with storage.open_uri(uri, "rb", st) as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
+        for m in tar:
             if m.isfile() and m.name.endswith("." + ext):
                 f = tar.extractfile(m)
                 if f is not None:
-                    out[m.name[: -len(ext) - 1]] = f.read()
+                    out[m.name[: -len(ext) - 1]] = spool.put(f.read())
     return out
+
+
+def local_dir() -> str | None:
+    """The worker's scratch disk: Spark's local dir when an executor runs us, else the system's temp."""
+    dirs = os.environ.get("SPARK_LOCAL_DIRS") or os.environ.get("LOCAL_DIRS") or ""
+    return dirs.split(",")[0] or None
+
+
+class Spool:
+    """Image bytes of a shard being filled, on local disk instead of in memory.
+
+    An unlinked temp file: the kernel frees it when the task ends or is killed, so a crash
+    leaves nothing behind. `put` returns a reference (offset, length) that `get` reads back.
+    """
+
+    def __init__(self, directory: str | None = None) -> None:
+        self._f = tempfile.TemporaryFile(dir=directory or local_dir())  # noqa: SIM115 - lives as long as the shard
+        self._end = 0
+
+    def put(self, data: bytes) -> tuple[int, int]:
+        self._f.seek(self._end)
+        self._f.write(data)
+        ref = (self._end, len(data))
+        self._end += len(data)
+        return ref
+
+    def get(self, ref: tuple[int, int]) -> bytes:
+        self._f.seek(ref[0])
+        return self._f.read(ref[1])
+
+    def close(self) -> None:
+        self._f.close()
 
 
 def write_shard(records: list[dict[str, Any]], shard: int, out: str, layout: dict[str, Any],
                 st: StorageConfig | None, schema: pa.Schema | None = None, ext: str = "jpg",
-                start_time: float | None = None) -> dict[str, Any]:
+                start_time: float | None = None,
+                image_of: Callable[[dict[str, Any]], bytes] | None = None) -> dict[str, Any]:
     """Write one shard's tar, then Parquet, then stats (the commit); returns the stats dict.
 
-    `records` hold the input columns, the result columns and `image` (bytes of success rows).
+    `records` hold the input columns, the result columns and `image`: the bytes of a success
+    row, or whatever `image_of(record)` turns into them (a Spool reference). The tar is
+    streamed into a file, one image in memory at a time.
     """
+    image_of = image_of or (lambda r: bytes(r["image"]))
     name = shard_name(shard, layout)
     recs = sorted(records, key=lambda r: str(r.get("uid")))
     for i, r in enumerate(recs):
         r["key"] = f"{name}{i:0{layout['index_digits']}d}"
         r["status"] = i2d_status(r.get("download_status"), r.get("error_message"))
     cols = schema.names if schema is not None else [c for c in recs[0] if c != "image" and not c.startswith("_")]
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for r in recs:
-            if r["status"] != I2D_SUCCESS:
-                continue
-            meta = {c: json_value(r.get(c)) for c in cols}
-            meta["caption"] = meta.get("text")
-            _tar_add(tar, f"{r['key']}.{ext}", bytes(r["image"]))
-            _tar_add(tar, f"{r['key']}.txt", str(r.get("text") or "").encode("utf-8"))
-            _tar_add(tar, f"{r['key']}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
-    storage.write_bytes(storage.join(out, f"{name}.tar"), buf.getvalue(), st)
-    del buf
+
+    def fill(path: str) -> None:
+        with tarfile.open(path, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for r in recs:
+                if r["status"] != I2D_SUCCESS:
+                    continue
+                meta = {c: json_value(r.get(c)) for c in cols}
+                meta["caption"] = meta.get("text")
+                _tar_add(tar, f"{r['key']}.{ext}", image_of(r))
+                _tar_add(tar, f"{r['key']}.txt", str(r.get("text") or "").encode("utf-8"))
+                _tar_add(tar, f"{r['key']}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+
+    storage.write_file(storage.join(out, f"{name}.tar"), fill, st, tmp_dir=local_dir())
     rows = [{c: _cell(r.get(c)) for c in cols} for r in recs]
     table = pa.Table.from_pylist(rows, schema=schema)
     pbuf = io.BytesIO()

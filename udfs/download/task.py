@@ -33,7 +33,7 @@ from crawlpairs.udfs.download.fetch import BLOCKED, ERROR, SUCCESS, Fetched, Fet
 from crawlpairs.udfs.download.images import ImageReject, process
 from crawlpairs.udfs.download.optout import DoNotTrain, HashList, list_entries
 from crawlpairs.udfs.download.plan import checked_url
-from crawlpairs.udfs.download.shards import BAD_URL, read_tar_images, shard_name, write_shard
+from crawlpairs.udfs.download.shards import BAD_URL, Spool, read_tar_images, shard_name, write_shard
 
 # Columns the stage adds to every input row (the input's own columns pass through).
 RESULT_SCHEMA = pa.schema([
@@ -253,16 +253,36 @@ class _Open:
     closed: bool = False
     skip: bool = False
     started: float = field(default_factory=time.time)
-    old: dict[str, dict[str, Any]] | None = None  # --retry-failed: uid -> the committed row (with image)
+    old: dict[str, dict[str, Any]] | None = None  # --retry-failed: uid -> the committed row (image spooled)
+    spool: Spool | None = None  # image bytes of the rows in `records` (made on first use)
+
+    def keep(self, rec: dict[str, Any]) -> None:
+        """Add a finished row; its image bytes go to the spool, the row keeps a reference."""
+        img = rec.get("image")
+        if isinstance(img, bytes | bytearray | memoryview):
+            rec["image"] = self.spooled().put(bytes(img))
+        self.records.append(rec)
+
+    def spooled(self) -> Spool:
+        if self.spool is None:
+            self.spool = Spool()
+        return self.spool
+
+    def image(self, rec: dict[str, Any]) -> bytes:
+        return self.spooled().get(rec["image"])
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
 
 
-def _old_rows(out: str, name: str, st: StorageConfig | None, ext: str) -> dict[str, dict[str, Any]]:
-    """A committed shard's rows by uid, success rows with their image bytes from the tar."""
+def _old_rows(out: str, name: str, st: StorageConfig | None, ext: str, spool: Spool) -> dict[str, dict[str, Any]]:
+    """A committed shard's rows by uid, success rows with a spool reference to their image from the tar."""
     import pyarrow.parquet as pq
 
     with storage.open_uri(storage.join(out, f"{name}.parquet"), "rb", st) as fh:
         rows = pq.read_table(fh).to_pylist()
-    images = read_tar_images(storage.join(out, f"{name}.tar"), st, ext)
+    images = read_tar_images(storage.join(out, f"{name}.tar"), st, ext, spool)
     for r in rows:
         r["image"] = images.get(r.get("key"))
     return {str(r["uid"]): r for r in rows}
@@ -286,7 +306,7 @@ def download_shards(batches: Iterator[pa.RecordBatch], cfg: DownloadConfig, out:
     committed (an earlier run, or an earlier attempt of this task) is skipped without a
     request. Image bytes never leave the task; it yields one small row per shard.
     Memory: the rows of open shards, which the ordering and `max_pending` keep to about one
-    shard plus what is in flight. Shards in `retry` (--retry-failed) are rewritten: rows whose
+    shard plus what is in flight, without their images (spooled to local disk, dl_shards.Spool). Shards in `retry` (--retry-failed) are rewritten: rows whose
     committed outcome is not transient keep it (and their image); the others are fetched again.
     """
     open_: dict[int, _Open] = {}
@@ -304,7 +324,7 @@ def download_shards(batches: Iterator[pa.RecordBatch], cfg: DownloadConfig, out:
             name = shard_name(shard, layout)
             sh = open_[shard] = _Open(skip=storage.exists(storage.join(out, f"{name}_stats.json"), st))
             if sh.skip and shard in retry:
-                sh.skip, sh.old = False, _old_rows(out, name, st, ext)
+                sh.skip, sh.old = False, _old_rows(out, name, st, ext, sh.spooled())
             order.append(shard)
         if sh.skip:
             return False
@@ -312,7 +332,7 @@ def download_shards(batches: Iterator[pa.RecordBatch], cfg: DownloadConfig, out:
         old = sh.old.get(str(rec.get("uid"))) if sh.old is not None else None
         if old is not None and not is_transient(old.get("download_status"), old.get("error_message")):
             rec.update({c: old.get(c) for c in SHARD_RESULT_SCHEMA.names if c != "status"})
-            sh.records.append(rec)  # kept as committed: no request
+            sh.records.append(rec)  # kept as committed, its image already spooled: no request
             return False
         return True
 
@@ -330,7 +350,10 @@ def download_shards(batches: Iterator[pa.RecordBatch], cfg: DownloadConfig, out:
             if sh.skip:
                 yield _task_row(task, shard, None, True)
                 continue
-            doc = write_shard(sh.records, shard, out, layout, st, schema, ext, sh.started)
+            try:
+                doc = write_shard(sh.records, shard, out, layout, st, schema, ext, sh.started, sh.image)
+            finally:
+                sh.close()
             yield _task_row(task, shard, doc, False)
 
     # rows read but not committed: one shard plus what is in flight (max_pending bounds the queue besides)
@@ -342,7 +365,7 @@ def download_shards(batches: Iterator[pa.RecordBatch], cfg: DownloadConfig, out:
 
     for rec in fetch_records(records(), cfg, st, base_resolver, rate_shares, on_input, may_read, board):
         rec["download_status"] = rec.pop("status")
-        open_[int(rec["_shard"])].records.append(rec)
+        open_[int(rec["_shard"])].keep(rec)
         yield from ready()
     for sh in open_.values():
         sh.closed = True
