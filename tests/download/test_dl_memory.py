@@ -8,6 +8,7 @@ RSS was higher by about twice the shard's bytes. Now the two peaks differ by lit
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
 import json
@@ -99,3 +100,29 @@ def test_peak_memory_does_not_grow_with_the_shard_size(big_server, tmp_path: Pat
           f"one {ROWS}-row shard {big['peak_rss_mb']:.0f} MB")
     # without the spool the one-shard peak was higher by ~2x its bytes (images, then the tar)
     assert big["peak_rss_mb"] - small["peak_rss_mb"] < shard_bytes_mb / 3
+
+
+def test_a_killed_task_leaves_no_spooled_images(big_server, tmp_path: Path) -> None:
+    """SIGKILL mid-shard: the spool (an unlinked file in the scratch dir) vanishes with the process."""
+    import os
+    import signal
+    import time
+
+    port, _ = big_server
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = dict(os.environ, TMPDIR=str(scratch))
+    p = subprocess.Popen([sys.executable, "-c", TASK, str(port), str(ROWS), str(ROWS), str(tmp_path / "out")],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    spool_fds: list[str] = []
+    deadline = time.monotonic() + 60
+    while not spool_fds and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.1)
+        with contextlib.suppress(OSError):
+            spool_fds = [t for t in (os.readlink(f"/proc/{p.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{p.pid}/fd"))
+                         if t.startswith(str(scratch)) and t.endswith("(deleted)")]
+    assert spool_fds, "the task never opened its spool in the scratch dir"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(30)
+    assert list(scratch.iterdir()) == []  # nothing spooled survives the process
+    assert not (tmp_path / "out" / "00000_stats.json").exists()  # and no shard was committed

@@ -475,13 +475,8 @@ class FetchPool:
         self.pending += 1
         asyncio.run_coroutine_threadsafe(self._one(key, url), self.loop)
 
-    def get(self) -> tuple[Any, Fetched]:
-        item = self.results.get()
-        self.pending -= 1
-        return item
-
-    def poll(self, timeout: float) -> tuple[Any, Fetched] | None:
-        """The next finished (key, Fetched), or None if none finishes within `timeout` seconds."""
+    def get(self, timeout: float | None = None) -> tuple[Any, Fetched] | None:
+        """The next finished (key, Fetched); None if none finishes within `timeout` seconds."""
         try:
             item = self.results.get(timeout=timeout)
         except queue.Empty:

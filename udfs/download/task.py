@@ -174,7 +174,7 @@ def fetch_records(records: Iterator[dict[str, Any]], cfg: DownloadConfig, st: St
         while pool.pending:
             # a decoded row is handed on within _IDLE_S, not when the next fetch (maybe of a
             # slow host) happens to finish
-            got = pool.poll(_IDLE_S) if decoding else pool.get()
+            got = pool.get(_IDLE_S if decoding else None)
             if got is not None:
                 decoding.append(ex.submit(_finish, rows.pop(got[0]), got[1], img_bl, cfg))
             yield from take(block=False)
@@ -306,8 +306,9 @@ def download_shards(batches: Iterator[pa.RecordBatch], cfg: DownloadConfig, out:
     committed (an earlier run, or an earlier attempt of this task) is skipped without a
     request. Image bytes never leave the task; it yields one small row per shard.
     Memory: the rows of open shards, which the ordering and `max_pending` keep to about one
-    shard plus what is in flight, without their images (spooled to local disk, dl_shards.Spool). Shards in `retry` (--retry-failed) are rewritten: rows whose
-    committed outcome is not transient keep it (and their image); the others are fetched again.
+    shard plus what is in flight, without their images (spooled to local disk, dl_shards.Spool).
+    Shards in `retry` (--retry-failed) are rewritten: rows whose committed outcome is not
+    transient keep it (and their image); the others are fetched again.
     """
     open_: dict[int, _Open] = {}
     order: list[int] = []
