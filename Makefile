@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml constraints.txt setup.py udfs/extract/_hotloop.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	# the Spark JVM's class archive (faster local starts; crawlpairs/jvm_archive.py); optional
+	-$(BIN)/python -m crawlpairs.jvm_archive
 	touch $(STAMP)
 
 # hadoop-aws + AWS SDK jars for Spark's s3a:// outside EMR/Dataproc. Maven Central is

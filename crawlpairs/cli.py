@@ -66,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """The `crawlpairs` console script: main(), then the process ends (stage.exit_process says why)."""
+    from crawlpairs import jvm_archive
     from crawlpairs.stage import exit_process
 
+    jvm_archive.BUILD_AT_EXIT = True  # exit_process completes the archive; a notebook or test never builds one
     exit_process(main())
 
 

@@ -61,6 +61,7 @@ class SparkConfig:
     jars: list[str] = field(default_factory=list)  # e.g. hadoop-aws for s3a://
     shuffle_partitions: int | None = None
     local_dir: str | None = None
+    class_archive: bool = True  # a local run's JVM maps a class-data archive (crawlpairs.jvm_archive)
 
 
 @dataclass

@@ -137,6 +137,7 @@ def light_driver(cfg: Config) -> Config:
 
 def get_spark(cfg: Config):
     """The active session if spark-submit made one, else a new one from the config."""
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -150,7 +151,15 @@ def get_spark(cfg: Config):
     elif not under_spark_submit():
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.master("local[*]")
-    for key, value in session_conf(cfg).items():
+    conf = session_conf(cfg)
+    if cfg.spark.class_archive and not under_spark_submit() and SparkContext._active_spark_context is None:
+        from crawlpairs import jvm_archive  # the JVM this process launches maps (or writes) a class archive
+
+        extra = jvm_archive.options(conf.get("spark.driver.extraClassPath", ""))
+        if extra:
+            key = "spark.driver.extraJavaOptions"
+            conf[key] = f"{conf.get(key, '')} {extra}".strip()
+    for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("CRAWLPAIRS_SPARK_LOG_LEVEL", "WARN"))

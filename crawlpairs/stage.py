@@ -271,6 +271,9 @@ def exit_process(rc: int) -> typing.NoReturn:
     every commit written; the output streams and logging are flushed here, and a Spark JVM this
     process started exits on its own when its gateway pipe closes, as on a normal exit.
     """
+    from crawlpairs import jvm_archive
+
+    jvm_archive.finish()  # a run that is writing the JVM's class archive waits for it here
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

@@ -3,9 +3,12 @@
     nice .venv/bin/python bench/extract/startup.py [--reps 3] [--baseline-rev REV]
 
 Arms, each a fresh process, wall-clock seconds from exec to exit, for local[1] and local[2]:
-  session        SparkSession built as crawlpairs builds it, then stopped (Spark's own cost)
+  session        SparkSession built as crawlpairs builds it without the class archive, then
+                 stopped (Spark's own cost)
   session_task   the same plus one trivial Python task (adds the Python worker start)
-  extract        `crawlpairs extract` on the 9-record real WAT, default settings (builtin lid)
+  extract        `crawlpairs extract` on the 9-record real WAT, default settings (builtin lid,
+                 the driver JVM maps the class archive: crawlpairs/jvm_archive.py)
+  extract_noarchive  the same with --no-class-archive
   extract_nolid  the same with --lid-model none
   rerun          `crawlpairs extract` again into the same output (everything committed)
   baseline_nolid extract --lid-model none with the code of --baseline-rev (before this work)
@@ -40,7 +43,7 @@ SESSION = """
 import sys
 from crawlpairs.config import Config
 from crawlpairs.spark import get_spark
-cfg = Config(); cfg.spark.master = sys.argv[1]
+cfg = Config(); cfg.spark.master = sys.argv[1]; cfg.spark.class_archive = False
 spark = get_spark(cfg)
 if sys.argv[2] == "task":
     spark.sparkContext.parallelize([1], 1).map(lambda x: x + 1).collect()
@@ -117,6 +120,8 @@ def main() -> None:
             "session": lambda m=master: timed([py, "-c", SESSION, m, "none"], env),
             "session_task": lambda m=master: timed([py, "-c", SESSION, m, "task"], env),
             "extract": lambda m=master: timed([*cli, "--output", fresh(work), "--master", m], env),
+            "extract_noarchive": lambda m=master: timed([*cli, "--output", fresh(work), "--master", m,
+                                                         "--no-class-archive"], env),
             "extract_nolid": lambda m=master: timed([*cli, "--output", fresh(work), "--master", m,
                                                      "--lid-model", "none"], env),
             "rerun": lambda m=master: rerun(cli, work, m, env),
