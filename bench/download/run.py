@@ -9,6 +9,7 @@ core 0 (`taskset`), so images/s is images/s per core:
   img2dataset       1 process, N threads, border 256, jpg q95, webdataset, sha256
   crawlpairs-engine the download udfs without Spark (fetch + decode/resize + shards)
   crawlpairs-spark  `crawlpairs download --master local[1]` (JVM and all)
+  crawlpairs-spark-noarchive  the same with --no-class-archive (crawlpairs/jvm_archive.py)
 crawlpairs keeps its politeness on: robots.txt per host, per-host rate limit and
 per-host concurrency, SSRF guard (loopback opened by --allow-network only).
 Writes bench/download/results.json and RESULTS.md.
@@ -20,12 +21,13 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -48,16 +50,62 @@ def pin(cores: str) -> list[str]:
     return ["taskset", "-c", cores] if shutil.which("taskset") else []
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> dict[str, float]:
-    """Run a process tree; wall seconds and CPU seconds of everything it waited for."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def timed(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> dict[str, Any]:
+    """Run a process tree; wall seconds, and CPU seconds of every process in it by kind.
+
+    The tree is sampled every 0.2 s (psutil), so processes that were never waited for (the
+    JVM that pyspark starts, its Python workers) are counted too; a process that lives less
+    than one interval may be missed (at most 0.2 s of CPU each).
+    """
+    import psutil
+
     t0 = time.perf_counter()
+    seen: dict[int, tuple[str, float]] = {}
+
+    def sample(root: psutil.Process) -> None:
+        try:
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        for p in procs:
+            try:
+                with p.oneshot():
+                    c = p.cpu_times()
+                    seen[p.pid] = (_kind(p), c.user + c.system)
+            except psutil.Error:
+                pass
+
+    def by_kind() -> dict[str, float]:
+        out: dict[str, float] = {}
+        for kind, cpu in seen.values():
+            out[kind] = round(out.get(kind, 0.0) + cpu, 2)
+        return out
+
+    timeline: list[tuple[float, dict[str, float]]] = []  # (wall s, CPU s by kind so far), once a second
     with open(log or os.devnull, "w") as fh:
-        rc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            sample(root)
+            now = time.perf_counter() - t0
+            if not timeline or now - timeline[-1][0] >= 1.0:
+                timeline.append((round(now, 1), by_kind()))
+            time.sleep(0.2)
     wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"rc": rc, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
+    total = by_kind()
+    return {"rc": proc.returncode, "wall_s": round(wall, 2), "cpu_s": round(sum(total.values()), 2),
+            "cpu_s_by_process": total, "cpu_timeline": timeline}
+
+
+def _kind(p: Any) -> str:
+    """java, the Python that runs the arm, a pyspark Python worker, or another process."""
+    name = p.name()
+    if name == "java":
+        return "jvm"
+    if name.startswith("python"):
+        args = " ".join(p.cmdline())
+        return "python-worker" if "pyspark" in args and "daemon" in args else "python"
+    return name
 
 
 IMG2DATASET = """
@@ -176,23 +224,23 @@ def main() -> int:
                            "--conf", "spark.ui.enabled=false"]
                     for k, v in dl.items():
                         cmd += [f"--{k.replace('_', '-')}", ",".join(v) if isinstance(v, list) else str(v)]
+                    if arm == "crawlpairs-spark-noarchive":  # the driver JVM without its class archive
+                        cmd.append("--no-class-archive")
                     folder = out / "images"
                 m = timed(cmd, env, log)
                 ok = successes(folder) if folder.exists() else 0
                 m.update(arm=arm, round=r, images=ok, images_per_s=round(ok / m["wall_s"], 1),
                          images_per_cpu_s=round(ok / m["cpu_s"], 1) if m["cpu_s"] else None)
-                if arm == "crawlpairs-spark":  # the JVM is not a waited-for child: its CPU is not in cpu_s
-                    m["cpu_s"] = m["images_per_cpu_s"] = None
                 if arm.startswith("crawlpairs") and folder.exists():
                     m["webdataset_reads"] = read_with_webdataset(folder)
-                if arm == "crawlpairs-spark" and (out / "images_meta" / "_stats.json").exists():
+                if arm.startswith("crawlpairs-spark") and (out / "images_meta" / "_stats.json").exists():
                     extra = json.loads((out / "images_meta" / "_stats.json").read_text()).get("extra", {})
                     m["phases_s"] = extra.get("seconds")
                     m["peak_rss_mb"] = extra.get("peak_rss_mb_per_task")
                 if arm == "crawlpairs-engine":
                     lines = [x for x in log.read_text().split() if x.replace(".", "", 1).isdigit()]
                     m["peak_rss_mb"] = float(lines[-1]) if lines else None
-                print(json.dumps(m), flush=True)
+                print(json.dumps({k: v for k, v in m.items() if k != "cpu_timeline"}), flush=True)
                 runs.append(m)
     finally:
         srv.terminate()
@@ -223,15 +271,24 @@ def main() -> int:
     for m in runs:
         lines.append(f"| {m['arm']} | {m['round']} | {m['images']} | {m['wall_s']} | {m['cpu_s']} | "
                      f"{m['images_per_s']} | {m['images_per_cpu_s']} | {m.get('webdataset_reads', '')} |")
-    by_arm = {m["arm"]: m for m in runs if m["round"] == 0}
-    if {"crawlpairs-engine", "crawlpairs-spark"} <= set(by_arm):
-        eng, job = by_arm["crawlpairs-engine"], by_arm["crawlpairs-spark"]
-        over = job["wall_s"] - eng["wall_s"]
-        result["spark_overhead"] = {"seconds": round(over, 2), "fraction": round(over / eng["wall_s"], 3),
-                                    "phases_s": job.get("phases_s")}
-        lines += ["", f"- Spark stage over the engine alone: {over:.1f} s ({100 * over / eng['wall_s']:.0f} %); "
-                      f"phases of the job (s): {job.get('phases_s')}",
-                  f"- peak RSS per task: engine {eng.get('peak_rss_mb')} MB, Spark task {job.get('peak_rss_mb')} MB"]
+    walls = {arm: statistics.median(m["wall_s"] for m in runs if m["arm"] == arm) for arm in arms}
+    first = {m["arm"]: m for m in runs if m["round"] == 0}
+    if "crawlpairs-engine" in walls:
+        eng = walls["crawlpairs-engine"]
+        result["spark_overhead"] = {}
+        for arm in ("crawlpairs-spark", "crawlpairs-spark-noarchive"):
+            if arm not in walls:
+                continue
+            over = walls[arm] - eng
+            job = first[arm]
+            result["spark_overhead"][arm] = {"seconds": round(over, 2), "fraction": round(over / eng, 3),
+                                             "phases_s_round0": job.get("phases_s")}
+            lines += ["", f"- {arm} over the engine alone (median wall of {a.rounds} round(s)): {over:.1f} s "
+                          f"({100 * over / eng:.0f} %); phases of the job in round 0 (s): {job.get('phases_s')}",
+                      f"- CPU seconds by process in round 0: engine {first['crawlpairs-engine'].get('cpu_s_by_process')}, "
+                      f"{arm} {job.get('cpu_s_by_process')}",
+                      f"- peak RSS per task: engine {first['crawlpairs-engine'].get('peak_rss_mb')} MB, "
+                      f"{arm} {job.get('peak_rss_mb')} MB"]
         (HERE / f"results{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     (HERE / f"RESULTS{suffix}.md").write_text("\n".join(lines) + "\n")
     print((HERE / f"RESULTS{suffix}.md").read_text())
