@@ -13,7 +13,8 @@ setup(
         Extension(
             "crawlpairs.udfs.extract._hotloop",
             sources=["udfs/extract/_hotloop.c"],
-            extra_compile_args=["-O2", "-std=gnu11"],
+            extra_compile_args=["-O2", "-std=gnu11", "-ffp-contract=off"],  # language ID's floats as fastText's
+            libraries=["m"],
             optional=True,
         )
     ]

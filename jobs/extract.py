@@ -277,6 +277,9 @@ class ExtractStage(Stage):
         engines = sorted(k[7:] for k, v in this_run.counts.items() if k.startswith("engine.") and v)
         if engines:
             ctx.stats.extra["engine"] = "|".join(engines)
+        lid_engines = sorted(k[11:] for k, v in this_run.counts.items() if k.startswith("lid_engine.") and v)
+        if lid_engines:
+            ctx.stats.extra["lid_engine"] = "|".join(lid_engines)
         if pending:
             ctx.stats.extra["pending"] = [{"file": p["file"], "reason": p["pending"]} for p in pending]
             ctx.pending = [p["file"] for p in pending]

@@ -50,7 +50,7 @@ def run(data: bytes, name: str, cfg: ExtractConfig, compiled: bool) -> tuple[lis
         ex._hot, warcread._hot, langid._hot = saved
     rows = pa.Table.from_batches(batches, ex.CANDIDATE_SCHEMA).to_pylist() if batches else []
     d = stats.to_dict()
-    d["counts"] = {k: v for k, v in d["counts"].items() if not k.startswith("engine.")}
+    d["counts"] = {k: v for k, v in d["counts"].items() if not k.startswith(("engine.", "lid_engine."))}
     return rows, d
 
 
@@ -308,3 +308,44 @@ def test_language_id_loop_in_c_equals_python(lid_model: str) -> None:
     assert langs_c == langs_p
     assert scores_c.tobytes() == scores_p.tobytes()
     assert langs_c[0] is None and langs_c[2] == "fr" and scores_c[0] == 0
+
+
+def test_the_compiled_predictor_gives_the_librarys_labels_and_scores(shared_data: Path, lid_model: str) -> None:
+    """`lid_model` in _hotloop.c (fastText inference for lid.176.ftz) against the fastText
+    library itself, bit for bit: 10,000 real captions, odd tokens and separators (`</s>`,
+    `__label__`, NUL, vertical tab, NBSP), long words, and 3,000 random strings over many scripts."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    caps = pq.read_table(shared_data / "captions" / "test_10000.parquet").column("TEXT").to_pylist()
+    texts = [c or "" for c in caps] + list(langid.CHECK_TEXTS) + [
+        "", " ", "\n", "</s>", "a </s> b", "__label__en", "__label__zz word", "a\x00b\x0bc\x0cd\re", "\u00a0nb\u00a0sp",
+        "w" * 2000, "é" * 300, "e\u0301" * 50, "😀" * 20]
+    rng = random.Random(11)
+    alphabet = list("abcxyz ABC019.,'\t\r\n<>/_") + list("éüßçдфжяΑβγ日本語中文한국어") + ["😀", "\u0301", "\u00a0", "\x00",
+                                                                                        "</s>", "__label__"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 400))) for _ in range(3000)]
+    model = langid.load_model(lid_model)
+    assert langid.engine(lid_model) == "compiled"
+    native = langid._NATIVE[lid_model]
+    ours, theirs = np.zeros(len(texts), np.float32), np.zeros(len(texts), np.float32)
+    langs_ours = langid._hot.lid(texts, model.f.predict, langid.MAX_CHARS, ours, native)
+    langs_theirs = langid._hot.lid(texts, model.f.predict, langid.MAX_CHARS, theirs)
+    assert langs_ours == langs_theirs
+    assert ours.tobytes() == theirs.tobytes()
+    assert langs_ours.count("en") > 1000 and langs_ours[len(caps)] == "en"
+
+
+def test_a_model_the_compiled_predictor_does_not_handle_stays_with_the_library(lid_model: str, tmp_path: Path) -> None:
+    """A model file it cannot parse whole (here: cut short, or with bytes after its end) is
+    refused with a reason; langid then predicts with the library, same answers."""
+    data = Path(lid_model).read_bytes()
+    for bad in (data[: len(data) // 2], data + b"\0", b"not a model"):
+        with pytest.raises(ValueError):
+            langid._hot.lid_model(bad)
+    # the library loads a model with one trailing byte; the C predictor refuses it: fastText predicts
+    padded = tmp_path / "padded.ftz"
+    padded.write_bytes(data + b"\0")
+    assert langid.engine(str(padded)) == "fasttext"
+    assert langid.predict(["a photo of a cat", "Ein Hund"], str(padded))[0] == ["en", "de"]
+

@@ -23,6 +23,7 @@
 #define _GNU_SOURCE /* memmem */
 #endif
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -648,22 +649,433 @@ done:
     return res;
 }
 
+/* ---------------------------------------------------------------- fastText inference (lid.176.ftz) */
+
+/* The prediction fastText's `predict(line, 1, 0.0)` makes, for the one kind of model language
+ * ID uses: a supervised model with a product-quantized input matrix, a dense output matrix and
+ * hierarchical softmax (lid.176.ftz). Why: in the library one caption costs ~8-20 us, mostly
+ * iostream tokenising, a std::string per character n-gram and hash-map lookups; here the
+ * n-gram hashes are computed in place. Every step keeps the library's float arithmetic in the
+ * library's order (and its double-to-float conversions), so the label and the score are the
+ * same bits: langid checks that on a sample at load and the tests on real captions; any other
+ * model, or a mismatch, keeps the library. */
+
+#define LID_KSUB 256
+
+typedef struct {
+    int32_t dim, minn, maxn, bucket, nwords, size, osz, nsubq, dsub, lastdsub, qnorm;
+    int64_t m, prune_n;
+    float *centroids, *norm_centroids, *wo;
+    uint8_t *codes, *norm_codes;
+    const char **word;   /* entry bytes (NUL-terminated copies) */
+    int32_t *word_len, *word_type, *word_slot; /* word_slot: open-addressing table of entry ids */
+    uint32_t word_cap;
+    int32_t *prune_key, *prune_val; /* open addressing, key -1 = empty */
+    uint32_t prune_cap;
+    int32_t **sub, *nsub;           /* per entry: [id, n-gram rows...] (the library's subwords) */
+    int32_t *left, *right;          /* the hierarchical-softmax tree, 2*osz-1 nodes */
+    PyObject **label;               /* language code per label (without "__label__") */
+    char *blob;                     /* the copied entry strings */
+} lid_model;
+
+static uint32_t lid_fnv(const uint8_t *s, size_t n) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) { h ^= (uint32_t)(int8_t)s[i]; h *= 16777619u; }
+    return h;
+}
+
+static uint32_t lid_mix(uint32_t x) { x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; return x ^ (x >> 16); }
+
+static int32_t lid_word_id(const lid_model *md, const uint8_t *w, size_t n) {
+    uint32_t mask = md->word_cap - 1, i = lid_mix(lid_fnv(w, n)) & mask;
+    for (;; i = (i + 1) & mask) {
+        int32_t e = md->word_slot[i];
+        if (e < 0) return -1;
+        if ((size_t)md->word_len[e] == n && memcmp(md->word[e], w, n) == 0) return e;
+    }
+}
+
+/* fastText's pushHash: a bucket id to an input row (pruned models keep some buckets only) */
+static int lid_push_bucket(const lid_model *md, int32_t id, int32_t **v, Py_ssize_t *n, Py_ssize_t *cap) {
+    if (md->prune_n == 0 || id < 0) return 0;
+    if (md->prune_n > 0) {
+        uint32_t mask = md->prune_cap - 1, i = lid_mix((uint32_t)id) & mask;
+        for (;; i = (i + 1) & mask) {
+            if (md->prune_key[i] < 0) return 0;
+            if (md->prune_key[i] == id) { id = md->prune_val[i]; break; }
+        }
+    }
+    if (*n == *cap) {
+        Py_ssize_t nc = *cap ? 2 * *cap : 64;
+        int32_t *nv = PyMem_Realloc(*v, (size_t)nc * sizeof(int32_t));
+        if (!nv) return -1;
+        *v = nv; *cap = nc;
+    }
+    (*v)[(*n)++] = md->nwords + id;
+    return 0;
+}
+
+/* fastText's computeSubwords over "<" word ">": every run of minn..maxn UTF-8 characters */
+static int lid_subwords(const lid_model *md, const uint8_t *tok, size_t tn, int32_t **v, Py_ssize_t *n, Py_ssize_t *cap) {
+    uint8_t stackbuf[512];
+    size_t len = tn + 2;
+    uint8_t *w = len <= sizeof stackbuf ? stackbuf : PyMem_Malloc(len);
+    if (!w) return -1;
+    w[0] = '<';
+    memcpy(w + 1, tok, tn);
+    w[len - 1] = '>';
+    int rc = 0;
+    for (size_t i = 0; i < len && rc == 0; i++) {
+        if ((w[i] & 0xC0) == 0x80) continue;
+        uint32_t h = 2166136261u;
+        size_t j = i;
+        for (int32_t k = 1; j < len && k <= md->maxn; k++) {
+            h ^= (uint32_t)(int8_t)w[j]; h *= 16777619u; j++;
+            while (j < len && (w[j] & 0xC0) == 0x80) { h ^= (uint32_t)(int8_t)w[j]; h *= 16777619u; j++; }
+            if (k >= md->minn && !(k == 1 && (i == 0 || j == len)))
+                if (lid_push_bucket(md, (int32_t)(h % (uint32_t)md->bucket), v, n, cap) < 0) { rc = -1; break; }
+        }
+    }
+    if (w != stackbuf) PyMem_Free(w);
+    return rc;
+}
+
+static int lid_is_sep(uint8_t c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t' || c == '\v' || c == '\f' || c == 0; }
+
+static float lid_std_log(float x) { return (float)log((double)x + 1e-5); }
+
+static void lid_dfs(const lid_model *md, int32_t node, float score, const float *hid, float thr_log, int *found,
+                    float *best, int32_t *best_node) {
+    if (score < thr_log) return;
+    if (*found && score < *best) return;
+    if (md->left[node] == -1 && md->right[node] == -1) {
+        *found = 1; *best = score; *best_node = node; /* ties go to the later leaf, as the library's heap does */
+        return;
+    }
+    const float *row = md->wo + (size_t)(node - md->osz) * md->dim;
+    float f = 0.0f;
+    for (int32_t j = 0; j < md->dim; j++) f += row[j] * hid[j];
+    f = (float)(1. / (double)(1.0f + expf(-f)));
+    lid_dfs(md, md->left[node], score + lid_std_log((float)(1.0 - (double)f)), hid, thr_log, found, best, best_node);
+    lid_dfs(md, md->right[node], score + lid_std_log(f), hid, thr_log, found, best, best_node);
+}
+
+/* One line (UTF-8 bytes ending in "\n"): 1 and (label index, probability), or 0 (no prediction), -1 on error. */
+static int lid_predict(const lid_model *md, const uint8_t *s, size_t n, int32_t *label, float *prob) {
+    int32_t *ids = NULL;
+    Py_ssize_t nid = 0, cap = 0;
+    size_t p = 0;
+    int rc = 0;
+    for (;;) {
+        /* fastText's readWord: separators end a word; a "\n" met with no word is the token "</s>" */
+        size_t a = p;
+        int eos = 0, more = 0;
+        while (p < n) {
+            uint8_t c = s[p];
+            if (!lid_is_sep(c)) break;
+            p++;
+            if (c == '\n') { eos = 1; break; }
+        }
+        const uint8_t *tok;
+        size_t tn;
+        if (eos) { tok = (const uint8_t *)"</s>"; tn = 4; more = 1; }
+        else {
+            a = p;
+            while (p < n && !lid_is_sep(s[p])) p++;
+            tok = s + a; tn = p - a;
+            more = tn > 0;
+        }
+        if (!more) break;
+        int32_t wid = lid_word_id(md, tok, tn);
+        int is_label = wid >= 0 ? md->word_type[wid] == 1 : (tn >= 9 && memcmp(tok, "__label__", 9) == 0);
+        if (!is_label) {
+            if (wid >= 0) {
+                for (int32_t k = 0; k < md->nsub[wid]; k++) {
+                    if (nid == cap) {
+                        Py_ssize_t nc = cap ? 2 * cap : 64;
+                        int32_t *nv = PyMem_Realloc(ids, (size_t)nc * sizeof(int32_t));
+                        if (!nv) { rc = -1; goto out; }
+                        ids = nv; cap = nc;
+                    }
+                    ids[nid++] = md->sub[wid][k];
+                }
+            } else if (!(tn == 4 && memcmp(tok, "</s>", 4) == 0)) {
+                if (lid_subwords(md, tok, tn, &ids, &nid, &cap) < 0) { rc = -1; goto out; }
+            }
+        }
+        if (tn == 4 && memcmp(tok, "</s>", 4) == 0) break;
+    }
+    if (nid == 0) goto out;
+    float hid[64];
+    for (int32_t j = 0; j < md->dim; j++) hid[j] = 0.0f;
+    for (Py_ssize_t t = 0; t < nid; t++) {
+        int32_t r = ids[t];
+        float alpha = md->qnorm ? md->norm_centroids[md->norm_codes[r]] : 1.0f;
+        const uint8_t *code = md->codes + (size_t)md->nsubq * r;
+        int32_t d = md->dsub;
+        for (int32_t m = 0; m < md->nsubq; m++) {
+            const float *c;
+            if (m == md->nsubq - 1) { d = md->lastdsub; c = md->centroids + (size_t)m * LID_KSUB * md->dsub + (size_t)code[m] * md->lastdsub; }
+            else c = md->centroids + ((size_t)m * LID_KSUB + code[m]) * md->dsub;
+            for (int32_t k = 0; k < d; k++) hid[m * md->dsub + k] += alpha * c[k];
+        }
+    }
+    float scale = (float)(1.0 / (double)nid);
+    for (int32_t j = 0; j < md->dim; j++) hid[j] *= scale;
+    int found = 0;
+    float best = 0.0f;
+    int32_t node = -1;
+    lid_dfs(md, 2 * md->osz - 2, 0.0f, hid, lid_std_log(0.0f), &found, &best, &node);
+    if (found) { *label = node; *prob = expf(best); rc = 1; }
+out:
+    PyMem_Free(ids);
+    return rc;
+}
+
+static void lid_model_free(lid_model *md) {
+    if (!md) return;
+    if (md->sub) for (int32_t i = 0; i < md->size; i++) PyMem_Free(md->sub[i]);
+    if (md->label) for (int32_t i = 0; i < md->osz; i++) Py_XDECREF(md->label[i]);
+    PyMem_Free(md->sub); PyMem_Free(md->nsub); PyMem_Free(md->label);
+    PyMem_Free(md->centroids); PyMem_Free(md->norm_centroids); PyMem_Free(md->wo);
+    PyMem_Free(md->codes); PyMem_Free(md->norm_codes); PyMem_Free((void *)md->word); PyMem_Free(md->word_len);
+    PyMem_Free(md->word_type); PyMem_Free(md->word_slot); PyMem_Free(md->prune_key); PyMem_Free(md->prune_val);
+    PyMem_Free(md->left); PyMem_Free(md->right); PyMem_Free(md->blob);
+    PyMem_Free(md);
+}
+
+static void lid_capsule_free(PyObject *cap) { lid_model_free(PyCapsule_GetPointer(cap, "crawlpairs.lid_model")); }
+
+typedef struct { const uint8_t *p; size_t n, o; const char *err; } lid_rd;
+
+static int rd_get(lid_rd *r, void *dst, size_t k) {
+    if (r->err) return -1;
+    if (k > r->n - r->o) { r->err = "truncated model file"; return -1; }
+    memcpy(dst, r->p + r->o, k);
+    r->o += k;
+    return 0;
+}
+
+static int32_t rd_i32(lid_rd *r) { int32_t v = 0; rd_get(r, &v, 4); return v; }
+static int64_t rd_i64(lid_rd *r) { int64_t v = 0; rd_get(r, &v, 8); return v; }
+static uint8_t rd_u8(lid_rd *r) { uint8_t v = 0; rd_get(r, &v, 1); return v; }
+
+static float *rd_floats(lid_rd *r, size_t k) {
+    float *f = PyMem_Malloc(k * sizeof(float) + 1);
+    if (!f) { r->err = "out of memory"; return NULL; }
+    if (rd_get(r, f, k * sizeof(float)) < 0) { PyMem_Free(f); return NULL; }
+    return f;
+}
+
+static uint32_t pow2_at_least(uint64_t x) { uint32_t c = 16; while (c < x) c <<= 1; return c; }
+
+/* lid_model(data: bytes) -> capsule; ValueError(reason) for any model this code does not handle */
+static PyObject *hot_lid_model(PyObject *self, PyObject *arg) {
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0) return NULL;
+    lid_rd r = {b.buf, (size_t)b.len, 0, NULL};
+    lid_model *md = PyMem_Calloc(1, sizeof *md);
+    PyObject *res = NULL;
+    if (!md) { PyErr_NoMemory(); goto done; }
+    if (rd_i32(&r) != 793712314 || rd_i32(&r) != 12) { r.err = r.err ? r.err : "not a fastText v12 model"; goto bad; }
+    int32_t args[12];
+    for (int i = 0; i < 12; i++) args[i] = rd_i32(&r);
+    double t;
+    rd_get(&r, &t, 8);
+    md->dim = args[0]; md->bucket = args[8]; md->minn = args[9]; md->maxn = args[10];
+    if (r.err) goto bad;
+    if (args[7] != 3 || args[6] != 1 || args[5] > 1) { r.err = "only supervised hierarchical-softmax unigram models"; goto bad; }
+    if (md->dim <= 0 || md->dim > 64 || md->bucket <= 0) { r.err = "unsupported dim or bucket"; goto bad; }
+    md->size = rd_i32(&r); md->nwords = rd_i32(&r); md->osz = rd_i32(&r);
+    rd_i64(&r);
+    md->prune_n = rd_i64(&r);
+    if (r.err || md->size <= 0 || md->nwords < 0 || md->osz < 2 || md->nwords + md->osz != md->size) { r.err = r.err ? r.err : "bad dictionary"; goto bad; }
+    /* entries: NUL-terminated word, int64 count, int8 type */
+    size_t start = r.o, total = 0;
+    for (int32_t i = 0; i < md->size; i++) {
+        const uint8_t *z = memchr(r.p + r.o, 0, r.n - r.o);
+        if (!z) { r.err = "truncated dictionary"; goto bad; }
+        size_t wl = (size_t)(z - (r.p + r.o));
+        total += wl + 1;
+        r.o += wl + 1;
+        if (r.n - r.o < 9) { r.err = "truncated dictionary"; goto bad; }
+        r.o += 9;
+    }
+    md->blob = PyMem_Malloc(total + 1);
+    md->word = PyMem_Calloc((size_t)md->size, sizeof(char *));
+    md->word_len = PyMem_Calloc((size_t)md->size, sizeof(int32_t));
+    md->word_type = PyMem_Calloc((size_t)md->size, sizeof(int32_t));
+    int64_t *counts = NULL;
+    if (!md->blob || !md->word || !md->word_len || !md->word_type) { r.err = "out of memory"; goto bad; }
+    counts = PyMem_Calloc((size_t)md->osz, sizeof(int64_t));
+    if (!counts) { r.err = "out of memory"; goto bad; }
+    r.o = start;
+    size_t bo = 0;
+    int32_t nl = 0;
+    for (int32_t i = 0; i < md->size; i++) {
+        size_t wl = strlen((const char *)r.p + r.o);
+        memcpy(md->blob + bo, r.p + r.o, wl + 1);
+        md->word[i] = md->blob + bo;
+        md->word_len[i] = (int32_t)wl;
+        bo += wl + 1;
+        r.o += wl + 1;
+        int64_t cnt = rd_i64(&r);
+        md->word_type[i] = rd_u8(&r);
+        if (md->word_type[i] == 1) {
+            if (nl >= md->osz || i < md->nwords) { r.err = "labels out of order"; PyMem_Free(counts); goto bad; }
+            counts[nl++] = cnt;
+        } else if (md->word_type[i] != 0 || i >= md->nwords) { r.err = "bad entry type"; PyMem_Free(counts); goto bad; }
+    }
+    if (nl != md->osz) { r.err = "bad label count"; PyMem_Free(counts); goto bad; }
+    md->word_cap = pow2_at_least(2 * (uint64_t)md->size);
+    md->word_slot = PyMem_Malloc(md->word_cap * sizeof(int32_t));
+    if (!md->word_slot) { r.err = "out of memory"; PyMem_Free(counts); goto bad; }
+    memset(md->word_slot, 0xff, md->word_cap * sizeof(int32_t));
+    for (int32_t i = 0; i < md->size; i++) {
+        uint32_t mask = md->word_cap - 1, s = lid_mix(lid_fnv((const uint8_t *)md->word[i], md->word_len[i])) & mask;
+        while (md->word_slot[s] >= 0) {
+            int32_t e = md->word_slot[s];
+            if (md->word_len[e] == md->word_len[i] && memcmp(md->word[e], md->word[i], md->word_len[i]) == 0) {
+                r.err = "duplicate dictionary entry"; PyMem_Free(counts); goto bad;
+            }
+            s = (s + 1) & mask;
+        }
+        md->word_slot[s] = i;
+    }
+    if (md->prune_n > 0) {
+        if ((uint64_t)md->prune_n > (r.n - r.o) / 8) { r.err = "truncated prune index"; PyMem_Free(counts); goto bad; }
+        md->prune_cap = pow2_at_least(2 * (uint64_t)md->prune_n);
+        md->prune_key = PyMem_Malloc(md->prune_cap * sizeof(int32_t));
+        md->prune_val = PyMem_Malloc(md->prune_cap * sizeof(int32_t));
+        if (!md->prune_key || !md->prune_val) { r.err = "out of memory"; PyMem_Free(counts); goto bad; }
+        memset(md->prune_key, 0xff, md->prune_cap * sizeof(int32_t));
+        for (int64_t i = 0; i < md->prune_n; i++) {
+            int32_t k = rd_i32(&r), v = rd_i32(&r);
+            if (k < 0) { r.err = "bad prune index"; PyMem_Free(counts); goto bad; }
+            uint32_t mask = md->prune_cap - 1, s = lid_mix((uint32_t)k) & mask;
+            while (md->prune_key[s] >= 0 && md->prune_key[s] != k) s = (s + 1) & mask;
+            md->prune_key[s] = k; /* a repeated key: the library's map keeps the last one too */
+            md->prune_val[s] = v;
+        }
+    }
+    if (rd_u8(&r) != 1) { r.err = r.err ? r.err : "only quantized input matrices (.ftz)"; PyMem_Free(counts); goto bad; }
+    md->qnorm = rd_u8(&r);
+    md->m = rd_i64(&r);
+    int64_t ncols = rd_i64(&r);
+    int32_t codesize = rd_i32(&r);
+    if (r.err || ncols != md->dim || md->m < md->nwords || codesize < 0 || (size_t)codesize > r.n - r.o) {
+        r.err = r.err ? r.err : "bad input matrix"; PyMem_Free(counts); goto bad;
+    }
+    md->codes = PyMem_Malloc((size_t)codesize + 1);
+    if (!md->codes) { r.err = "out of memory"; PyMem_Free(counts); goto bad; }
+    rd_get(&r, md->codes, (size_t)codesize);
+    int32_t pdim = rd_i32(&r);
+    md->nsubq = rd_i32(&r); md->dsub = rd_i32(&r); md->lastdsub = rd_i32(&r);
+    if (r.err || pdim != md->dim || md->nsubq <= 0 || md->dsub <= 0 || md->lastdsub <= 0 ||
+        (int64_t)(md->nsubq - 1) * md->dsub + md->lastdsub != md->dim || (int64_t)codesize != md->m * md->nsubq) {
+        r.err = r.err ? r.err : "bad product quantizer"; PyMem_Free(counts); goto bad;
+    }
+    if (!(md->centroids = rd_floats(&r, (size_t)md->dim * LID_KSUB))) { PyMem_Free(counts); goto bad; }
+    if (md->qnorm) {
+        md->norm_codes = PyMem_Malloc((size_t)md->m + 1);
+        if (!md->norm_codes) { r.err = "out of memory"; PyMem_Free(counts); goto bad; }
+        rd_get(&r, md->norm_codes, (size_t)md->m);
+        if (rd_i32(&r) != 1 || rd_i32(&r) != 1 || rd_i32(&r) != 1 || rd_i32(&r) != 1) {
+            r.err = r.err ? r.err : "bad norm quantizer"; PyMem_Free(counts); goto bad;
+        }
+        if (!(md->norm_centroids = rd_floats(&r, LID_KSUB))) { PyMem_Free(counts); goto bad; }
+    }
+    if (rd_u8(&r) != 0) { r.err = r.err ? r.err : "only dense output matrices"; PyMem_Free(counts); goto bad; }
+    int64_t orows = rd_i64(&r), ocols = rd_i64(&r);
+    if (r.err || orows != md->osz || ocols != md->dim) { r.err = r.err ? r.err : "bad output matrix"; PyMem_Free(counts); goto bad; }
+    if (!(md->wo = rd_floats(&r, (size_t)orows * (size_t)ocols))) { PyMem_Free(counts); goto bad; }
+    if (r.o != r.n) { r.err = "trailing bytes after the model"; PyMem_Free(counts); goto bad; }
+    if (md->prune_n > 0) /* every pruned row must exist in the input matrix */
+        for (uint32_t s = 0; s < md->prune_cap; s++)
+            if (md->prune_key[s] >= 0 && (md->prune_val[s] < 0 || md->nwords + (int64_t)md->prune_val[s] >= md->m)) {
+                r.err = "prune index past the input matrix"; PyMem_Free(counts); goto bad;
+            }
+    if (md->prune_n < 0 && md->nwords + (int64_t)md->bucket > md->m) { r.err = "bucket past the input matrix"; PyMem_Free(counts); goto bad; }
+    /* the library's buildTree over the label counts */
+    int32_t nn = 2 * md->osz - 1;
+    md->left = PyMem_Malloc((size_t)nn * sizeof(int32_t));
+    md->right = PyMem_Malloc((size_t)nn * sizeof(int32_t));
+    int64_t *tc = PyMem_Malloc((size_t)nn * sizeof(int64_t));
+    if (!md->left || !md->right || !tc) { PyMem_Free(tc); PyMem_Free(counts); r.err = "out of memory"; goto bad; }
+    for (int32_t i = 0; i < nn; i++) { md->left[i] = md->right[i] = -1; tc[i] = (int64_t)1e15; }
+    for (int32_t i = 0; i < md->osz; i++) tc[i] = counts[i];
+    PyMem_Free(counts);
+    int32_t leaf = md->osz - 1, node = md->osz;
+    for (int32_t i = md->osz; i < nn; i++) {
+        int32_t mini[2] = {0, 0};
+        for (int j = 0; j < 2; j++) {
+            if (leaf >= 0 && tc[leaf] < tc[node]) mini[j] = leaf--;
+            else mini[j] = node++;
+        }
+        md->left[i] = mini[0];
+        md->right[i] = mini[1];
+        tc[i] = tc[mini[0]] + tc[mini[1]];
+    }
+    PyMem_Free(tc);
+    /* labels, and each entry's subwords: [id] then the n-grams of "<word>" (none for "</s>") */
+    md->label = PyMem_Calloc((size_t)md->osz, sizeof(PyObject *));
+    md->sub = PyMem_Calloc((size_t)md->size, sizeof(int32_t *));
+    md->nsub = PyMem_Calloc((size_t)md->size, sizeof(int32_t));
+    if (!md->label || !md->sub || !md->nsub) { r.err = "out of memory"; goto bad; }
+    for (int32_t i = 0; i < md->osz; i++) {
+        const char *w = md->word[md->nwords + i];
+        int32_t wl = md->word_len[md->nwords + i];
+        if (wl < 9 || memcmp(w, "__label__", 9) != 0) { r.err = "label without __label__"; goto bad; }
+        md->label[i] = PyUnicode_DecodeUTF8(w + 9, wl - 9, "replace");
+        if (!md->label[i]) goto fail;
+    }
+    for (int32_t i = 0; i < md->size; i++) {
+        int32_t *v = NULL;
+        Py_ssize_t n = 0, cap = 0;
+        v = PyMem_Malloc(64 * sizeof(int32_t));
+        if (!v) goto nomem;
+        cap = 64;
+        v[n++] = i;
+        if (!(md->word_len[i] == 4 && memcmp(md->word[i], "</s>", 4) == 0) &&
+            lid_subwords(md, (const uint8_t *)md->word[i], md->word_len[i], &v, &n, &cap) < 0) { PyMem_Free(v); goto nomem; }
+        md->sub[i] = v;
+        md->nsub[i] = (int32_t)n;
+    }
+    res = PyCapsule_New(md, "crawlpairs.lid_model", lid_capsule_free);
+    if (!res) goto fail;
+    goto done;
+nomem:
+    PyErr_NoMemory();
+    goto fail;
+bad:
+    PyErr_SetString(PyExc_ValueError, r.err ? r.err : "unsupported model");
+fail:
+    lid_model_free(md);
+done:
+    PyBuffer_Release(&b);
+    return res;
+}
+
 /* ---------------------------------------------------------------- language ID's loop */
 
 /* langid.predict's per-text loop: for each distinct text, `predict(line, 1, 0.0, "replace")`
  * on its first max_chars characters (newlines as spaces) plus "\n", the label without
  * "__label__" and min(prob, 1) into scores[i]; an empty text or no prediction: None, 0. */
 static PyObject *hot_lid(PyObject *self, PyObject *args) {
-    PyObject *texts, *predict;
+    PyObject *texts, *predict, *model = Py_None;
     Py_ssize_t max_chars;
     Py_buffer sc;
-    if (!PyArg_ParseTuple(args, "O!Onw*", &PyList_Type, &texts, &predict, &max_chars, &sc)) return NULL;
+    if (!PyArg_ParseTuple(args, "O!Onw*|O", &PyList_Type, &texts, &predict, &max_chars, &sc, &model)) return NULL;
     Py_ssize_t n = PyList_GET_SIZE(texts);
     PyObject *out = NULL, *k1 = NULL, *thr = NULL, *mode = NULL, *nl = NULL, *sp = NULL;
+    const lid_model *md = NULL;
+    char *buf = NULL;
+    Py_ssize_t bufcap = 0;
     if (sc.len < n * (Py_ssize_t)sizeof(float)) {
         PyErr_SetString(PyExc_ValueError, "lid: scores buffer too small");
         goto done;
     }
+    if (model != Py_None && !(md = PyCapsule_GetPointer(model, "crawlpairs.lid_model"))) goto done;
     float *scores = sc.buf;
     if (!(out = PyList_New(n)) || !(k1 = PyLong_FromLong(1)) || !(thr = PyFloat_FromDouble(0.0)) ||
         !(mode = PyUnicode_FromString("replace")) || !(nl = PyUnicode_FromString("\n")) ||
@@ -677,6 +1089,34 @@ static PyObject *hot_lid(PyObject *self, PyObject *args) {
         if (len == 0) { Py_INCREF(Py_None); PyList_SET_ITEM(out, i, Py_None); continue; }
         PyObject *cut = PyUnicode_Substring(t, 0, len < max_chars ? len : max_chars);
         if (!cut) goto fail;
+        if (md) { /* the compiled predictor on the UTF-8 bytes, newlines as spaces, plus "\n" */
+            Py_ssize_t bn;
+            const char *u = PyUnicode_AsUTF8AndSize(cut, &bn);
+            if (u) {
+                if (bn + 1 > bufcap) {
+                    char *nb = PyMem_Realloc(buf, (size_t)(bn + 1) * 2);
+                    if (!nb) { Py_DECREF(cut); PyErr_NoMemory(); goto fail; }
+                    buf = nb;
+                    bufcap = (bn + 1) * 2;
+                }
+                for (Py_ssize_t j = 0; j < bn; j++) buf[j] = u[j] == '\n' ? ' ' : u[j];
+                buf[bn] = '\n';
+                int32_t li = -1;
+                float prob = 0.0f;
+                int got = lid_predict(md, (const uint8_t *)buf, (size_t)bn + 1, &li, &prob);
+                Py_DECREF(cut);
+                if (got < 0) { PyErr_NoMemory(); goto fail; }
+                PyObject *label = Py_None;
+                if (got) {
+                    label = md->label[li];
+                    scores[i] = prob < 1.0f ? prob : 1.0f;
+                }
+                Py_INCREF(label);
+                PyList_SET_ITEM(out, i, label);
+                continue;
+            }
+            PyErr_Clear(); /* not encodable (a lone surrogate): the library's call, and its error */
+        }
         if (PyUnicode_FindChar(cut, '\n', 0, PyUnicode_GET_LENGTH(cut), 1) >= 0) {
             PyObject *r = PyUnicode_Replace(cut, nl, sp, -1);
             Py_DECREF(cut);
@@ -723,6 +1163,7 @@ done:
     Py_XDECREF(mode);
     Py_XDECREF(nl);
     Py_XDECREF(sp);
+    PyMem_Free(buf);
     PyBuffer_Release(&sc);
     return out;
 }
@@ -975,7 +1416,9 @@ static PyMethodDef methods[] = {
     {"record", hot_record, METH_VARARGS,
      "record(member, max_record_bytes, max_header_bytes) -> (header, payload, rtype | None) | None"},
     {"lid", hot_lid, METH_VARARGS,
-     "lid(distinct_texts, predict, max_chars, float32_scores_out) -> [language | None] (langid.predict's loop)"},
+     "lid(distinct_texts, predict, max_chars, float32_scores_out[, model]) -> [language | None] (langid.predict's "
+     "loop; with a lid_model capsule the compiled predictor runs instead of `predict`)"},
+    {"lid_model", hot_lid_model, METH_O, "lid_model(fasttext_file_bytes) -> capsule; ValueError if not handled here"},
     {"sha256", hot_sha_uid, METH_O, "sha256 digest (tests)"},
     {NULL, NULL, 0, NULL}};
 

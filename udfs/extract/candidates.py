@@ -482,6 +482,8 @@ def extract_stream(
     hot = b.hot
     stats.incr("files_read")
     stats.incr(f"engine.{'compiled' if hot is not None else 'python'}")  # files read by each loop
+    if cfg.lid_model:
+        stats.incr(f"lid_engine.{langid.engine(cfg.lid_model, storage)}")  # files whose language ID ran in C
     n_hot = 0
     caps = Caps(cfg.max_record_bytes, cfg.max_inflate_bytes)
     type_counts: dict[str, int] = {}
