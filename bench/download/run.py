@@ -227,6 +227,7 @@ def main() -> int:
                     if arm == "crawlpairs-spark-noarchive":  # the driver JVM without its class archive
                         cmd.append("--no-class-archive")
                     folder = out / "images"
+                os.sync()  # the previous arm's output is written back first: its I/O must not stall this arm's start
                 m = timed(cmd, env, log)
                 ok = successes(folder) if folder.exists() else 0
                 m.update(arm=arm, round=r, images=ok, images_per_s=round(ok / m["wall_s"], 1),
@@ -272,6 +273,7 @@ def main() -> int:
         lines.append(f"| {m['arm']} | {m['round']} | {m['images']} | {m['wall_s']} | {m['cpu_s']} | "
                      f"{m['images_per_s']} | {m['images_per_cpu_s']} | {m.get('webdataset_reads', '')} |")
     walls = {arm: statistics.median(m["wall_s"] for m in runs if m["arm"] == arm) for arm in arms}
+    cpus = {arm: statistics.median(m["cpu_s"] for m in runs if m["arm"] == arm) for arm in arms}
     first = {m["arm"]: m for m in runs if m["round"] == 0}
     if "crawlpairs-engine" in walls:
         eng = walls["crawlpairs-engine"]
@@ -280,11 +282,16 @@ def main() -> int:
             if arm not in walls:
                 continue
             over = walls[arm] - eng
+            cpu_over = cpus[arm] - cpus["crawlpairs-engine"]
             job = first[arm]
             result["spark_overhead"][arm] = {"seconds": round(over, 2), "fraction": round(over / eng, 3),
+                                             "cpu_seconds": round(cpu_over, 2),
+                                             "cpu_fraction": round(cpu_over / cpus["crawlpairs-engine"], 3),
                                              "phases_s_round0": job.get("phases_s")}
-            lines += ["", f"- {arm} over the engine alone (median wall of {a.rounds} round(s)): {over:.1f} s "
-                          f"({100 * over / eng:.0f} %); phases of the job in round 0 (s): {job.get('phases_s')}",
+            lines += ["", f"- {arm} over the engine alone (medians of {a.rounds} round(s)): wall {over:.1f} s "
+                          f"({100 * over / eng:.1f} %), CPU {cpu_over:.1f} s "
+                          f"({100 * cpu_over / cpus['crawlpairs-engine']:.1f} %); "
+                          f"phases of the job in round 0 (s): {job.get('phases_s')}",
                       f"- CPU seconds by process in round 0: engine {first['crawlpairs-engine'].get('cpu_s_by_process')}, "
                       f"{arm} {job.get('cpu_s_by_process')}",
                       f"- peak RSS per task: engine {first['crawlpairs-engine'].get('peak_rss_mb')} MB, "
