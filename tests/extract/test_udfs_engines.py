@@ -199,9 +199,12 @@ def test_the_digest_is_sha256() -> None:
     from crawlpairs.udfs.extract import _hotloop
 
     rng = random.Random(5)
-    for n in [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000]:
+    for n in [*range(0, 200), 1000, 4096, 100_003]:
         data = bytes(rng.randrange(256) for _ in range(n))
-        assert _hotloop.sha256(data) == hashlib.sha256(data).digest()
+        want = hashlib.sha256(data).digest()
+        # the compression function the CPU has (SHA-NI where it exists), and the portable one
+        assert _hotloop.sha256(data) == want, (n, _hotloop.SHA256)
+        assert _hotloop.sha256(data, True) == want, n
 
 
 def python_record_head(out: bytes, maxrec: int) -> tuple[bytes, bytes, str] | None:
@@ -260,6 +263,58 @@ def test_record_head_in_c_decides_as_the_python_code() -> None:
             hdr, payload, rtype = got
             assert (hdr, payload, rtype if rtype is not None else warcread._rtype(hdr)) == want, member
     assert answered > 600 and declined > 600  # both branches well exercised
+
+
+def python_flags(payload: bytes) -> tuple[int, int]:
+    """What `_hotloop.flags` answers, in Python: IMG@ (1); only with it: "Base" (2) at its
+    first offset, creativecommons.org (4), the payload's last 8 bytes end in "}" (8)."""
+    if b"IMG@" not in payload:
+        return 0, -1
+    base = payload.find(b'"Base"')
+    return (1 | (2 if base >= 0 else 0) | (4 if b"creativecommons.org" in payload else 0)
+            | (8 if payload[-8:].rstrip().endswith(b"}") else 0)), base
+
+
+@pytest.mark.parametrize("avx2", [True, False])
+def test_flags_scan_finds_what_python_finds(shared_data: Path, real_pages_wat: bytes, avx2: bool) -> None:
+    """The pair-filtered SIMD scan (AVX2 where the CPU has it, else SSE2) on every real payload
+    and on needles placed at every offset near the ends of short buffers, where the vector
+    loop hands over to the scalar tail."""
+    from crawlpairs.udfs.extract import _hotloop
+
+    was = _hotloop.set_avx2(avx2)
+    try:
+        payloads = []
+        for data in [real_pages_wat, *(p.read_bytes() for p in sorted((shared_data / "wat").glob("*.wat.gz")))]:
+            payloads += [bytes(r.payload) for r in warcread.iter_records(
+                io.BytesIO(data), "x", warcread.Caps(1 << 24, 1 << 28), Stats())]
+        rng = random.Random(8)
+        needles = [b"IMG@", b'"Base"', b"creativecommons.org", b"IMG", b'"Bas"', b"creativecommons.or", b"}", b"G@"]
+        for n in range(0, 120):
+            for _ in range(6):
+                buf = bytearray(rng.choice(b'ab"{}:, \n') for _ in range(n))
+                for needle in rng.sample(needles, rng.randrange(0, 4)):
+                    at = rng.randrange(0, n + 1)
+                    buf[at:at] = needle
+                payloads.append(bytes(buf))
+        assert sum(1 for p in payloads if b"IMG@" in p) > 300
+        for p in payloads:
+            assert _hotloop.flags(p) == python_flags(p), p[:200]
+            assert _hotloop.flags(memoryview(p)) == python_flags(p)
+    finally:
+        _hotloop.set_avx2(was)
+
+
+def test_same_rows_without_avx2(real_pages_wat: bytes, lid_model: str) -> None:
+    """The SSE2 scans (a CPU without AVX2) give the same rows as the Python loop."""
+    from crawlpairs.udfs.extract import _hotloop
+
+    was = _hotloop.set_avx2(False)
+    try:
+        st = assert_same(real_pages_wat, "real-pages.warc.wat.gz", ExtractConfig(lid_model=lid_model))
+    finally:
+        _hotloop.set_avx2(was)
+    assert st["counts"]["pages.wat_compiled"] == st["counts"]["pages.wat"] > 250
 
 
 EDGE_HREFS = [

@@ -495,28 +495,30 @@ def extract_stream(
             if rtype == "metadata":
                 if not want_wat:
                     continue
-                payload = rec.payload
+                payload = rec.payload  # bytes, or a memoryview of the member (warcread's fast path)
                 if hot is None:
                     if b"IMG@" not in payload:
                         continue
-                    flags = 7
                 else:
-                    flags, base_at = hot.flags(payload)  # IMG@, "Base", creativecommons.org in C
+                    # IMG@, "Base", creativecommons.org and the closing brace, in C
+                    flags, base_at = hot.flags(payload)
                     if not flags & 1:
                         continue
-                if hot is not None and payload[-8:].rstrip().endswith(b"}"):
-                    try:
-                        pre = scan_extras(payload, bool(flags & 2), bool(flags & 4), base_at)
-                    except ValueError:
-                        pre = None  # scan_page would fail the same way: the Python path decides
-                    if pre is not None:
-                        page_url = header_value(rec.header, "WARC-Target-URI")
-                        base, lic = _wat_base_license(page_url, pre[0], pre[1])
-                        if b.add_wat_page(payload, with_title, page_url, base, lic, rec.offset,
-                                          header_value(rec.header, "WARC-Date"), max_links):
-                            n_wat += 1
-                            n_hot += 1
-                            continue
+                    if flags & 8:
+                        try:
+                            pre = (scan_extras(bytes(payload), bool(flags & 2), bool(flags & 4), base_at)
+                                   if flags & 6 else (None, []))
+                        except ValueError:
+                            pre = None  # scan_page would fail the same way: the Python path decides
+                        if pre is not None:
+                            page_url = header_value(rec.header, "WARC-Target-URI")
+                            base, lic = _wat_base_license(page_url, pre[0], pre[1])
+                            if b.add_wat_page(payload, with_title, page_url, base, lic, rec.offset,
+                                              header_value(rec.header, "WARC-Date"), max_links):
+                                n_wat += 1
+                                n_hot += 1
+                                continue
+                    payload = bytes(payload)
                 try:
                     page = None
                     if payload[-8:].rstrip().endswith(b"}"):
