@@ -801,66 +801,205 @@ static PyObject *hot_flags(PyObject *self, PyObject *arg) {
 
 /* warcread.iter_records' fast path for one inflated gzip member holding one record: the
  * common case of its Python code (CRLF header, "\r\nContent-Length: <digits>", tail of CR/LF
- * only) in one call; None for anything else, and the Python code then decides as before. */
-static PyObject *hot_record(PyObject *self, PyObject *args) {
-    Py_buffer b;
-    PyObject *member;
-    Py_ssize_t maxrec, maxhdr;
-    if (!PyArg_ParseTuple(args, "Onn", &member, &maxrec, &maxhdr)) return NULL;
-    if (PyObject_GetBuffer(member, &b, PyBUF_SIMPLE) < 0) return NULL;
-    const char *s = b.buf;
-    Py_ssize_t n = b.len;
-    PyObject *res = NULL;
-    if (n < 5 || memcmp(s, "WARC/", 5) != 0) goto none;
+ * only). 1: the header is s[0:*hlen], the payload s[*hlen + 4 : *hlen + 4 + *clen], the
+ * WARC-Type value s[*tv : *tv + *tlen] (*tlen -1: no WARC-Type; *lower: all of it a-z);
+ * 0: anything else (the Python code then decides as before). */
+static int parse_head(const char *s, Py_ssize_t n, Py_ssize_t maxrec, Py_ssize_t maxhdr, Py_ssize_t *hlen,
+                      Py_ssize_t *clen_out, Py_ssize_t *tv_out, Py_ssize_t *tlen, int *lower_out) {
+    if (n < 5 || memcmp(s, "WARC/", 5) != 0) return 0;
     const char *nl = memchr(s, '\n', n < 32 ? n : 32);
-    if (nl == NULL || nl == s || nl[-1] != '\r') goto none;
+    if (nl == NULL || nl == s || nl[-1] != '\r') return 0;
     const char *e = memmem(s, n < maxhdr ? n : maxhdr, "\r\n\r\n", 4);
-    if (e == NULL || e == s) goto none;
+    if (e == NULL || e == s) return 0;
     Py_ssize_t i = e - s;
     const char *k = memmem(s, i, "\r\nContent-Length: ", 18);
-    if (k == NULL) goto none;
+    if (k == NULL) return 0;
     const char *v = k + 18, *ve = memchr(v, '\r', (s + i) - v);
     if (ve == NULL) ve = s + i;
-    if (ve == v || ve - v > 18) goto none;
+    if (ve == v || ve - v > 18) return 0;
     Py_ssize_t clen = 0;
     for (const char *c = v; c < ve; c++) {
-        if (*c < '0' || *c > '9') goto none;
+        if (*c < '0' || *c > '9') return 0;
         clen = clen * 10 + (*c - '0');
     }
     Py_ssize_t stop = i + 4 + clen;
-    if (clen > maxrec || stop > n) goto none;
+    if (clen > maxrec || stop > n) return 0;
     for (Py_ssize_t t = stop; t < n; t++)
-        if (s[t] != '\r' && s[t] != '\n') goto none;
-    PyObject *rtype = Py_None;
+        if (s[t] != '\r' && s[t] != '\n') return 0;
+    *tlen = -1;
+    *lower_out = 0;
     const char *w = memmem(s, i, "\r\nWARC-Type: ", 13);
     if (w != NULL) {
         const char *tv = w + 13, *te = memchr(tv, '\r', (s + i) - tv);
         if (te == NULL) te = s + i;
         int lower = te > tv;
         for (const char *c = tv; c < te && lower; c++) lower = *c >= 'a' && *c <= 'z';
-        if (lower) rtype = NULL;
-        if (lower && (rtype = PyUnicode_FromStringAndSize(tv, te - tv)) == NULL) goto done;
+        *tv_out = tv - s;
+        *tlen = te - tv;
+        *lower_out = lower;
     }
-    if (rtype == Py_None) Py_INCREF(Py_None);
+    *hlen = i;
+    *clen_out = clen;
+    return 1;
+}
+
+/* s[a:b] of a bytes-like object as a memoryview of it (no copy) */
+static PyObject *view_of(PyObject *obj, Py_ssize_t a, Py_ssize_t b) {
+    PyObject *view = PyMemoryView_FromObject(obj);
+    if (!view) return NULL;
+    PyObject *start = PyLong_FromSsize_t(a), *stop = PyLong_FromSsize_t(b), *sl = NULL, *res = NULL;
+    if (start && stop && (sl = PySlice_New(start, stop, NULL))) res = PyObject_GetItem(view, sl);
+    Py_XDECREF(sl); Py_XDECREF(start); Py_XDECREF(stop);
+    Py_DECREF(view);
+    return res;
+}
+
+/* (header, payload view, rtype | None) | None: parse_head on one member (warcread: the general
+ * path's members, and the tests). rtype None: the Python code reads an odd spelling. */
+static PyObject *hot_record(PyObject *self, PyObject *args) {
+    Py_buffer b;
+    PyObject *member;
+    Py_ssize_t maxrec, maxhdr, hlen, clen, tv = 0, tlen;
+    int lower;
+    if (!PyArg_ParseTuple(args, "Onn", &member, &maxrec, &maxhdr)) return NULL;
+    if (PyObject_GetBuffer(member, &b, PyBUF_SIMPLE) < 0) return NULL;
+    const char *s = b.buf;
+    PyObject *res = NULL;
+    if (!parse_head(s, b.len, maxrec, maxhdr, &hlen, &clen, &tv, &tlen, &lower)) {
+        res = Py_NewRef(Py_None);
+        goto done;
+    }
+    PyObject *rtype = lower ? PyUnicode_FromStringAndSize(s + tv, tlen) : Py_NewRef(Py_None);
     /* the payload as a view of the member: copying it (~30 KB a page) cost more than framing */
-    PyObject *view = PyMemoryView_FromObject(member), *payload = NULL;
-    if (view) {
-        PyObject *sl = PySlice_New(NULL, NULL, NULL), *start = PyLong_FromSsize_t(i + 4),
-                 *stop_o = PyLong_FromSsize_t(i + 4 + clen);
-        if (sl && start && stop_o) {
-            Py_SETREF(sl, PySlice_New(start, stop_o, NULL));
-            if (sl) payload = PyObject_GetItem(view, sl);
-        }
-        Py_XDECREF(sl); Py_XDECREF(start); Py_XDECREF(stop_o);
-        Py_DECREF(view);
-    }
-    if (!payload) { Py_DECREF(rtype); goto done; }
-    res = Py_BuildValue("(y#NN)", s, i, payload, rtype);
-    goto done;
-none:
-    res = Py_None;
-    Py_INCREF(res);
+    PyObject *payload = rtype ? view_of(member, hlen + 4, hlen + 4 + clen) : NULL;
+    if (!payload) { Py_XDECREF(rtype); goto done; }
+    res = Py_BuildValue("(y#NN)", s, hlen, payload, rtype);
 done:
+    PyBuffer_Release(&b);
+    return res;
+}
+
+static PyObject *S_DECOMPRESS, *S_EOF, *S_UNUSED, *S_METADATA;
+
+/* d.decompress(buf[a:b][, limit]) on a view of the caller's buffer (kept alive by the caller) */
+static PyObject *inflate_part(PyObject *d, const char *buf, Py_ssize_t a, Py_ssize_t b, PyObject *limit) {
+    PyObject *mv = PyMemoryView_FromMemory((char *)buf + a, b - a, PyBUF_READ);
+    if (!mv) return NULL;
+    PyObject *args[3] = {d, mv, limit};
+    PyObject *r = PyObject_VectorcallMethod(S_DECOMPRESS, args, limit ? 3 : 2, NULL);
+    Py_DECREF(mv);
+    return r;
+}
+
+/* warcread.iter_records' fast path over many members in one call:
+ *   members(buf, pos, at_eof, decompressobj, max_record_bytes, max_header_bytes, fast_limit, skip_plain)
+ *   -> (records, pos, skipped)
+ * From buf[pos:], while a member starts there and the next 64 KB are buffered (or the file has
+ * ended), each member is inflated (the caller's isal decompressobj(31), the first 4 KB, then
+ * up to 64 KB with output capped at fast_limit, as the Python loop does) and, where it ends
+ * within that and holds one record parse_head accepts, becomes (offset in buf, rtype | None,
+ * header, payload view, flags, first "Base"). It stops at the first member that is not so
+ * (pos is that member: the Python code reads it) or at an inflate error (the same). With
+ * skip_plain, a "metadata" record without IMG@ (two of three WAT records) is only counted in
+ * `skipped`; flags / "Base" are `flags`' answer for metadata records and (0, -1) for others. */
+#define FIRST_WINDOW 4096
+#define FAST_INPUT 65536
+static PyObject *hot_members(PyObject *self, PyObject *args) {
+    PyObject *bufo, *decompressobj, *flimit;
+    Py_ssize_t pos, maxrec, maxhdr;
+    int at_eof, skip_plain;
+    if (!PyArg_ParseTuple(args, "OnpOnnOp", &bufo, &pos, &at_eof, &decompressobj, &maxrec, &maxhdr, &flimit,
+                          &skip_plain))
+        return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(bufo, &b, PyBUF_SIMPLE) < 0) return NULL;
+    const char *buf = b.buf;
+    Py_ssize_t n = b.len, skipped = 0;
+    PyObject *out = PyList_New(0), *wbits = PyLong_FromLong(31), *res = NULL;
+    if (!out || !wbits) goto done;
+    while (pos < n && (n - pos >= FAST_INPUT || at_eof)) {
+        if (n - pos < 3 || (unsigned char)buf[pos] != 0x1f || (unsigned char)buf[pos + 1] != 0x8b || buf[pos + 2] != 8)
+            break;
+        PyObject *d = PyObject_CallOneArg(decompressobj, wbits);
+        if (!d) goto done;
+        Py_ssize_t a = pos, m1 = pos + FIRST_WINDOW < n ? pos + FIRST_WINDOW : n;
+        PyObject *data = inflate_part(d, buf, a, m1, NULL);
+        Py_ssize_t used = m1 - a;
+        int eof = 0;
+        if (data) {
+            PyObject *e = PyObject_GetAttr(d, S_EOF);
+            eof = e ? PyObject_IsTrue(e) : -1;
+            Py_XDECREF(e);
+            if (eof == 0) {
+                Py_ssize_t m2 = pos + FAST_INPUT < n ? pos + FAST_INPUT : n;
+                PyObject *more = inflate_part(d, buf, m1, m2, flimit);
+                used += m2 - m1;
+                if (more) {
+                    PyBytes_Concat(&data, more);
+                    Py_DECREF(more);
+                } else Py_CLEAR(data);
+                if (data) {
+                    e = PyObject_GetAttr(d, S_EOF);
+                    eof = e ? PyObject_IsTrue(e) : -1;
+                    Py_XDECREF(e);
+                }
+            }
+        }
+        if (!data || eof < 0) { /* bad gzip data (or no memory): the Python code reads this member */
+            Py_XDECREF(data);
+            Py_DECREF(d);
+            if (PyErr_ExceptionMatches(PyExc_MemoryError)) goto done;
+            PyErr_Clear();
+            break;
+        }
+        PyObject *unused = eof ? PyObject_GetAttr(d, S_UNUSED) : NULL;
+        Py_DECREF(d);
+        if (!eof) { Py_DECREF(data); break; }
+        if (!unused || !PyBytes_Check(unused)) { Py_XDECREF(unused); Py_DECREF(data); goto done; }
+        Py_ssize_t next = pos + used - PyBytes_GET_SIZE(unused);
+        Py_DECREF(unused);
+        const char *s = PyBytes_AS_STRING(data);
+        Py_ssize_t hlen, clen, tv = 0, tlen;
+        int lower;
+        if (!parse_head(s, PyBytes_GET_SIZE(data), maxrec, maxhdr, &hlen, &clen, &tv, &tlen, &lower)) {
+            Py_DECREF(data);
+            break;
+        }
+        long f = 0;
+        Py_ssize_t base = -1;
+        int meta = lower && tlen == 8 && memcmp(s + tv, "metadata", 8) == 0;
+        if (meta) {
+            f = scan_flags(s + hlen + 4, clen, &base);
+            if (!(f & 1)) { f = 0; base = -1; }
+            else {
+                const unsigned char *e = (const unsigned char *)s + hlen + 4 + clen,
+                                    *lo = clen > 8 ? e - 8 : (const unsigned char *)s + hlen + 4;
+                while (e > lo && (e[-1] == ' ' || (e[-1] >= 9 && e[-1] <= 13))) e--;
+                if (e > lo && e[-1] == '}') f |= 8;
+            }
+            if (skip_plain && !(f & 1)) {
+                skipped++;
+                Py_DECREF(data);
+                pos = next;
+                continue;
+            }
+        }
+        PyObject *rtype = meta ? Py_NewRef(S_METADATA)
+                          : lower ? PyUnicode_FromStringAndSize(s + tv, tlen) : Py_NewRef(Py_None);
+        PyObject *payload = rtype ? view_of(data, hlen + 4, hlen + 4 + clen) : NULL;
+        PyObject *rec = payload ? Py_BuildValue("(nNy#Nln)", pos, rtype, s, hlen, payload, f, base) : NULL;
+        if (!payload) Py_XDECREF(rtype);
+        Py_DECREF(data);
+        if (!rec) goto done;
+        int r = PyList_Append(out, rec);
+        Py_DECREF(rec);
+        if (r < 0) goto done;
+        pos = next;
+    }
+    res = Py_BuildValue("(Onn)", out, pos, skipped);
+done:
+    Py_XDECREF(out);
+    Py_XDECREF(wbits);
     PyBuffer_Release(&b);
     return res;
 }
@@ -1648,6 +1787,9 @@ static PyMethodDef methods[] = {
      "wat_links(payload, with_title, origin, dir, cfg, judge, pick, lists, drops) -> (n_links, kept) | None"},
     {"record", hot_record, METH_VARARGS,
      "record(member, max_record_bytes, max_header_bytes) -> (header, payload view, rtype | None) | None"},
+    {"members", hot_members, METH_VARARGS,
+     "members(buf, pos, at_eof, decompressobj, max_record_bytes, max_header_bytes, fast_limit, skip_plain) -> "
+     "(records, pos, skipped); a record: (offset in buf, rtype | None, header, payload view, flags, first Base)"},
     {"lid", hot_lid, METH_VARARGS,
      "lid(distinct_texts, predict, max_chars, float32_scores_out[, model]) -> [language | None] (langid.predict's "
      "loop; with a lid_model capsule the compiled predictor runs instead of `predict`)"},
@@ -1661,7 +1803,11 @@ PyMODINIT_FUNC PyInit__hotloop(void) {
     init_tables();
     S_ALT = PyUnicode_InternFromString("alt");
     S_TITLE = PyUnicode_InternFromString("title");
-    if (!S_ALT || !S_TITLE) return NULL;
+    S_DECOMPRESS = PyUnicode_InternFromString("decompress");
+    S_EOF = PyUnicode_InternFromString("eof");
+    S_UNUSED = PyUnicode_InternFromString("unused_data");
+    S_METADATA = PyUnicode_InternFromString("metadata");
+    if (!S_ALT || !S_TITLE || !S_DECOMPRESS || !S_EOF || !S_UNUSED || !S_METADATA) return NULL;
     const char *sha = "portable";
 #ifdef HAVE_SHANI_CODE
     if (cpu_has_shani()) { sha256_compress = sha256_block_ni; sha = "sha-ni"; }

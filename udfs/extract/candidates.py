@@ -488,7 +488,9 @@ def extract_stream(
     caps = Caps(cfg.max_record_bytes, cfg.max_inflate_bytes)
     type_counts: dict[str, int] = {}
     n_wat = n_html = 0
-    for rec in iter_records(fileobj, source_file, caps, stats):
+    # the compiled reader drops WAT records without IMG@ itself (counted in type_counts)
+    skip_plain = type_counts if hot is not None and want_wat else None
+    for rec in iter_records(fileobj, source_file, caps, stats, skip_plain):
         rtype = rec.rtype if rec.rtype in _TYPES else "unknown"
         type_counts[rtype] = type_counts.get(rtype, 0) + 1
         try:
@@ -497,11 +499,13 @@ def extract_stream(
                     continue
                 payload = rec.payload  # bytes, or a memoryview of the member (warcread's fast path)
                 if hot is None:
+                    if payload.__class__ is memoryview:  # the reader ran in C, the page loop does not
+                        payload = bytes(payload)
                     if b"IMG@" not in payload:
                         continue
                 else:
                     # IMG@, "Base", creativecommons.org and the closing brace, in C
-                    flags, base_at = hot.flags(payload)
+                    flags, base_at = (rec.flags, rec.base_at) if rec.flags >= 0 else hot.flags(payload)
                     if not flags & 1:
                         continue
                     if flags & 8:

@@ -61,8 +61,10 @@ class RawRecord(NamedTuple):
     offset: int  # gzip: where its member starts in the file; plain: where its header starts
     rtype: str  # WARC-Type, lower case ("" when missing)
     header: bytes  # the header block, version line included, without the blank line
-    payload: bytes
+    payload: bytes | memoryview  # a view of its member on the fast path (no copy)
     truncated: bool  # shorter than its Content-Length (counted as truncated_record already)
+    flags: int = -1  # metadata records read in C: `_hotloop.flags`' bits for the payload (-1: not scanned)
+    base_at: int = -1  # and where its first "Base" is
 
 
 _HEADER_RES: dict[str, typing.Callable] = {}
@@ -346,8 +348,13 @@ def _tail_ok(tail: bytes) -> int:
     return k if k == len(tail) or k >= 2 else -1
 
 
-def iter_records(fileobj: typing.BinaryIO, source: str, caps: Caps, stats: Stats) -> Iterator[RawRecord]:
-    """Every readable WARC record of a file (gzip per record, one gzip stream, or plain)."""
+def iter_records(fileobj: typing.BinaryIO, source: str, caps: Caps, stats: Stats,
+                 skip_plain_metadata: dict[str, int] | None = None) -> Iterator[RawRecord]:
+    """Every readable WARC record of a file (gzip per record, one gzip stream, or plain).
+
+    `skip_plain_metadata` (the compiled engine only): metadata records whose payload holds no
+    `IMG@` (two of three WAT records) are not yielded, only counted in it under "metadata",
+    wherever the C reader reads them (every member but the odd ones it leaves to Python)."""
     src = _Source(fileobj)
     cap = caps.max_inflate_bytes if caps.max_inflate_bytes > 0 else 1 << 62
     maxrec = caps.max_record_bytes
@@ -355,7 +362,24 @@ def iter_records(fileobj: typing.BinaryIO, source: str, caps: Caps, stats: Stats
     error = stats.error
     decompressobj = isal_zlib.decompressobj
     head = _hot.record if _hot is not None else None
+    members = _hot.members if _hot is not None else None
+    skip = skip_plain_metadata is not None
     while True:
+        if members is not None and src.gz and (len(src.buf) - src.p >= _FAST_INPUT or src._have(_FAST_INPUT)
+                                               or src.p < len(src.buf)):
+            # the fast path below for many members in one C call (the common case: every member
+            # of a Common Crawl file); it stops at the first member the Python code must read
+            p0 = src.p
+            recs, src.p, skipped = members(src.buf, p0, src.file_eof, decompressobj, maxrec, MAX_HEADER_BYTES,
+                                           fast_limit, skip)
+            if skipped:
+                skip_plain_metadata["metadata"] = skip_plain_metadata.get("metadata", 0) + skipped  # type: ignore[index]
+            base = src.base
+            for off, rtype, hdr, payload, flags, base_at in recs:
+                yield RawRecord(base + off, rtype if rtype is not None else _rtype(hdr), hdr, payload, False,
+                                flags, base_at)
+            if src.p != p0:
+                continue
         if src.gz and (len(src.buf) - src.p >= _FAST_INPUT or src._have(_FAST_INPUT) or src.p < len(src.buf)):
             # fastest path, no method calls: a member whose first 64 KB inflate to its end and
             # hold one well-formed record (nearly every member of a Common Crawl file); anything
