@@ -411,6 +411,25 @@ def test_language_id_loop_in_c_equals_python(lid_model: str) -> None:
     assert langs_c[0] is None and langs_c[2] == "fr" and scores_c[0] == 0
 
 
+def test_language_id_over_a_column_equals_predict(shared_data: Path, lid_model: str) -> None:
+    """`langid.predict_column` (the compiled predictor over the C columns' text buffer, each
+    distinct text once through a hash table of its bytes) against `predict` on the texts:
+    real captions, repeats, empty text, newlines, the 300-character cut inside multi-byte
+    characters."""
+    import pyarrow.parquet as pq
+
+    caps = pq.read_table(shared_data / "captions" / "test_10000.parquet").column(0).to_pylist()[:3000]
+    texts = [t for t in caps if isinstance(t, str)]
+    texts += ["", "a\nb", "ok", "ok", "", "é" * 299 + "日本" * 10, "x" * 1000, "日本語のテキスト" * 60, "\n", texts[5]]
+    arr = pa.array(texts, pa.string())
+    offsets, data = arr.buffers()[1].to_pybytes(), arr.buffers()[2].to_pybytes()
+    codes, labels, scores = langid.predict_column(offsets, data, len(texts), lid_model)
+    want_langs, want_scores = langid.predict(texts, lid_model)
+    assert [codes[i] if i >= 0 else None for i in labels] == want_langs
+    assert scores.tobytes() == want_scores.tobytes()
+    assert want_langs.count(None) >= 2 and len(set(want_langs)) > 5
+
+
 def test_the_compiled_predictor_gives_the_librarys_labels_and_scores(shared_data: Path, lid_model: str) -> None:
     """`lid_model` in _hotloop.c (fastText inference for lid.176.ftz) against the fastText
     library itself, bit for bit: 10,000 real captions, odd tokens and separators (`</s>`,
@@ -437,7 +456,8 @@ def test_the_compiled_predictor_gives_the_librarys_labels_and_scores(shared_data
     assert langs_ours.count("en") > 1000 and langs_ours[len(caps)] == "en"
 
 
-def test_a_model_the_compiled_predictor_does_not_handle_stays_with_the_library(lid_model: str, tmp_path: Path) -> None:
+def test_a_model_the_compiled_predictor_does_not_handle_stays_with_the_library(lid_model: str, tmp_path: Path,
+                                                                               real_pages_wat: bytes) -> None:
     """A model file it cannot parse whole (here: cut short, or with bytes after its end) is
     refused with a reason; langid then predicts with the library, same answers."""
     data = Path(lid_model).read_bytes()
@@ -449,4 +469,9 @@ def test_a_model_the_compiled_predictor_does_not_handle_stays_with_the_library(l
     padded.write_bytes(data + b"\0")
     assert langid.engine(str(padded)) == "fasttext"
     assert langid.predict(["a photo of a cat", "Ein Hund"], str(padded))[0] == ["en", "de"]
+    assert langid.predict_column(b"", b"", 0, str(padded)) is None  # extract then predicts on the texts
+    # ... and extract's rows are the same as with the compiled predictor
+    lib = run(real_pages_wat, "x.wat.gz", ExtractConfig(lid_model=str(padded)), True)[0]
+    native = run(real_pages_wat, "x.wat.gz", ExtractConfig(lid_model=lid_model), True)[0]
+    assert len(lib) > 100 and lib == native
 

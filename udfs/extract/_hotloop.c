@@ -1523,33 +1523,259 @@ done:
     return out;
 }
 
+/* ---------------------------------------------------------------- the batch's row columns */
+
+/* Columns: the five per-row string columns of a batch (uid, url, text, text_source,
+ * image_domain) as Arrow's string layout (int32 offsets + UTF-8 bytes), filled by wat_links
+ * without a Python object per row, and by `extend` with the rows of the Python page loop.
+ * `take` hands them over as bytes for pyarrow.Array.from_buffers and starts a new batch. */
+#define NCOL 5
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n, cap;
+    int32_t *off[NCOL];
+    buf_t dat[NCOL];
+} Cols;
+
+static void cols_dealloc(Cols *c) {
+    for (int k = 0; k < NCOL; k++) { PyMem_Free(c->off[k]); PyMem_Free(c->dat[k].p); }
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+static PyObject *cols_new(PyTypeObject *t, PyObject *args, PyObject *kw) {
+    Cols *c = (Cols *)t->tp_alloc(t, 0);
+    if (!c) return NULL;
+    c->cap = 1024;
+    for (int k = 0; k < NCOL; k++) {
+        if (!(c->off[k] = PyMem_Malloc(sizeof(int32_t) * (c->cap + 1)))) { Py_DECREF(c); return PyErr_NoMemory(); }
+        c->off[k][0] = 0;
+    }
+    return (PyObject *)c;
+}
+
+/* room for one more row */
+static int cols_room(Cols *c) {
+    if (c->n < c->cap) return 0;
+    Py_ssize_t cap = c->cap * 2;
+    for (int k = 0; k < NCOL; k++) {
+        int32_t *o = PyMem_Realloc(c->off[k], sizeof(int32_t) * (cap + 1));
+        if (!o) { PyErr_NoMemory(); return -1; }
+        c->off[k] = o;
+    }
+    c->cap = cap;
+    return 0;
+}
+
+/* column k of the row being written (row c->n; the row counts once cols_done runs) */
+static int cols_put(Cols *c, int k, const char *s, Py_ssize_t len) {
+    buf_t *b = &c->dat[k];
+    if (b->n + len > INT32_MAX) { PyErr_SetString(PyExc_OverflowError, "Columns: a batch over 2 GiB"); return -1; }
+    if (buf_reserve(b, len) < 0) return -1;
+    memcpy(b->p + b->n, s, len);
+    b->n += len;
+    c->off[k][c->n + 1] = (int32_t)b->n;
+    return 0;
+}
+
+/* UTF-8 of a str (as pyarrow writes it: a lone surrogate is an error, as it is there) */
+static int cols_put_str(Cols *c, int k, PyObject *u) {
+    if (!PyUnicode_Check(u)) { PyErr_SetString(PyExc_TypeError, "Columns: str values"); return -1; }
+    Py_ssize_t len;
+    const char *s = PyUnicode_IS_ASCII(u) ? (const char *)PyUnicode_1BYTE_DATA(u) : PyUnicode_AsUTF8AndSize(u, &len);
+    if (!s) return -1;
+    if (PyUnicode_IS_ASCII(u)) len = PyUnicode_GET_LENGTH(u);
+    return cols_put(c, k, s, len);
+}
+
+static Py_ssize_t cols_len(Cols *c) { return c->n; }
+
+/* extend(uids, urls, texts, sources, domains): rows of the Python page loop, in order */
+static PyObject *cols_extend(Cols *c, PyObject *args) {
+    PyObject *l[NCOL];
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!", &PyList_Type, &l[0], &PyList_Type, &l[1], &PyList_Type, &l[2],
+                          &PyList_Type, &l[3], &PyList_Type, &l[4]))
+        return NULL;
+    Py_ssize_t m = PyList_GET_SIZE(l[0]);
+    for (int k = 1; k < NCOL; k++)
+        if (PyList_GET_SIZE(l[k]) != m) { PyErr_SetString(PyExc_ValueError, "Columns.extend: lists differ in length"); return NULL; }
+    for (Py_ssize_t i = 0; i < m; i++) {
+        if (cols_room(c) < 0) return NULL;
+        for (int k = 0; k < NCOL; k++)
+            if (cols_put_str(c, k, PyList_GET_ITEM(l[k], i)) < 0) return NULL;
+        c->n++;
+    }
+    Py_RETURN_NONE;
+}
+
+/* take() -> [(offsets bytes, data bytes)] * 5 for the rows so far; the columns start empty */
+static PyObject *cols_take(Cols *c, PyObject *unused) {
+    PyObject *out = PyList_New(NCOL);
+    if (!out) return NULL;
+    for (int k = 0; k < NCOL; k++) {
+        PyObject *t = Py_BuildValue("(y#y#)", (const char *)c->off[k], (Py_ssize_t)(sizeof(int32_t) * (c->n + 1)),
+                                    c->dat[k].p ? c->dat[k].p : "", c->dat[k].n);
+        if (!t) { Py_DECREF(out); return NULL; }
+        PyList_SET_ITEM(out, k, t);
+    }
+    c->n = 0;
+    for (int k = 0; k < NCOL; k++) c->dat[k].n = 0;
+    return out;
+}
+
+static PyMethodDef cols_methods[] = {
+    {"extend", (PyCFunction)cols_extend, METH_VARARGS, "extend(uids, urls, texts, sources, domains)"},
+    {"take", (PyCFunction)cols_take, METH_NOARGS, "take() -> [(int32 offsets, UTF-8 data)] * 5; empties the columns"},
+    {NULL, NULL, 0, NULL}};
+
+static PySequenceMethods cols_seq = {.sq_length = (lenfunc)cols_len};
+
+static PyTypeObject ColsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "crawlpairs.udfs.extract._hotloop.Columns",
+    .tp_basicsize = sizeof(Cols),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "uid, url, text, text_source, image_domain of a batch, in Arrow's string layout",
+    .tp_new = cols_new,
+    .tp_dealloc = (destructor)cols_dealloc,
+    .tp_methods = cols_methods,
+    .tp_as_sequence = &cols_seq,
+};
+
+/* lid_column(offsets, data, n, model, max_chars, scores float32[n], labels int32[n]): langid.predict
+ * for the compiled predictor over a text column: each distinct text predicted once (a hash
+ * table on its bytes), the first max_chars characters, newlines as spaces, plus "\n";
+ * label -1 (None) and score 0 for empty text or no prediction; scores capped at 1. */
+static uint64_t hash_bytes(const uint8_t *s, size_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001B3ull;
+    return h ^ (h >> 29);
+}
+
+static PyObject *hot_lid_column(PyObject *self, PyObject *args) {
+    Py_buffer ob, db, sb, lb;
+    Py_ssize_t n, max_chars;
+    PyObject *model;
+    if (!PyArg_ParseTuple(args, "y*y*nOnw*w*", &ob, &db, &n, &model, &max_chars, &sb, &lb)) return NULL;
+    PyObject *res = NULL;
+    int32_t *slot_row = NULL, *ids = NULL;
+    uint64_t *slot_h = NULL;
+    char *line = NULL;
+    const lid_model *md = PyCapsule_GetPointer(model, "crawlpairs.lid_model");
+    if (!md) goto done;
+    if (ob.len < (Py_ssize_t)sizeof(int32_t) * (n + 1) || sb.len < (Py_ssize_t)sizeof(float) * n ||
+        lb.len < (Py_ssize_t)sizeof(int32_t) * n) {
+        PyErr_SetString(PyExc_ValueError, "lid_column: buffers too small");
+        goto done;
+    }
+    const int32_t *off = ob.buf;
+    const uint8_t *data = db.buf;
+    float *scores = sb.buf;
+    int32_t *labels = lb.buf;
+    size_t cap = 16;
+    while (cap < (size_t)n * 2) cap <<= 1;
+    slot_row = PyMem_Malloc(cap * sizeof(int32_t));
+    slot_h = PyMem_Malloc(cap * sizeof(uint64_t));
+    if (!slot_row || !slot_h) { PyErr_NoMemory(); goto done; }
+    for (size_t i = 0; i < cap; i++) slot_row[i] = -1;
+    Py_ssize_t linecap = 0;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        int32_t a = off[r], b = off[r + 1];
+        if (a < 0 || b < a || b > db.len) { PyErr_SetString(PyExc_ValueError, "lid_column: bad offsets"); goto done; }
+        const uint8_t *t = data + a;
+        size_t len = (size_t)(b - a);
+        scores[r] = 0.0f;
+        labels[r] = -1;
+        if (len == 0) continue;
+        uint64_t h = hash_bytes(t, len);
+        size_t i = (size_t)h & (cap - 1);
+        int32_t seen = -1;
+        while (slot_row[i] >= 0) {
+            int32_t q = slot_row[i];
+            if (slot_h[i] == h && off[q + 1] - off[q] == (int32_t)len && memcmp(data + off[q], t, len) == 0) {
+                seen = q;
+                break;
+            }
+            i = (i + 1) & (cap - 1);
+        }
+        if (seen >= 0) { scores[r] = scores[seen]; labels[r] = labels[seen]; continue; }
+        slot_row[i] = (int32_t)r;
+        slot_h[i] = h;
+        /* the first max_chars characters (code points of valid UTF-8) */
+        size_t cut = 0;
+        Py_ssize_t chars = 0;
+        while (cut < len && chars < max_chars) {
+            cut++;
+            while (cut < len && (t[cut] & 0xC0) == 0x80) cut++;
+            chars++;
+        }
+        if ((Py_ssize_t)cut + 1 > linecap) {
+            char *nl = PyMem_Realloc(line, (cut + 1) * 2);
+            if (!nl) { PyErr_NoMemory(); goto done; }
+            line = nl;
+            linecap = (Py_ssize_t)(cut + 1) * 2;
+        }
+        for (size_t j = 0; j < cut; j++) line[j] = t[j] == '\n' ? ' ' : (char)t[j];
+        line[cut] = '\n';
+        int32_t li = -1;
+        float prob = 0.0f;
+        int got = lid_predict(md, (const uint8_t *)line, cut + 1, &li, &prob);
+        if (got < 0) { PyErr_NoMemory(); goto done; }
+        if (got) {
+            labels[r] = li;
+            scores[r] = prob < 1.0f ? prob : 1.0f;
+        }
+    }
+    res = Py_NewRef(Py_None);
+done:
+    (void)ids;
+    PyMem_Free(slot_row);
+    PyMem_Free(slot_h);
+    PyMem_Free(line);
+    PyBuffer_Release(&ob);
+    PyBuffer_Release(&db);
+    PyBuffer_Release(&sb);
+    PyBuffer_Release(&lb);
+    return res;
+}
+
+/* lid_labels(model) -> the model's language codes, by label index */
+static PyObject *hot_lid_labels(PyObject *self, PyObject *model) {
+    const lid_model *md = PyCapsule_GetPointer(model, "crawlpairs.lid_model");
+    if (!md) return NULL;
+    PyObject *out = PyList_New(md->osz);
+    if (!out) return NULL;
+    for (int32_t i = 0; i < md->osz; i++) PyList_SET_ITEM(out, i, Py_NewRef(md->label[i]));
+    return out;
+}
+
 /* ---------------------------------------------------------------- the page */
 
 static PyObject *hot_wat_links(PyObject *self, PyObject *args) {
     Py_buffer pl;
     int with_title;
-    PyObject *origin_o, *dir_o, *cfgt, *judge, *pick, *lists, *drops;
+    PyObject *origin_o, *dir_o, *cfgt, *judge, *pick, *drops;
+    Cols *cols;
     if (!PyArg_ParseTuple(args, "y*pOOO!OOO!O!", &pl, &with_title, &origin_o, &dir_o, &PyTuple_Type, &cfgt, &judge,
-                          &pick, &PyTuple_Type, &lists, &PyDict_Type, &drops))
+                          &pick, &ColsType, &cols, &PyDict_Type, &drops))
         return NULL;
     cfg_t cfg;
     PyObject *result = NULL;
-    buf_t arena = {0}, ubuf = {0};
+    buf_t arena = {0}, ubuf = {0}, tbuf = {0};
     link_t *links = NULL;
     Py_ssize_t nlinks = 0, caplinks = 0;
     dset seen = {0};
-    PyObject *last_host = NULL;
-    const char *hostbuf_last = NULL;
-    Py_ssize_t last_hostlen = -1;
-    char last_host_copy[256];
+    /* drops by reason (C literals), added to `drops` at the end: one dict update per reason */
+    const char *why[16];
+    long why_n[16];
+    int nwhy = 0;
+#define DROP(r) do { const char *r_ = (r); int w_ = 0; \
+        while (w_ < nwhy && why[w_] != r_) w_++; \
+        if (w_ == nwhy) { if (nwhy == 16) { if (count_drop_c(drops, r_) < 0) goto done; break; } \
+                          why[nwhy] = r_; why_n[nwhy++] = 0; } \
+        why_n[w_]++; } while (0)
 
     if (!PyArg_ParseTuple(cfgt, "O!O!nnnnnnp", &PyTuple_Type, &cfg.schemes, &PyTuple_Type, &cfg.exts, &cfg.max_url,
                           &cfg.max_dom, &cfg.min_len, &cfg.max_len, &cfg.max_raw, &cfg.max_links, &cfg.dedup))
         goto done;
-    if (PyTuple_GET_SIZE(lists) != 5) { PyErr_SetString(PyExc_ValueError, "lists: 5 lists"); goto done; }
-    PyObject *L_uid = PyTuple_GET_ITEM(lists, 0), *L_url = PyTuple_GET_ITEM(lists, 1),
-             *L_text = PyTuple_GET_ITEM(lists, 2), *L_src = PyTuple_GET_ITEM(lists, 3),
-             *L_dom = PyTuple_GET_ITEM(lists, 4);
     const char *origin = NULL, *dir = NULL;
     Py_ssize_t olen = 0, dlen = 0;
     if (origin_o != Py_None) {
@@ -1582,7 +1808,8 @@ static PyObject *hot_wat_links(PyObject *self, PyObject *args) {
         hit = find2(end, N - (end - P), IMG, 10, 3, 4);
     }
 
-    /* phase 2: the per-link loop of _Builder.add_page */
+    /* phase 2: the per-link loop of _Builder.add_page; a row's five values are (pointer,
+     * length) views of our buffers or of the str the Python callables return (held in own[]) */
     Py_ssize_t todo = nlinks < cfg.max_links ? nlinks : cfg.max_links, kept = 0;
     if (cfg.dedup && dset_init(&seen, todo) < 0) goto done;
     for (Py_ssize_t li = 0; li < todo; li++) {
@@ -1590,35 +1817,19 @@ static PyObject *hot_wat_links(PyObject *self, PyObject *args) {
         int alt_ok = usable(&arena, &L->alt);
         int title_ok = with_title ? usable(&arena, &L->title) : 0;
         if (alt_ok < 0 || title_ok < 0) goto done;
-        if (!alt_ok && !title_ok) {
-            if (count_drop_c(drops, "empty_text") < 0) goto done;
-            continue;
-        }
-        /* URL */
-        PyObject *url = NULL, *domain = NULL;
+        if (!alt_ok && !title_ok) { DROP("empty_text"); continue; }
+        PyObject *own[2] = {NULL, NULL}; /* judge's and pick's answers, while their strs are in use */
+        const char *url, *dom, *text, *src;
+        Py_ssize_t url_n, dom_n, text_n, src_n;
         Py_ssize_t host, hostlen;
         const char *reason = NULL;
+        /* URL */
         int j = judge_fast(&cfg, arena.p + L->url.off, L->url.len, origin, olen, dir, dlen, &ubuf, &host, &hostlen,
                            &reason);
         if (j < 0) goto done;
-        if (j == J_DROP) {
-            if (count_drop_c(drops, reason) < 0) goto done;
-            continue;
-        }
+        if (j == J_DROP) { DROP(reason); continue; }
         if (j == J_URL) {
-            url = ascii_str(ubuf.p, ubuf.n);
-            if (!url) goto done;
-            if (last_host && hostlen == last_hostlen && memcmp(last_host_copy, ubuf.p + host, hostlen) == 0) {
-                domain = Py_NewRef(last_host);
-            } else {
-                domain = ascii_str(ubuf.p + host, hostlen);
-                if (!domain) { Py_DECREF(url); goto done; }
-                if (hostlen <= (Py_ssize_t)sizeof last_host_copy) {
-                    Py_XSETREF(last_host, Py_NewRef(domain));
-                    memcpy(last_host_copy, ubuf.p + host, hostlen);
-                    last_hostlen = hostlen;
-                }
-            }
+            url = ubuf.p; url_n = ubuf.n; dom = ubuf.p + host; dom_n = hostlen;
         } else {
             PyObject *href = str_of(&arena, &L->url);
             if (!href) goto done;
@@ -1637,12 +1848,11 @@ static PyObject *hot_wat_links(PyObject *self, PyObject *args) {
                 if (e < 0) goto done;
                 continue;
             }
-            url = Py_NewRef(PyTuple_GET_ITEM(v, 0));
-            domain = Py_NewRef(PyTuple_GET_ITEM(v, 2));
-            Py_DECREF(v);
+            own[0] = v;
+            if (!(url = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(v, 0), &url_n)) ||
+                !(dom = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(v, 2), &dom_n))) { Py_DECREF(v); goto done; }
         }
         /* text */
-        PyObject *text = NULL, *source = NULL;
         jstr *alt = &L->alt;
         int fast_text = alt_ok && alt->ascii;
         if (fast_text) {
@@ -1656,8 +1866,8 @@ static PyObject *hot_wat_links(PyObject *self, PyObject *args) {
             } else {
                 /* " ".join(alt.split()) for printable ASCII: collapse runs of spaces */
                 const char *a = arena.p + alt->off;
-                if (buf_reserve(&ubuf, alt->len) < 0) { Py_DECREF(url); Py_DECREF(domain); goto done; }
-                char *o = ubuf.p;  /* the URL is already a str: reuse the buffer */
+                if (buf_reserve(&tbuf, alt->len) < 0) { Py_XDECREF(own[0]); goto done; }
+                char *o = tbuf.p;
                 Py_ssize_t m = 0;
                 for (Py_ssize_t i = 0; i < alt->len; i++) {
                     if (a[i] == ' ') {
@@ -1667,15 +1877,11 @@ static PyObject *hot_wat_links(PyObject *self, PyObject *args) {
                 if (m && o[m - 1] == ' ') m--;
                 if (m < cfg.min_len) reason = "text_too_short";
                 else if (m > cfg.max_len) reason = "text_too_long";
-                else {
-                    text = ascii_str(o, m);
-                    if (!text) { Py_DECREF(url); Py_DECREF(domain); goto done; }
-                    source = Py_NewRef(S_ALT);
-                }
+                text = o; text_n = m; src = "alt"; src_n = 3;
             }
         } else {
             PyObject *cands = PyList_New(0);
-            if (!cands) { Py_DECREF(url); Py_DECREF(domain); goto done; }
+            if (!cands) { Py_XDECREF(own[0]); goto done; }
             int bad = 0;
             for (int c = 0; c < 2 && !bad; c++) {
                 if (c == 0 ? !alt_ok : !title_ok) continue;
@@ -1687,62 +1893,72 @@ static PyObject *hot_wat_links(PyObject *self, PyObject *args) {
             }
             PyObject *v = bad ? NULL : PyObject_CallOneArg(pick, cands);
             Py_DECREF(cands);
-            if (!v) { Py_DECREF(url); Py_DECREF(domain); goto done; }
+            if (!v) { Py_XDECREF(own[0]); goto done; }
             if (!PyTuple_Check(v) || PyTuple_GET_SIZE(v) != 3) {
-                Py_DECREF(v); Py_DECREF(url); Py_DECREF(domain);
+                Py_DECREF(v); Py_XDECREF(own[0]);
                 PyErr_SetString(PyExc_TypeError, "pick must return (text, reason, source)");
                 goto done;
             }
             PyObject *r = PyTuple_GET_ITEM(v, 1);
             if (r != Py_None) {
                 int e = count_drop(drops, r);
-                Py_DECREF(v); Py_DECREF(url); Py_DECREF(domain);
+                Py_DECREF(v); Py_XDECREF(own[0]);
                 if (e < 0) goto done;
                 continue;
             }
-            text = Py_NewRef(PyTuple_GET_ITEM(v, 0));
-            source = Py_NewRef(PyTuple_GET_ITEM(v, 2));
-            Py_DECREF(v);
+            own[1] = v;
+            if (!(text = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(v, 0), &text_n)) ||
+                !(src = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(v, 2), &src_n))) {
+                Py_DECREF(v); Py_XDECREF(own[0]);
+                goto done;
+            }
         }
         if (reason) {
-            Py_DECREF(url); Py_DECREF(domain);
-            if (count_drop_c(drops, reason) < 0) goto done;
+            Py_XDECREF(own[0]); Py_XDECREF(own[1]);
+            DROP(reason);
             continue;
         }
         /* dedup and uid: sha256(url "\t" text); a URL never holds a raw tab */
-        PyObject *ub = utf8_bytes(url), *tb = ub ? utf8_bytes(text) : NULL;
-        if (!tb) { Py_XDECREF(ub); Py_DECREF(url); Py_DECREF(domain); Py_DECREF(text); Py_DECREF(source); goto done; }
         sha256_ctx h;
         uint8_t d[32];
         sha256_init(&h);
-        sha256_update(&h, (const uint8_t *)PyBytes_AS_STRING(ub), PyBytes_GET_SIZE(ub));
+        sha256_update(&h, (const uint8_t *)url, url_n);
         sha256_update(&h, (const uint8_t *)"\t", 1);
-        sha256_update(&h, (const uint8_t *)PyBytes_AS_STRING(tb), PyBytes_GET_SIZE(tb));
+        sha256_update(&h, (const uint8_t *)text, text_n);
         sha256_final(&h, d);
-        Py_DECREF(ub);
-        Py_DECREF(tb);
         if (cfg.dedup && dset_add(&seen, d)) {
-            Py_DECREF(url); Py_DECREF(domain); Py_DECREF(text); Py_DECREF(source);
-            if (count_drop_c(drops, "duplicate_in_page") < 0) goto done;
+            Py_XDECREF(own[0]); Py_XDECREF(own[1]);
+            DROP("duplicate_in_page");
             continue;
         }
         static const char HEX[] = "0123456789abcdef";
         char hex[32];
         for (int i = 0; i < 16; i++) { hex[2 * i] = HEX[d[i] >> 4]; hex[2 * i + 1] = HEX[d[i] & 15]; }
-        PyObject *uid = ascii_str(hex, 32);
-        int e = !uid || PyList_Append(L_uid, uid) < 0 || PyList_Append(L_url, url) < 0 ||
-                PyList_Append(L_text, text) < 0 || PyList_Append(L_src, source) < 0 || PyList_Append(L_dom, domain) < 0;
-        Py_XDECREF(uid); Py_DECREF(url); Py_DECREF(domain); Py_DECREF(text); Py_DECREF(source);
+        int e = cols_room(cols) < 0 || cols_put(cols, 0, hex, 32) < 0 || cols_put(cols, 1, url, url_n) < 0 ||
+                cols_put(cols, 2, text, text_n) < 0 || cols_put(cols, 3, src, src_n) < 0 ||
+                cols_put(cols, 4, dom, dom_n) < 0;
+        Py_XDECREF(own[0]); Py_XDECREF(own[1]);
         if (e) goto done;
+        cols->n++;
         kept++;
+    }
+    for (int w = 0; w < nwhy; w++) { /* the drops, counted */
+        PyObject *k = PyUnicode_InternFromString(why[w]);
+        PyObject *v = k ? PyDict_GetItemWithError(drops, k) : NULL;
+        if (!k || (!v && PyErr_Occurred())) { Py_XDECREF(k); goto done; }
+        PyObject *nv = PyLong_FromLong((v ? PyLong_AsLong(v) : 0) + why_n[w]);
+        int r = nv ? PyDict_SetItem(drops, k, nv) : -1;
+        Py_XDECREF(nv);
+        Py_DECREF(k);
+        if (r < 0) goto done;
     }
     result = Py_BuildValue("nn", nlinks, kept);
 done:
-    (void)hostbuf_last;
-    Py_XDECREF(last_host);
+#undef DROP
     if (cfg.dedup && seen.used) dset_free(&seen);
     PyMem_Free(arena.p);
     PyMem_Free(ubuf.p);
+    PyMem_Free(tbuf.p);
     PyMem_Free(links);
     PyBuffer_Release(&pl);
     return result;
@@ -1765,6 +1981,111 @@ static PyObject *hot_sha_uid(PyObject *self, PyObject *args) {
     return PyBytes_FromStringAndSize((const char *)d, 32);
 }
 
+/* ---------------------------------------------------------------- page-level helpers */
+
+/* The page-level Python calls of the compiled WAT path, for ASCII input (the rest returns
+ * NotImplemented and the caller runs the Python function): the same answers, byte for byte. */
+
+/* urls.host_of(url) for an ASCII str */
+static PyObject *hot_host_of(PyObject *self, PyObject *arg) {
+    if (!PyUnicode_Check(arg) || !PyUnicode_IS_ASCII(arg)) Py_RETURN_NOTIMPLEMENTED;
+    const char *u = (const char *)PyUnicode_1BYTE_DATA(arg);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(arg), i = -1;
+    for (Py_ssize_t k = 0; k + 2 < n; k++)
+        if (u[k] == ':' && u[k + 1] == '/' && u[k + 2] == '/') { i = k; break; }
+    if (i < 0) return PyUnicode_New(0, 127);
+    const char *r = u + i + 3, *e = u + n, *end = e;
+    for (const char *c = r; c < e; c++)
+        if (*c == '/' || *c == '?' || *c == '#') { end = c; break; }
+    const char *at = NULL;
+    for (const char *c = r; c < end; c++)
+        if (*c == '@') at = c;
+    if (at) r = at + 1;
+    if (r < end && *r == '[') {
+        const char *j = memchr(r, ']', end - r);
+        if (!j || j == r) return PyUnicode_New(0, 127);
+        end = j + 1;
+    } else {
+        const char *colon = memchr(r, ':', end - r);
+        if (colon) end = colon;
+        while (end > r && end[-1] == '.') end--;
+    }
+    PyObject *h = PyUnicode_New(end - r, 127);
+    if (!h) return NULL;
+    char *o = (char *)PyUnicode_1BYTE_DATA(h);
+    for (Py_ssize_t k = 0; k < end - r; k++) o[k] = (r[k] >= 'A' && r[k] <= 'Z') ? r[k] + 32 : r[k];
+    return h;
+}
+
+/* urls.base_prefixes(base), UTF-8 encoded, for an ASCII str: (origin, directory) or None */
+static PyObject *hot_prefixes(PyObject *self, PyObject *arg) {
+    if (!PyUnicode_Check(arg) || !PyUnicode_IS_ASCII(arg)) Py_RETURN_NOTIMPLEMENTED;
+    const char *u = (const char *)PyUnicode_1BYTE_DATA(arg);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(arg), i = -1;
+    for (Py_ssize_t k = 0; k + 2 < n; k++)
+        if (u[k] == ':' && u[k + 1] == '/' && u[k + 2] == '/') { i = k; break; }
+    if (i <= 0 || memchr(u, '\\', n)) Py_RETURN_NONE;
+    for (Py_ssize_t k = i + 3; k + 1 < n; k++)
+        if (u[k] == '/' && u[k + 1] == '.') Py_RETURN_NONE;
+    Py_ssize_t end = n;
+    for (Py_ssize_t k = i + 3; k < n; k++)
+        if (u[k] == '?' || u[k] == '#') { end = k; break; }
+    Py_ssize_t slash = -1;
+    for (Py_ssize_t k = i + 3; k < end; k++)
+        if (u[k] == '/') { slash = k; break; }
+    if (slash < 0) {
+        PyObject *o = PyBytes_FromStringAndSize(u, end), *d = PyBytes_FromStringAndSize(NULL, end + 1);
+        if (!o || !d) { Py_XDECREF(o); Py_XDECREF(d); return NULL; }
+        memcpy(PyBytes_AS_STRING(d), u, end);
+        PyBytes_AS_STRING(d)[end] = '/';
+        return Py_BuildValue("(NN)", o, d);
+    }
+    Py_ssize_t last = slash;
+    for (Py_ssize_t k = end - 1; k >= slash; k--)
+        if (u[k] == '/') { last = k; break; }
+    return Py_BuildValue("(y#y#)", u, slash, u, last + 1);
+}
+
+/* A WARC header's value as warcread.header_value gives it: the first "\n<name>:" (name in
+ * any case), blanks and tabs skipped, up to CR/LF, stripped. NotImplemented where the value
+ * is not ASCII (decoding and str.strip are Python's); None where the header is absent. */
+static PyObject *header_value_c(const char *h, Py_ssize_t n, const char *name, Py_ssize_t k) {
+    for (Py_ssize_t p = 0; p + k + 2 <= n; p++) {
+        if (h[p] != '\n' || h[p + k + 1] != ':') continue;
+        Py_ssize_t j = 0;
+        while (j < k) { /* the name in any case (ASCII only, as re.IGNORECASE on bytes) */
+            char c = h[p + 1 + j], w = name[j];
+            if (c >= 'A' && c <= 'Z') c += 32;
+            if (w >= 'A' && w <= 'Z') w += 32;
+            if (c != w) break;
+            j++;
+        }
+        if (j < k) continue;
+        Py_ssize_t a = p + k + 2, b;
+        while (a < n && (h[a] == ' ' || h[a] == '\t')) a++;
+        for (b = a; b < n && h[b] != '\r' && h[b] != '\n'; b++)
+            if ((unsigned char)h[b] >= 0x80) Py_RETURN_NOTIMPLEMENTED;
+        /* str.strip(): ASCII whitespace and \x1c-\x1f */
+        while (a < b && ((h[a] >= 9 && h[a] <= 13) || (h[a] >= 0x1c && h[a] <= 0x20))) a++;
+        while (b > a && ((h[b - 1] >= 9 && h[b - 1] <= 13) || (h[b - 1] >= 0x1c && h[b - 1] <= 0x20))) b--;
+        PyObject *v = PyUnicode_New(b - a, 127);
+        if (v) memcpy(PyUnicode_1BYTE_DATA(v), h + a, b - a);
+        return v;
+    }
+    Py_RETURN_NONE;
+}
+
+/* (WARC-Target-URI, WARC-Date) of a header block, each as header_value_c answers */
+static PyObject *hot_uri_date(PyObject *self, PyObject *arg) {
+    if (!PyBytes_Check(arg)) { PyErr_SetString(PyExc_TypeError, "uri_date: bytes"); return NULL; }
+    const char *h = PyBytes_AS_STRING(arg);
+    Py_ssize_t n = PyBytes_GET_SIZE(arg);
+    PyObject *u = header_value_c(h, n, "WARC-Target-URI", 15);
+    PyObject *d = u ? header_value_c(h, n, "WARC-Date", 9) : NULL;
+    if (!d) { Py_XDECREF(u); return NULL; }
+    return Py_BuildValue("(NN)", u, d);
+}
+
 static PyObject *hot_set_avx2(PyObject *self, PyObject *arg) {
     /* turn the AVX2 scans off (or back on where the CPU has AVX2); the previous setting. Tests
      * run the SSE2 / portable scans with it. */
@@ -1781,15 +2102,23 @@ static PyObject *hot_set_avx2(PyObject *self, PyObject *arg) {
 
 static PyMethodDef methods[] = {
     {"set_avx2", hot_set_avx2, METH_O, "set_avx2(on) -> whether the AVX2 scans were on (tests)"},
+    {"host_of", hot_host_of, METH_O, "urls.host_of for an ASCII str (else NotImplemented)"},
+    {"prefixes", hot_prefixes, METH_O, "urls.base_prefixes, UTF-8 encoded, for an ASCII str (else NotImplemented)"},
+    {"uri_date", hot_uri_date, METH_O, "(WARC-Target-URI, WARC-Date) of a header block as header_value gives them; "
+     "NotImplemented for a value that is not ASCII"},
     {"flags", hot_flags, METH_O,
      "(bits, first \"Base\" offset or -1); bits 1: IMG@, 2: \"Base\", 4: creativecommons.org, 8: ends in }"},
     {"wat_links", hot_wat_links, METH_VARARGS,
-     "wat_links(payload, with_title, origin, dir, cfg, judge, pick, lists, drops) -> (n_links, kept) | None"},
+     "wat_links(payload, with_title, origin, dir, cfg, judge, pick, columns, drops) -> (n_links, kept) | None"},
     {"record", hot_record, METH_VARARGS,
      "record(member, max_record_bytes, max_header_bytes) -> (header, payload view, rtype | None) | None"},
     {"members", hot_members, METH_VARARGS,
      "members(buf, pos, at_eof, decompressobj, max_record_bytes, max_header_bytes, fast_limit, skip_plain) -> "
      "(records, pos, skipped); a record: (offset in buf, rtype | None, header, payload view, flags, first Base)"},
+    {"lid_column", hot_lid_column, METH_VARARGS,
+     "lid_column(offsets, data, n, model, max_chars, scores_out, labels_out): the compiled predictor over a text "
+     "column, each distinct text once; label -1: None"},
+    {"lid_labels", hot_lid_labels, METH_O, "lid_labels(model) -> the language code of each label index"},
     {"lid", hot_lid, METH_VARARGS,
      "lid(distinct_texts, predict, max_chars, float32_scores_out[, model]) -> [language | None] (langid.predict's "
      "loop; with a lid_model capsule the compiled predictor runs instead of `predict`)"},
@@ -1813,7 +2142,10 @@ PyMODINIT_FUNC PyInit__hotloop(void) {
     if (cpu_has_shani()) { sha256_compress = sha256_block_ni; sha = "sha-ni"; }
     use_avx2 = cpu_has_avx2();
 #endif
+    if (PyType_Ready(&ColsType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moddef);
-    if (m && PyModule_AddStringConstant(m, "SHA256", sha) < 0) Py_CLEAR(m);
+    if (m && (PyModule_AddStringConstant(m, "SHA256", sha) < 0 ||
+              PyModule_AddObjectRef(m, "Columns", (PyObject *)&ColsType) < 0))
+        Py_CLEAR(m);
     return m;
 }

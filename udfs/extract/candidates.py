@@ -163,6 +163,9 @@ class _Builder:
         )
         self.found = 0
         self.drops: dict[str, int] = {}
+        # the compiled loop writes the five per-row string columns in C (Arrow's layout);
+        # the Python loop keeps them in the lists of _reset
+        self.cols = self.hot.Columns() if self.hot is not None else None
         self._reset()
 
     def _reset(self) -> None:
@@ -180,10 +183,9 @@ class _Builder:
         self.p_license_url: list[str | None] = []
         self.p_offset: list[int | None] = []
         self.p_time: list[str | None] = []  # WARC-Date as written; parsed per batch by Arrow
-        self.lists = (self.uid, self.url, self.text, self.source, self.image_domain)  # the compiled loop's
 
     def __len__(self) -> int:
-        return len(self.url)
+        return len(self.url) if self.cols is None else len(self.cols)
 
     def add_page(
         self,
@@ -202,8 +204,11 @@ class _Builder:
         seen: set[tuple[str, str]] = set()
         prefixes = base_prefixes(base)
         dedup = cfg.exact_dedup
-        n0 = len(self.url)
-        uids, urls, texts, sources, domains = self.uid, self.url, self.text, self.source, self.image_domain
+        n0 = len(self)
+        if self.cols is None:
+            uids, urls, texts, sources, domains = self.uid, self.url, self.text, self.source, self.image_domain
+        else:  # this page's rows, then into the C columns
+            uids, urls, texts, sources, domains = [], [], [], [], []
         with_dims = images and len(images[0]) > 2
         hosts: dict[str, str] = {}  # origin -> host: most images of a page share a few origins
         # href -> (url, drop reason or None, domain): a third of a page's IMG links repeat an
@@ -242,7 +247,9 @@ class _Builder:
             if with_dims:
                 self.width.append(img[2])
                 self.height.append(img[3])
-        self._page_done(page_url, lic, offset, fetch_time, len(urls) - n0, with_dims)
+        if self.cols is not None and uids:
+            self.cols.extend(uids, urls, texts, sources, domains)
+        self._page_done(page_url, lic, offset, fetch_time, len(self) - n0, with_dims)
 
     def judge(self, href: str, base: str, prefixes: tuple[str, str] | None, decode_urls: bool,
               hosts: dict[str, str]) -> tuple[str, str | None, str]:
@@ -322,22 +329,28 @@ class _Builder:
         """`add_page` over `scan_page(payload).images`, in the compiled loop; False (nothing
         added) when the loop declines the page (a link object it cannot prove it parses as
         orjson does): the caller then takes the Python path for the whole page."""
-        prefixes = base_prefixes(base)
-        o = d = None
-        if prefixes is not None and prefixes[0].isascii() and prefixes[1].isascii():
-            o, d = prefixes[0].encode(), prefixes[1].encode()
+        od = self.hot.prefixes(base)  # base_prefixes(base), encoded, in C
+        if od is NotImplemented:  # not ASCII
+            prefixes = base_prefixes(base)
+            od = None
+            if prefixes is not None and prefixes[0].isascii() and prefixes[1].isascii():
+                od = prefixes[0].encode(), prefixes[1].encode()
+        o, d = od if od is not None else (None, None)
         hosts: dict[str, str] = {}
         judged: dict[str, tuple[str, str | None, str]] = {}
         judge = self.judge
+        page: list = []  # base_prefixes(base), computed for the first href the C loop hands back
 
         def judge_href(href: str) -> tuple[str, str | None, str]:
             verdict = judged.get(href)
             if verdict is None:
-                verdict = judged[href] = judge(href, base, prefixes, True, hosts)
+                if not page:
+                    page.append(base_prefixes(base))
+                verdict = judged[href] = judge(href, base, page[0], True, hosts)
             return verdict
 
-        n0 = len(self.url)
-        r = self.hot.wat_links(payload, with_title, o, d, self.hot_cfg, judge_href, self.pick, self.lists,
+        n0 = len(self)
+        r = self.hot.wat_links(payload, with_title, o, d, self.hot_cfg, judge_href, self.pick, self.cols,
                                self.drops)
         if r is None:
             return False
@@ -347,30 +360,38 @@ class _Builder:
             self.stats.incr("pairs_found", n - max_links)  # found = kept + dropped
             n = max_links
         self.found += n
-        assert kept == len(self.url) - n0
+        assert kept == len(self) - n0
         self._page_done(page_url, lic, offset, fetch_time, kept, False)
         return True
 
     def _page_done(self, page_url: str | None, lic: tuple[str | None, str | None], offset: int | None,
                    fetch_time: str | None, kept: int, with_dims: bool) -> None:
         """Per-page values of a page that kept `kept` rows (stored once, expanded in `build`)."""
-        urls = self.url
+        total = len(self)
         page_idx = len(self.p_url)
         if kept:
             self.row_page.extend([page_idx] * kept)
             if not with_dims and self.width:
                 self.width.extend([None] * kept)
                 self.height.extend([None] * kept)
-            elif with_dims and len(self.width) < len(urls):  # earlier pages had no dimensions
-                missing = len(urls) - len(self.width)
+            elif with_dims and len(self.width) < total:  # earlier pages had no dimensions
+                missing = total - len(self.width)
                 self.width[:0] = [None] * missing
                 self.height[:0] = [None] * missing
             self.p_url.append(page_url)
-            self.p_domain.append(host_of(page_url) if page_url else None)
+            self.p_domain.append(self.host_of(page_url) if page_url else None)
             self.p_license.append(lic[0])
             self.p_license_url.append(lic[1])
             self.p_offset.append(offset)
             self.p_time.append(fetch_time)
+
+    def host_of(self, url: str) -> str:
+        """urls.host_of, in C for an ASCII URL."""
+        if self.hot is not None:
+            host = self.hot.host_of(url)
+            if host is not NotImplemented:
+                return host
+        return host_of(url)
 
     def flush_counts(self) -> None:
         for reason, n in self.drops.items():
@@ -382,13 +403,27 @@ class _Builder:
 
     def build(self, crawl: str) -> pa.RecordBatch | None:
         """The batch of rows collected so far (language-filtered); None if no row survives."""
-        n = len(self.url)
+        n = len(self)
         if n == 0:
             return None
         cfg = self.cfg
+        if self.cols is not None:  # Arrow arrays over the C columns' buffers, no copy
+            bufs = self.cols.take()
+            uid_a, url_a, text_a, src_a, dom_a = (
+                pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(o), pa.py_buffer(d)]) for o, d in bufs)
+        else:
+            bufs = None
+            uid_a, url_a, text_a, src_a, dom_a = (pa.array(v, pa.string()) for v in (
+                self.uid, self.url, self.text, self.source, self.image_domain))
         if cfg.lid_model:
-            langs, scores = langid.predict(self.text, cfg.lid_model, self.storage)
-            lang_arr = pa.array(langs, pa.string())
+            col = langid.predict_column(*bufs[2], n, cfg.lid_model, self.storage) if bufs is not None else None
+            if col is not None:
+                codes, labels, scores = col
+                lang_arr = pa.array(codes, pa.string()).take(pa.array(labels, mask=labels < 0))
+            else:
+                texts = self.text if self.cols is None else text_a.to_pylist()
+                langs, scores = langid.predict(texts, cfg.lid_model, self.storage)
+                lang_arr = pa.array(langs, pa.string())
             score_arr = pa.array(scores, pa.float32())
         else:
             lang_arr = pa.nulls(n, pa.string())
@@ -404,13 +439,13 @@ class _Builder:
             width = height = pa.nulls(n, pa.int32())
         batch = pa.RecordBatch.from_arrays(
             [
-                pa.array(self.uid, pa.string()),
-                pa.array(self.url, pa.string()),
-                pa.array(self.text, pa.string()),
-                pa.array(self.source, pa.string()),
+                uid_a,
+                url_a,
+                text_a,
+                src_a,
                 per_page(self.p_url, pa.string()),
                 per_page(self.p_domain, pa.string()),
-                pa.array(self.image_domain, pa.string()),
+                dom_a,
                 lang_arr,
                 score_arr,
                 per_page(self.p_license, pa.string()),
@@ -515,10 +550,17 @@ def extract_stream(
                         except ValueError:
                             pre = None  # scan_page would fail the same way: the Python path decides
                         if pre is not None:
-                            page_url = header_value(rec.header, "WARC-Target-URI")
-                            base, lic = _wat_base_license(page_url, pre[0], pre[1])
-                            if b.add_wat_page(payload, with_title, page_url, base, lic, rec.offset,
-                                              header_value(rec.header, "WARC-Date"), max_links):
+                            page_url, fetch_time = hot.uri_date(rec.header)  # header_value's, in C
+                            if page_url is NotImplemented:
+                                page_url = header_value(rec.header, "WARC-Target-URI")
+                            if fetch_time is NotImplemented:
+                                fetch_time = header_value(rec.header, "WARC-Date")
+                            if flags & 6:
+                                base, lic = _wat_base_license(page_url, pre[0], pre[1])
+                            else:  # what _wat_base_license gives without a Base or a license link
+                                base, lic = page_url or "", (None, None)
+                            if b.add_wat_page(payload, with_title, page_url, base, lic, rec.offset, fetch_time,
+                                              max_links):
                                 n_wat += 1
                                 n_hot += 1
                                 continue

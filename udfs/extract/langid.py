@@ -171,6 +171,22 @@ def predict(
     return [langs_u[i] for i in row_to_uniq], scores_u[np.array(row_to_uniq, dtype=np.intp)]
 
 
+def predict_column(offsets: bytes, data: bytes, n: int, uri: str, storage: StorageConfig | None = None
+                   ) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+    """`predict` over a text column in Arrow's string layout (int32 offsets, UTF-8 data) with the
+    compiled predictor: (language codes by label index, int32 label index per row (-1: None),
+    float32 scores). None where the compiled predictor does not run for this model (then
+    `predict` on the texts). Each distinct text is predicted once, as in `predict`."""
+    load_model(uri, storage)
+    native = _NATIVE.get(uri)
+    if _hot is None or native is None:
+        return None
+    scores = np.zeros(n, dtype=np.float32)
+    labels = np.empty(n, dtype=np.int32)
+    _hot.lid_column(offsets, data, n, native, MAX_CHARS, scores, labels)
+    return _hot.lid_labels(native), labels, scores
+
+
 def _predict_each(texts: typing.Iterable[str], predict_one: typing.Any, scores_u: np.ndarray) -> list[str | None]:
     langs_u: list[str | None] = []
     for i, t in enumerate(texts):
