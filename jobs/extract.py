@@ -50,6 +50,11 @@ DATA_NAME = re.compile(r"^[0-9a-f]{16}\.parquet$")
 # Fields that change which files are read or how they are scheduled, never a file's rows.
 # The language model enters the fingerprint by its content (lid_model_sha256), not its name.
 NOT_IN_FINGERPRINT = ("prefix", "crawl_index_url", "force", "lid_model")
+# Columns whose values repeat (a page's, a file's, a few sources and languages): Parquet
+# dictionary-encodes these; uid, url and text are near-unique, where trying a dictionary first
+# costs ~25 % of the write for nothing (measured on the bench corpus).
+DICTIONARY_COLUMNS = ["text_source", "page_url", "page_domain", "image_domain", "language", "license",
+                      "license_url", "source_file"]
 # Test hook (tests/extract/test_job_faults.py): seconds a task sleeps after publishing a
 # file's rows and before writing its manifest, so a kill can land exactly there.
 PAUSE_ENV = "CRAWLPAIRS_TEST_PAUSE_BEFORE_MANIFEST"
@@ -99,13 +104,13 @@ def commit_file(uri: str, crawl: str | None, cfg: Config, out: str, settings: di
 
     from crawlpairs.errors import TransientIOError
     from crawlpairs.udfs.extract import langid
-    from crawlpairs.udfs.extract.candidates import CANDIDATE_SCHEMA, extract_file
+    from crawlpairs.udfs.extract.candidates import CANDIDATE_SCHEMA, FileDedup, extract_file
 
     ex, st = cfg.extract, cfg.storage
     key = file_key(uri)
     started = time.perf_counter()
     stats = Stats()
-    seen: set[str] = set()
+    dedup = FileDedup() if ex.exact_dedup else None
     file_schema = pa.schema([f for f in CANDIDATE_SCHEMA if f.name != "crawl"])
     writers: dict[str, tuple[pq.ParquetWriter, str, str]] = {}  # crawl -> (writer, temp path, target)
     rows: dict[str, int] = {}
@@ -121,7 +126,8 @@ def commit_file(uri: str, crawl: str | None, cfg: Config, out: str, settings: di
             else:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 tmp = os.path.join(os.path.dirname(target), f".{key}.{os.getpid()}.parquet.tmp")
-            writers[crawl_id] = (pq.ParquetWriter(tmp, file_schema, compression="zstd"), tmp, target)
+            writers[crawl_id] = (pq.ParquetWriter(tmp, file_schema, compression="zstd",
+                                                  use_dictionary=DICTIONARY_COLUMNS), tmp, target)
             rows[crawl_id] = 0
         return writers[crawl_id][0]
 
@@ -143,12 +149,11 @@ def commit_file(uri: str, crawl: str | None, cfg: Config, out: str, settings: di
         return pending(f"lid_model: {exc.__class__.__name__}: {exc}")
     try:
         for rb in extract_file(uri, crawl, ex, st, stats):
-            if ex.exact_dedup:  # repeated (url, text) within this file: first in file order survives
-                uids = rb.column("uid").to_pylist()
-                keep = [u not in seen and not seen.add(u) for u in uids]
-                if not all(keep):
-                    stats.drop("duplicate_in_file", keep.count(False))
-                    rb = rb.filter(pa.array(keep))
+            if dedup is not None:  # repeated (url, text) within this file: first in file order survives
+                keep = dedup.keep(rb.column("uid"))
+                if keep is not None:
+                    stats.drop("duplicate_in_file", rb.num_rows - keep.true_count)
+                    rb = rb.filter(keep)
             if not rb.num_rows:
                 continue
             crawl_ids = rb.column("crawl").unique().to_pylist()  # one id per file, bar odd warcinfo

@@ -121,6 +121,23 @@ def test_same_rows_on_every_real_page_as_wat(real_pages_wat: bytes, lid_model: s
     assert st["counts"]["pairs_kept"] > (0 if config == "loose" else 200)
 
 
+def test_batches_stay_near_batch_rows(real_pages_wat: bytes) -> None:
+    """Both loops hand rows on every `batch_rows` (the compiled one once kept them all to the
+    file's end): memory per file is bounded by the batch, not by the file."""
+    for compiled in (True, False):
+        saved = ex._hot, warcread._hot
+        if not compiled:
+            ex._hot = warcread._hot = None
+        try:
+            sizes = [b.num_rows for b in ex.extract_stream(io.BytesIO(real_pages_wat), "x", ExtractConfig(lid_model=None),
+                                                         Stats(), batch_rows=200)]
+        finally:
+            ex._hot, warcread._hot = saved
+        assert len(sizes) >= sum(sizes) // 400 and len(sizes) > 3, (compiled, sizes)
+        # a batch closes after the page that fills it (a page holds at most max_links_per_page rows)
+        assert max(sizes[:-1]) <= 200 + ExtractConfig().max_links_per_page, (compiled, sizes)
+
+
 # ---- generated link objects: the shortcuts and the hand-backs -------------------------------
 
 BASES = ["http://example.com/a/b/page.html?x=1", "https://www.Example.org/", "http://ex.com", "http://ex.com/dir/",
@@ -475,3 +492,32 @@ def test_a_model_the_compiled_predictor_does_not_handle_stays_with_the_library(l
     native = run(real_pages_wat, "x.wat.gz", ExtractConfig(lid_model=lid_model), True)[0]
     assert len(lib) > 100 and lib == native
 
+
+
+def test_file_dedup_in_c_keeps_what_the_set_keeps() -> None:
+    """extract's per-file dedup (`FileDedup`: the uids in C) against the Python set: the first of
+    each uid in file order across batches survives, on sliced arrays too; a uid that is not 32
+    bytes is refused."""
+    rng = random.Random(2)
+    pool = [f"{rng.getrandbits(128):032x}" for _ in range(3000)]
+    batches = [pa.array([rng.choice(pool) for _ in range(rng.randrange(0, 2500))], pa.string()) for _ in range(8)]
+    batches.append(batches[1].slice(17, 900))  # an array with an offset
+    masks = {}
+    for compiled in (True, False):
+        saved = ex._hot
+        if not compiled:
+            ex._hot = None
+        try:
+            dedup = ex.FileDedup()
+            masks[compiled] = [dedup.keep(b) for b in batches]
+        finally:
+            ex._hot = saved
+    assert masks[True][0] is not None  # repeats within the first batch already
+    want, seen = [], set()
+    for b in batches:
+        keep = [u not in seen and not seen.add(u) for u in b.to_pylist()]
+        want.append(None if all(keep) else keep)
+    for compiled in (True, False):
+        assert [m if m is None else m.to_pylist() for m in masks[compiled]] == want
+    with pytest.raises(ValueError):
+        ex.FileDedup().keep(pa.array(["short"]))

@@ -1640,6 +1640,107 @@ static PyTypeObject ColsType = {
     .tp_as_sequence = &cols_seq,
 };
 
+/* UidSet: the uids a file has written so far (extract's per-file exact dedup: the first
+ * (url, text) in file order survives). keep(offsets, data, first, n) -> bytes, 1 where the
+ * uid of row i (Arrow string layout, rows first .. first + n of the buffers) is new (and
+ * is then added), 0 where it was seen before; a uid must be 32 bytes (ValueError if not). */
+typedef struct {
+    PyObject_HEAD
+    uint8_t (*keys)[32];
+    uint8_t *used;
+    size_t cap, n;
+} UidSet;
+
+static void uidset_dealloc(UidSet *u) {
+    PyMem_Free(u->keys);
+    PyMem_Free(u->used);
+    Py_TYPE(u)->tp_free((PyObject *)u);
+}
+
+static size_t uid_slot(const uint8_t *k, size_t mask) {
+    uint64_t h = 0;
+    for (int i = 0; i < 32; i++) h = (h ^ k[i]) * 0x100000001B3ull;
+    return (size_t)(h ^ (h >> 31)) & mask;
+}
+
+static int uidset_add(UidSet *u, const uint8_t *k) { /* 1: new (added), 0: seen, -1: no memory */
+    if ((u->n + 1) * 2 > u->cap) {
+        size_t cap = u->cap ? u->cap * 2 : 1024;
+        uint8_t (*keys)[32] = PyMem_Malloc(cap * 32);
+        uint8_t *used = PyMem_Calloc(cap, 1);
+        if (!keys || !used) { PyMem_Free(keys); PyMem_Free(used); PyErr_NoMemory(); return -1; }
+        for (size_t i = 0; i < u->cap; i++) {
+            if (!u->used[i]) continue;
+            size_t j = uid_slot(u->keys[i], cap - 1);
+            while (used[j]) j = (j + 1) & (cap - 1);
+            memcpy(keys[j], u->keys[i], 32);
+            used[j] = 1;
+        }
+        PyMem_Free(u->keys);
+        PyMem_Free(u->used);
+        u->keys = keys;
+        u->used = used;
+        u->cap = cap;
+    }
+    size_t j = uid_slot(k, u->cap - 1);
+    while (u->used[j]) {
+        if (memcmp(u->keys[j], k, 32) == 0) return 0;
+        j = (j + 1) & (u->cap - 1);
+    }
+    memcpy(u->keys[j], k, 32);
+    u->used[j] = 1;
+    u->n++;
+    return 1;
+}
+
+static PyObject *uidset_keep(UidSet *u, PyObject *args) {
+    Py_buffer ob, db;
+    Py_ssize_t first, n;
+    if (!PyArg_ParseTuple(args, "y*y*nn", &ob, &db, &first, &n)) return NULL;
+    PyObject *mask = NULL;
+    if (first < 0 || n < 0 || ob.len < (Py_ssize_t)sizeof(int32_t) * (first + n + 1)) {
+        PyErr_SetString(PyExc_ValueError, "UidSet.keep: offsets too short");
+        goto done;
+    }
+    const int32_t *off = (const int32_t *)ob.buf + first;
+    if (!(mask = PyBytes_FromStringAndSize(NULL, n))) goto done;
+    char *m = PyBytes_AS_STRING(mask);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (off[i + 1] - off[i] != 32 || off[i] < 0 || off[i + 1] > db.len) {
+            PyErr_SetString(PyExc_ValueError, "UidSet.keep: a uid is not 32 bytes");
+            Py_CLEAR(mask);
+            goto done;
+        }
+        int r = uidset_add(u, (const uint8_t *)db.buf + off[i]);
+        if (r < 0) { Py_CLEAR(mask); goto done; }
+        m[i] = (char)r;
+    }
+done:
+    PyBuffer_Release(&ob);
+    PyBuffer_Release(&db);
+    return mask;
+}
+
+static Py_ssize_t uidset_len(UidSet *u) { return (Py_ssize_t)u->n; }
+
+static PyMethodDef uidset_methods[] = {
+    {"keep", (PyCFunction)uidset_keep, METH_VARARGS,
+     "keep(offsets, data, first, n) -> bytes: 1 for a uid not seen before (now added), 0 for a repeat"},
+    {NULL, NULL, 0, NULL}};
+
+static PySequenceMethods uidset_seq = {.sq_length = (lenfunc)uidset_len};
+
+static PyTypeObject UidSetType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "crawlpairs.udfs.extract._hotloop.UidSet",
+    .tp_basicsize = sizeof(UidSet),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "the uids of a file so far (32-byte strings), for extract's per-file dedup",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)uidset_dealloc,
+    .tp_methods = uidset_methods,
+    .tp_as_sequence = &uidset_seq,
+};
+
 /* lid_column(offsets, data, n, model, max_chars, scores float32[n], labels int32[n]): langid.predict
  * for the compiled predictor over a text column: each distinct text predicted once (a hash
  * table on its bytes), the first max_chars characters, newlines as spaces, plus "\n";
@@ -2142,10 +2243,11 @@ PyMODINIT_FUNC PyInit__hotloop(void) {
     if (cpu_has_shani()) { sha256_compress = sha256_block_ni; sha = "sha-ni"; }
     use_avx2 = cpu_has_avx2();
 #endif
-    if (PyType_Ready(&ColsType) < 0) return NULL;
+    if (PyType_Ready(&ColsType) < 0 || PyType_Ready(&UidSetType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moddef);
     if (m && (PyModule_AddStringConstant(m, "SHA256", sha) < 0 ||
-              PyModule_AddObjectRef(m, "Columns", (PyObject *)&ColsType) < 0))
+              PyModule_AddObjectRef(m, "Columns", (PyObject *)&ColsType) < 0 ||
+              PyModule_AddObjectRef(m, "UidSet", (PyObject *)&UidSetType) < 0))
         Py_CLEAR(m);
     return m;
 }

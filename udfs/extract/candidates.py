@@ -468,6 +468,26 @@ class _Builder:
         return batch if batch.num_rows else None
 
 
+class FileDedup:
+    """Extract's per-file exact dedup: a row whose uid (url, text) the file already wrote is
+    dropped, so the first in file order survives. The uids are kept in C where the extension
+    is built (32-byte keys, no Python object per row), else in a set."""
+
+    def __init__(self) -> None:
+        self.c = _hot.UidSet() if _hot is not None else None
+        self.seen: set[str] = set()
+
+    def keep(self, uids: pa.Array) -> pa.Array | None:
+        """Boolean mask of the rows to keep, or None when every uid is new."""
+        if self.c is not None:
+            _, offsets, data = uids.buffers()
+            mask = np.frombuffer(self.c.keep(offsets, data, uids.offset, len(uids)), dtype=np.bool_)
+            return None if mask.all() else pa.array(mask)
+        seen = self.seen
+        keep = [u not in seen and not seen.add(u) for u in uids.to_pylist()]  # type: ignore[func-returns-value]
+        return None if all(keep) else pa.array(keep)
+
+
 def _wat_base_license(page_url: str | None, page_base: str | None,
                       license_links: list[tuple[str, str | None]]) -> tuple[str, tuple[str | None, str | None]]:
     """A WAT page's base URL (Head.Base resolved against the page, if it gives http(s)) and license."""
@@ -526,6 +546,10 @@ def extract_stream(
     # the compiled reader drops WAT records without IMG@ itself (counted in type_counts)
     skip_plain = type_counts if hot is not None and want_wat else None
     for rec in iter_records(fileobj, source_file, caps, stats, skip_plain):
+        if len(b) >= batch_rows:  # before the next record: every path above `continue`s
+            batch = b.build(crawl_id or "unknown")
+            if batch is not None:
+                yield batch
         rtype = rec.rtype if rec.rtype in _TYPES else "unknown"
         type_counts[rtype] = type_counts.get(rtype, 0) + 1
         try:
@@ -632,10 +656,6 @@ def extract_stream(
                 raise
             stats.error("record", input=source_file, message=f"offset {rec.offset}: {exc!r}")
             continue
-        if len(b) >= batch_rows:
-            batch = b.build(crawl_id or "unknown")
-            if batch is not None:
-                yield batch
     for t, n in type_counts.items():
         stats.incr(f"records.{t}", n)
     if n_wat:
