@@ -108,7 +108,7 @@ def commit_file(uri: str, crawl: str | None, cfg: Config, out: str, settings: di
 
     ex, st = cfg.extract, cfg.storage
     key = file_key(uri)
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     stats = Stats()
     dedup = FileDedup() if ex.exact_dedup else None
     file_schema = pa.schema([f for f in CANDIDATE_SCHEMA if f.name != "crawl"])
@@ -196,6 +196,7 @@ def commit_file(uri: str, crawl: str | None, cfg: Config, out: str, settings: di
         "settings": settings,
         "fingerprint": fingerprint.digest(settings),
         "seconds": round(time.perf_counter() - started, 3),
+        "cpu_seconds": round(time.process_time() - started_cpu, 3),  # this Python worker's CPU for the file
         **stats.to_dict(),
     }
     try:

@@ -90,9 +90,13 @@ def corpus_real(work: Path, files: int, pages: int) -> list[str]:
 
 def baseline_udfs(work: Path, rev: str) -> Path:
     """The extraction udfs of git revision `rev`, written under work/ (read-only git use); a revision
-    from before udfs/ was grouped by stage has them at `udfs/<name>.py`."""
+    from before udfs/ was grouped by stage has them at `udfs/<name>.py`. Where that revision has the
+    C extension (udfs/extract/_hotloop.c), it is built there too (gcc, setup.py's flags), so its
+    Python modules run with their own compiled loop, not today's."""
+    import sysconfig
+
     sys.path.insert(0, str(HERE))
-    from worker import BASELINE_MODULES
+    from worker import BASELINE_MODULES, OPTIONAL_BASELINE_MODULES
 
     out = work / f"baseline-{rev}"
     out.mkdir(parents=True, exist_ok=True)
@@ -103,7 +107,14 @@ def baseline_udfs(work: Path, rev: str) -> Path:
                 (out / f"{old}.py").write_bytes(got.stdout)
                 break
         else:
-            raise SystemExit(f"--baseline-rev {rev}: no udfs module {new} in that revision")
+            if old not in OPTIONAL_BASELINE_MODULES:
+                raise SystemExit(f"--baseline-rev {rev}: no udfs module {new} in that revision")
+    got = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:udfs/extract/_hotloop.c"], capture_output=True)
+    if got.returncode == 0:
+        (out / "_hotloop.c").write_bytes(got.stdout)
+        subprocess.run(["gcc", "-O2", "-std=gnu11", "-ffp-contract=off", "-shared", "-fPIC",
+                        f"-I{sysconfig.get_paths()['include']}", str(out / "_hotloop.c"), "-o",
+                        str(out / "_hotloop.so"), "-lm"], check=True)
     return out
 
 
@@ -120,8 +131,9 @@ def run_arm(arm: str, files: list[str], py_cc2: Path, baseline: Path | None = No
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def _manifest_seconds(out: Path) -> float:
-    """Sum of the per-file task seconds in the run's manifests (wherever the job keeps them)."""
+def _manifest_seconds(out: Path, field: str = "seconds") -> float:
+    """Sum of the per-file task seconds (`seconds`: wall; `cpu_seconds`: the Python worker's CPU)
+    in the run's manifests (wherever the job keeps them)."""
     total = 0.0
     for f in out.rglob("*.json"):
         try:
@@ -129,7 +141,7 @@ def _manifest_seconds(out: Path) -> float:
         except (OSError, ValueError):
             continue
         if isinstance(d, dict) and "key" in d and "seconds" in d and "fingerprint" in d:
-            total += float(d["seconds"])
+            total += float(d.get(field) or 0.0)
     return total
 
 
@@ -155,7 +167,8 @@ def run_job(engine: str, files: list[str], work: Path) -> dict:
     stats = {}
     for f in out.rglob("_stats.json"):
         stats = json.loads(f.read_text())
-    res = {"wall": wall, "task_s": _manifest_seconds(out), "engine": (stats.get("extra") or {}).get("engine"),
+    res = {"wall": wall, "task_s": _manifest_seconds(out), "task_cpu_s": _manifest_seconds(out, "cpu_seconds"),
+           "engine": (stats.get("extra") or {}).get("engine"),
            "rows": (stats.get("counts") or {}).get("rows_out")}
     shutil.rmtree(out, ignore_errors=True)
     return res
@@ -172,7 +185,8 @@ def job_cost(files: list[str], reps: int, work: Path) -> dict:
         for e, k in order:
             r = run_job(e, tiny if k == "tiny" else files, work)
             runs.setdefault(f"{e}_{k}", []).append(r)
-            print(f"job round {rep} {e:8s} {k:6s} wall {r['wall']:.1f}s task {r['task_s']:.1f}s "
+            print(f"job round {rep} {e:8s} {k:6s} wall {r['wall']:.1f}s task {r['task_s']:.2f}s "
+                  f"cpu {r['task_cpu_s']:.2f}s "
                   f"engine {r['engine']} rows {r['rows']}", flush=True)
     gz = sum(os.path.getsize(f) for f in files)
     res: dict = {"gz_bytes": gz, "runs": runs}
@@ -185,6 +199,13 @@ def job_cost(files: list[str], reps: int, work: Path) -> dict:
                   "marginal_mb_per_s": round(gz / 1e6 / max(corp_w - tiny_w, 1e-9), 2),
                   "task_s": round(task_s, 2), "task_mb_per_s": round(gz / 1e6 / max(task_s, 1e-9), 2),
                   "engine_reported": runs[f"{e}_corpus"][0]["engine"]}
+        if all("task_cpu_s" in r for r in runs[f"{e}_corpus"] + runs[f"{e}_tiny"]):
+            # the task's marginal CPU: the corpus file's Python-worker CPU minus the tiny file's (the
+            # first-task costs of a fresh worker, model load included, are in both)
+            cpu = statistics.median(r["task_cpu_s"] for r in runs[f"{e}_corpus"])
+            cpu_tiny = statistics.median(r["task_cpu_s"] for r in runs[f"{e}_tiny"])
+            res[e].update(task_cpu_s=round(cpu, 3), task_cpu_tiny_s=round(cpu_tiny, 3),
+                          task_cpu_marginal_s=round(cpu - cpu_tiny, 3))
     return res
 
 
@@ -324,13 +345,18 @@ def write_markdown(res: dict, path: Path) -> None:
               "load hits wall time fully: compare arms, not absolutes). Fixed cost = the run on the 9-record "
               f"real WAT (JVM, Spark session, Python worker, model load, commit); marginal = the run on the "
               f"corpus ({job['gz_bytes'] / 1e6:.1f} MB gz) minus the fixed cost; task s = the task's own "
-              "seconds for the file (its manifest).", "",
-              "| engine | fixed s | corpus run s | marginal s | marginal MB/s | task s | task MB/s | engine in _stats.json |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+              "seconds for the file (its manifest); task CPU s = the Python worker's CPU seconds for the "
+              "corpus file minus those for the tiny file (both tasks pay a fresh worker's first-task costs).", "",
+              "| engine | fixed s | corpus run s | marginal s | marginal MB/s | task s | task MB/s | task CPU s "
+              "(corpus − tiny) | engine in _stats.json |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
         for e in ("compiled", "python"):
             j = job[e]
+            cpu = (f"{j['task_cpu_s']} − {j['task_cpu_tiny_s']} = {j['task_cpu_marginal_s']}"
+                   if "task_cpu_marginal_s" in j else "")
             L.append(f"| {e} | {j['fixed_wall_s']} | {j['corpus_wall_s']} | {j['marginal_wall_s']} | "
-                     f"{j['marginal_mb_per_s']} | {j['task_s']} | {j['task_mb_per_s']} | {j['engine_reported']} |")
+                     f"{j['marginal_mb_per_s']} | {j['task_s']} | {j['task_mb_per_s']} | {cpu} | "
+                     f"{j['engine_reported']} |")
         L.append("")
     L += res.get("notes", [])  # the reading of that run, written with it (see the module docstring)
     path.write_text("\n".join(L) + "\n")

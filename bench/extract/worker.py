@@ -21,7 +21,8 @@ WARMUP = os.environ.get("BENCH_WARMUP_FILE", "")
 # (issue 12) these were flat modules, `crawlpairs.udfs.wat` ...; after it, `crawlpairs.udfs.extract.wat`.
 BASELINE_MODULES = [("urls", "urls"), ("text", "extract.text"), ("langid", "extract.langid"),
                     ("license", "extract.license"), ("wat", "extract.wat"), ("html", "extract.html"),
-                    ("extract", "extract.candidates")]  # dependency order
+                    ("warcread", "extract.warcread"), ("extract", "extract.candidates")]  # dependency order
+OPTIONAL_BASELINE_MODULES = {"warcread"}  # not in every revision: today's is used there
 
 
 def use_baseline_udfs(folder: str) -> None:
@@ -33,8 +34,17 @@ def use_baseline_udfs(folder: str) -> None:
     import importlib.util
 
     import crawlpairs.udfs
+    import crawlpairs.udfs.extract.compiled as compiled
 
+    so = os.path.join(folder, "_hotloop.so")
+    if os.path.exists(so):  # that revision's own C extension (built by run.py): its modules import it from here
+        spec = importlib.util.spec_from_file_location("bench_baseline._hotloop", so)
+        ext = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(ext)
+        compiled.hot = ext
     for old, new in BASELINE_MODULES:
+        if not os.path.exists(os.path.join(folder, f"{old}.py")):
+            continue
         spec = importlib.util.spec_from_file_location(f"crawlpairs.udfs.{new}", os.path.join(folder, f"{old}.py"))
         mod = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = mod
@@ -69,6 +79,23 @@ def arm_ours(files: list[str], lid: bool, baseline: bool = False, engine: str = 
         return out
 
     langid.predict = timed_predict
+    column = getattr(langid, "predict_column", None)  # since 2026-12-02: over the C columns' buffers
+
+    def timed_column(offsets, data, n, *a, **kw):
+        c = time.process_time()
+        out = column(offsets, data, n, *a, **kw)
+        lid_cost["cpu"] += time.process_time() - c
+        if out is not None:  # (not timed) the distinct texts it predicted
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            texts = pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+            lid_cost["distinct"] += pc.count_distinct(texts.filter(pc.not_equal(texts, ""))).as_py()
+            lid_cost["texts"] += n
+        return out
+
+    if column is not None:
+        langid.predict_column = timed_column
 
     model = os.environ["BENCH_LID_MODEL"] if lid else None
     cfg = ExtractConfig(lid_model=model)
