@@ -892,25 +892,24 @@ static PyObject *inflate_part(PyObject *d, const char *buf, Py_ssize_t a, Py_ssi
 }
 
 /* warcread.iter_records' fast path over many members in one call:
- *   members(buf, pos, at_eof, decompressobj, max_record_bytes, max_header_bytes, fast_limit, skip_plain)
- *   -> (records, pos, skipped)
- * From buf[pos:], while a member starts there and the next 64 KB are buffered (or the file has
- * ended), each member is inflated (the caller's isal decompressobj(31), the first 4 KB, then
- * up to 64 KB with output capped at fast_limit, as the Python loop does) and, where it ends
+ *   members(buf, pos, at_eof, decompressobj, max_record_bytes, max_header_bytes, fast_limit, skip_plain,
+ *           first_window, fast_input) -> (records, pos, skipped)
+ * From buf[pos:], while a member starts there and the next fast_input bytes are buffered (or the
+ * file has ended), each member is inflated (the caller's isal decompressobj(31), first_window
+ * bytes, then up to fast_input with output capped at fast_limit, as the Python loop does) and, where it ends
  * within that and holds one record parse_head accepts, becomes (offset in buf, rtype | None,
  * header, payload view, flags, first "Base"). It stops at the first member that is not so
  * (pos is that member: the Python code reads it) or at an inflate error (the same). With
  * skip_plain, a "metadata" record without IMG@ (two of three WAT records) is only counted in
  * `skipped`; flags / "Base" are `flags`' answer for metadata records and (0, -1) for others. */
-#define FIRST_WINDOW 4096
-#define FAST_INPUT 65536
 static PyObject *hot_members(PyObject *self, PyObject *args) {
     PyObject *bufo, *decompressobj, *flimit;
-    Py_ssize_t pos, maxrec, maxhdr;
+    Py_ssize_t pos, maxrec, maxhdr, FIRST_WINDOW, FAST_INPUT;
     int at_eof, skip_plain;
-    if (!PyArg_ParseTuple(args, "OnpOnnOp", &bufo, &pos, &at_eof, &decompressobj, &maxrec, &maxhdr, &flimit,
-                          &skip_plain))
+    if (!PyArg_ParseTuple(args, "OnpOnnOpnn", &bufo, &pos, &at_eof, &decompressobj, &maxrec, &maxhdr, &flimit,
+                          &skip_plain, &FIRST_WINDOW, &FAST_INPUT))
         return NULL;
+    if (FIRST_WINDOW < 1 || FAST_INPUT < FIRST_WINDOW) { PyErr_SetString(PyExc_ValueError, "members: windows"); return NULL; }
     Py_buffer b;
     if (PyObject_GetBuffer(bufo, &b, PyBUF_SIMPLE) < 0) return NULL;
     const char *buf = b.buf;
@@ -2214,7 +2213,8 @@ static PyMethodDef methods[] = {
     {"record", hot_record, METH_VARARGS,
      "record(member, max_record_bytes, max_header_bytes) -> (header, payload view, rtype | None) | None"},
     {"members", hot_members, METH_VARARGS,
-     "members(buf, pos, at_eof, decompressobj, max_record_bytes, max_header_bytes, fast_limit, skip_plain) -> "
+     "members(buf, pos, at_eof, decompressobj, max_record_bytes, max_header_bytes, fast_limit, skip_plain, "
+     "first_window, fast_input) -> "
      "(records, pos, skipped); a record: (offset in buf, rtype | None, header, payload view, flags, first Base)"},
     {"lid_column", hot_lid_column, METH_VARARGS,
      "lid_column(offsets, data, n, model, max_chars, scores_out, labels_out): the compiled predictor over a text "

@@ -40,7 +40,11 @@ from crawlpairs.udfs.extract.compiled import hot as _hot
 _MAGIC = b"\x1f\x8b\x08"
 _RAW_CHUNK = 1 << 20  # compressed bytes read from the file at a time
 _OUT_CHUNK = 1 << 20  # most bytes inflated by one call (bounds memory while skipping)
-_FIRST_WINDOW = 4096  # compressed bytes first offered to a new member (most WAT members are 1-3 KB)
+# Compressed bytes first offered to a new member: most WAT members are small (median 0.9 KB in
+# the real 2014 WAT, 0.7 KB in the bench corpus, 85 % under 1.5 KB), and whatever the window holds
+# past a member's end is copied out again (unused_data), so a tight window reads faster (the bench
+# corpus: 7 % less reader CPU than 4 KB); bigger members take a second call.
+_FIRST_WINDOW = 1536
 _FAST_INPUT = 1 << 16  # compressed bytes the fast path offers a member (larger ones take the general path)
 MAX_HEADER_BYTES = 1 << 16  # a WARC header block longer than this is not a WARC header
 _ZERRORS = (isal_zlib.error, ValueError)
@@ -371,7 +375,7 @@ def iter_records(fileobj: typing.BinaryIO, source: str, caps: Caps, stats: Stats
             # of a Common Crawl file); it stops at the first member the Python code must read
             p0 = src.p
             recs, src.p, skipped = members(src.buf, p0, src.file_eof, decompressobj, maxrec, MAX_HEADER_BYTES,
-                                           fast_limit, skip)
+                                           fast_limit, skip, _FIRST_WINDOW, _FAST_INPUT)
             if skipped:
                 skip_plain_metadata["metadata"] = skip_plain_metadata.get("metadata", 0) + skipped  # type: ignore[index]
             base = src.base
