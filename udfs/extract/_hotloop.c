@@ -1,22 +1,32 @@
-/* crawlpairs.udfs.extract._hotloop: the per-link loop of a WAT page in C.
+/* crawlpairs.udfs.extract._hotloop: extract's per-record and per-link work in C.
  *
- * What it does is exactly what udfs/extract/candidates.py `_Builder.add_page` does over the images
- * `udfs/extract/wat.py` `scan_page` cuts out, for the cases it can prove it handles the same way:
+ * Every part does exactly what the Python code it stands for does (tests/extract/test_udfs_engines.py
+ * compares them), for the inputs it can prove it handles the same way; anything else goes back
+ * to that Python code. In the order a WAT file meets them:
  *
- *  - link objects: each `"IMG@/src"` is cut out between the nearest `{` before and `}` after
- *    it, as scan_page does, and parsed by a small JSON object parser that accepts only flat
- *    objects of string values (what Common Crawl writes). Anything else (a number, an escaped
- *    key, a brace inside a string, invalid UTF-8, a lone surrogate) returns None before any
- *    row is written, and the caller takes the Python path for the whole page.
- *  - URLs: ASCII hrefs that are absolute http(s) or plain relative (`/a/b.jpg`, `b.jpg`) and
- *    whose result is already in the WHATWG normal form (the same test as urls._CLEAN) are
- *    judged here; every other href goes to the Python `judge` callable (urls.resolve,
- *    urls.normalize_url through ada, the filters): the same code the Python path runs.
- *  - texts: an alt of printable ASCII without `&` is cleaned here (its only possible change is
- *    collapsing spaces); every other candidate list goes to the Python `pick` callable.
- *  - dedup within the page and uid: sha256(url "\t" text) in C.
+ *  - `members`: warcread's fast path over many gzip members (ISA-L's inflate through the
+ *    caller's `isal` decompressor objects), WAT records without IMG@ only counted.
+ *  - `flags`: the page scan (IMG@, "Base", creativecommons.org) in one SIMD pass.
+ *  - `wat_links`: what candidates.py `_Builder.add_page` does over the images `wat.scan_page`
+ *    cuts out:
+ *    - link objects: each `"IMG@/src"` is cut out between the nearest `{` before and `}` after
+ *      it, as scan_page does, and parsed by a small JSON object parser that accepts only flat
+ *      objects of string values (what Common Crawl writes). Anything else (a number, an escaped
+ *      key, a brace inside a string, invalid UTF-8, a lone surrogate) returns None before any
+ *      row is written, and the caller takes the Python path for the whole page.
+ *    - URLs: ASCII hrefs that are absolute http(s) or plain relative (`/a/b.jpg`, `b.jpg`) and
+ *      whose result is already in the WHATWG normal form (the same test as urls._CLEAN) are
+ *      judged here; every other href goes to the Python `judge` callable (urls.resolve,
+ *      urls.normalize_url through ada, the filters): the same code the Python path runs.
+ *    - texts: an alt of printable ASCII without `&` is cleaned here (its only possible change is
+ *      collapsing spaces); every other candidate list goes to the Python `pick` callable.
+ *    - dedup within the page and uid: sha256(url "\t" text) in C (SHA-NI where the CPU has it).
+ *    - the kept rows go into a `Columns` object: Arrow's string layout, no Python object per row.
+ *  - `lid_model` / `lid_column` / `lid`: language ID, fastText's inference for lid.176.ftz.
+ *  - `UidSet`: the job's per-file dedup; `uri_date`, `prefixes`, `host_of`: page-level helpers.
  *
- * No state survives a call; the GIL is held throughout.
+ * State lives only in the Columns / UidSet objects and the model capsules their owners hold;
+ * the GIL is held throughout.
  */
 #define PY_SSIZE_T_CLEAN
 #ifndef _GNU_SOURCE

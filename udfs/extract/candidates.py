@@ -10,9 +10,10 @@ record with a JSON payload is a WAT record; a `response`/`resource` record with 
 HTML payload is a WARC page. So a file may even mix both.
 
 Speed: WAT files are 2/3 request/metadata records that cannot hold `IMG@` links; those
-are skipped with a byte search before any JSON parse. The rest go through orjson, and
-rows are appended to plain column lists that become one Arrow batch every `batch_rows`
-rows (language ID runs once per batch).
+are skipped with a byte search before any JSON parse (in the compiled engine, inside the C
+reader). The rest go through the C link loop (or orjson and the Python loop), and rows are
+appended to columns (C buffers in Arrow's layout, or plain lists) that become one Arrow batch
+every `batch_rows` rows (language ID runs once per batch).
 
 `uid` = first 16 bytes (32 hex chars) of sha256(url + "\\t" + text) over UTF-8; the same
 on every machine and run, so dedup can use it across files and crawls.
