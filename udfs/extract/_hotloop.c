@@ -1903,7 +1903,9 @@ static PyObject *hot_wat_links(PyObject *self, PyObject *args) {
     const char *hit = find2(P, N, IMG, 10, 3, 4);
     while (hit) {
         Py_ssize_t i = hit - P;
-        const char *start = memrchr(P, '{', i), *end = memchr(hit, '}', N - i);
+        const char *start = NULL, *end = memchr(hit, '}', N - i);
+        for (Py_ssize_t j = i - 1; j >= 0; j--) /* (memrchr is a GNU extension) */
+            if (P[j] == '{') { start = P + j; break; }
         if (!start || !end || i == 0 || P[i - 1] == '\\') { result = Py_NewRef(Py_None); goto done; }
         if (nlinks == caplinks) {
             caplinks = caplinks ? caplinks * 2 : 64;
