@@ -521,3 +521,35 @@ def test_file_dedup_in_c_keeps_what_the_set_keeps() -> None:
         assert [m if m is None else m.to_pylist() for m in masks[compiled]] == want
     with pytest.raises(ValueError):
         ex.FileDedup().keep(pa.array(["short"]))
+
+
+def test_a_build_without_simd_scans_the_same(tmp_path: Path, real_pages_wat: bytes) -> None:
+    """The extension as a CPU without SSE2 / AVX2 / SHA-NI builds it (ARM, e.g. Graviton): its
+    scalar scans and portable SHA-256 give `flags`' and the digest's answers on every real payload."""
+    import hashlib
+    import shutil
+    import subprocess
+    import sysconfig
+
+    from crawlpairs.udfs.extract import _hotloop
+
+    if shutil.which("gcc") is None:
+        pytest.skip("no gcc here")
+    src = (REPO / "udfs" / "extract" / "_hotloop.c").read_text()
+    assert "#define HAVE_SHANI_CODE 1" in src
+    scalar = tmp_path / "_hotloop.c"
+    scalar.write_text("#undef __SSE2__\n" + src.replace("#define HAVE_SHANI_CODE 1", ""))
+    so = tmp_path / "_hotloop.so"
+    subprocess.run(["gcc", "-O2", "-std=gnu11", "-ffp-contract=off", "-shared", "-fPIC",
+                    f"-I{sysconfig.get_paths()['include']}", str(scalar), "-o", str(so), "-lm"], check=True)
+    spec = importlib.util.spec_from_file_location("scalar_build._hotloop", so)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.SHA256 == "portable" and not mod.set_avx2(True)
+    payloads = [bytes(r.payload) for r in warcread.iter_records(io.BytesIO(real_pages_wat), "x",
+                                                                warcread.Caps(1 << 24, 1 << 28), Stats())]
+    assert sum(1 for p in payloads if b"IMG@" in p) > 300
+    for p in payloads:
+        assert mod.flags(p) == _hotloop.flags(p) == python_flags(p)
+    for p in payloads[:300]:
+        assert mod.sha256(p) == hashlib.sha256(p).digest()

@@ -640,14 +640,6 @@ static int count_drop_c(PyObject *drops, const char *reason) {
     return r;
 }
 
-/* UTF-8 of a str as hashlib sees it after .encode("utf-8", "surrogatepass"); new reference */
-static PyObject *utf8_bytes(PyObject *s) {
-    PyObject *b = PyUnicode_AsUTF8String(s);
-    if (b) return b;
-    PyErr_Clear();
-    return PyUnicode_AsEncodedString(s, "utf-8", "surrogatepass");
-}
-
 static PyObject *S_ALT, *S_TITLE;
 
 /* ---------------------------------------------------------------- flags */
@@ -2113,6 +2105,7 @@ static PyObject *hot_host_of(PyObject *self, PyObject *arg) {
     for (const char *c = r; c < end; c++)
         if (*c == '@') at = c;
     if (at) r = at + 1;
+    if (r > end) r = end;
     if (r < end && *r == '[') {
         const char *j = memchr(r, ']', end - r);
         if (!j || j == r) return PyUnicode_New(0, 127);
