@@ -23,7 +23,7 @@
  *    - dedup within the page and uid: sha256(url "\t" text) in C (SHA-NI where the CPU has it).
  *    - the kept rows go into a `Columns` object: Arrow's string layout, no Python object per row.
  *  - `lid_model` / `lid_column` / `lid`: language ID, fastText's inference for lid.176.ftz.
- *  - `UidSet`: the job's per-file dedup; `uri_date`, `prefixes`, `host_of`: page-level helpers.
+ *  - `UidSet`: the job's per-file dedup.
  *
  * State lives only in the Columns / UidSet objects and the model capsules their owners hold;
  * the GIL is held throughout.
@@ -2085,112 +2085,6 @@ static PyObject *hot_sha_uid(PyObject *self, PyObject *args) {
     return PyBytes_FromStringAndSize((const char *)d, 32);
 }
 
-/* ---------------------------------------------------------------- page-level helpers */
-
-/* The page-level Python calls of the compiled WAT path, for ASCII input (the rest returns
- * NotImplemented and the caller runs the Python function): the same answers, byte for byte. */
-
-/* urls.host_of(url) for an ASCII str */
-static PyObject *hot_host_of(PyObject *self, PyObject *arg) {
-    if (!PyUnicode_Check(arg) || !PyUnicode_IS_ASCII(arg)) Py_RETURN_NOTIMPLEMENTED;
-    const char *u = (const char *)PyUnicode_1BYTE_DATA(arg);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(arg), i = -1;
-    for (Py_ssize_t k = 0; k + 2 < n; k++)
-        if (u[k] == ':' && u[k + 1] == '/' && u[k + 2] == '/') { i = k; break; }
-    if (i < 0) return PyUnicode_New(0, 127);
-    const char *r = u + i + 3, *e = u + n, *end = e;
-    for (const char *c = r; c < e; c++)
-        if (*c == '/' || *c == '?' || *c == '#') { end = c; break; }
-    const char *at = NULL;
-    for (const char *c = r; c < end; c++)
-        if (*c == '@') at = c;
-    if (at) r = at + 1;
-    if (r > end) r = end;
-    if (r < end && *r == '[') {
-        const char *j = memchr(r, ']', end - r);
-        if (!j || j == r) return PyUnicode_New(0, 127);
-        end = j + 1;
-    } else {
-        const char *colon = memchr(r, ':', end - r);
-        if (colon) end = colon;
-        while (end > r && end[-1] == '.') end--;
-    }
-    PyObject *h = PyUnicode_New(end - r, 127);
-    if (!h) return NULL;
-    char *o = (char *)PyUnicode_1BYTE_DATA(h);
-    for (Py_ssize_t k = 0; k < end - r; k++) o[k] = (r[k] >= 'A' && r[k] <= 'Z') ? r[k] + 32 : r[k];
-    return h;
-}
-
-/* urls.base_prefixes(base), UTF-8 encoded, for an ASCII str: (origin, directory) or None */
-static PyObject *hot_prefixes(PyObject *self, PyObject *arg) {
-    if (!PyUnicode_Check(arg) || !PyUnicode_IS_ASCII(arg)) Py_RETURN_NOTIMPLEMENTED;
-    const char *u = (const char *)PyUnicode_1BYTE_DATA(arg);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(arg), i = -1;
-    for (Py_ssize_t k = 0; k + 2 < n; k++)
-        if (u[k] == ':' && u[k + 1] == '/' && u[k + 2] == '/') { i = k; break; }
-    if (i <= 0 || memchr(u, '\\', n)) Py_RETURN_NONE;
-    for (Py_ssize_t k = i + 3; k + 1 < n; k++)
-        if (u[k] == '/' && u[k + 1] == '.') Py_RETURN_NONE;
-    Py_ssize_t end = n;
-    for (Py_ssize_t k = i + 3; k < n; k++)
-        if (u[k] == '?' || u[k] == '#') { end = k; break; }
-    Py_ssize_t slash = -1;
-    for (Py_ssize_t k = i + 3; k < end; k++)
-        if (u[k] == '/') { slash = k; break; }
-    if (slash < 0) {
-        PyObject *o = PyBytes_FromStringAndSize(u, end), *d = PyBytes_FromStringAndSize(NULL, end + 1);
-        if (!o || !d) { Py_XDECREF(o); Py_XDECREF(d); return NULL; }
-        memcpy(PyBytes_AS_STRING(d), u, end);
-        PyBytes_AS_STRING(d)[end] = '/';
-        return Py_BuildValue("(NN)", o, d);
-    }
-    Py_ssize_t last = slash;
-    for (Py_ssize_t k = end - 1; k >= slash; k--)
-        if (u[k] == '/') { last = k; break; }
-    return Py_BuildValue("(y#y#)", u, slash, u, last + 1);
-}
-
-/* A WARC header's value as warcread.header_value gives it: the first "\n<name>:" (name in
- * any case), blanks and tabs skipped, up to CR/LF, stripped. NotImplemented where the value
- * is not ASCII (decoding and str.strip are Python's); None where the header is absent. */
-static PyObject *header_value_c(const char *h, Py_ssize_t n, const char *name, Py_ssize_t k) {
-    for (Py_ssize_t p = 0; p + k + 2 <= n; p++) {
-        if (h[p] != '\n' || h[p + k + 1] != ':') continue;
-        Py_ssize_t j = 0;
-        while (j < k) { /* the name in any case (ASCII only, as re.IGNORECASE on bytes) */
-            char c = h[p + 1 + j], w = name[j];
-            if (c >= 'A' && c <= 'Z') c += 32;
-            if (w >= 'A' && w <= 'Z') w += 32;
-            if (c != w) break;
-            j++;
-        }
-        if (j < k) continue;
-        Py_ssize_t a = p + k + 2, b;
-        while (a < n && (h[a] == ' ' || h[a] == '\t')) a++;
-        for (b = a; b < n && h[b] != '\r' && h[b] != '\n'; b++)
-            if ((unsigned char)h[b] >= 0x80) Py_RETURN_NOTIMPLEMENTED;
-        /* str.strip(): ASCII whitespace and \x1c-\x1f */
-        while (a < b && ((h[a] >= 9 && h[a] <= 13) || (h[a] >= 0x1c && h[a] <= 0x20))) a++;
-        while (b > a && ((h[b - 1] >= 9 && h[b - 1] <= 13) || (h[b - 1] >= 0x1c && h[b - 1] <= 0x20))) b--;
-        PyObject *v = PyUnicode_New(b - a, 127);
-        if (v) memcpy(PyUnicode_1BYTE_DATA(v), h + a, b - a);
-        return v;
-    }
-    Py_RETURN_NONE;
-}
-
-/* (WARC-Target-URI, WARC-Date) of a header block, each as header_value_c answers */
-static PyObject *hot_uri_date(PyObject *self, PyObject *arg) {
-    if (!PyBytes_Check(arg)) { PyErr_SetString(PyExc_TypeError, "uri_date: bytes"); return NULL; }
-    const char *h = PyBytes_AS_STRING(arg);
-    Py_ssize_t n = PyBytes_GET_SIZE(arg);
-    PyObject *u = header_value_c(h, n, "WARC-Target-URI", 15);
-    PyObject *d = u ? header_value_c(h, n, "WARC-Date", 9) : NULL;
-    if (!d) { Py_XDECREF(u); return NULL; }
-    return Py_BuildValue("(NN)", u, d);
-}
-
 static PyObject *hot_set_avx2(PyObject *self, PyObject *arg) {
     /* turn the AVX2 scans off (or back on where the CPU has AVX2); the previous setting. Tests
      * run the SSE2 / portable scans with it. */
@@ -2207,10 +2101,6 @@ static PyObject *hot_set_avx2(PyObject *self, PyObject *arg) {
 
 static PyMethodDef methods[] = {
     {"set_avx2", hot_set_avx2, METH_O, "set_avx2(on) -> whether the AVX2 scans were on (tests)"},
-    {"host_of", hot_host_of, METH_O, "urls.host_of for an ASCII str (else NotImplemented)"},
-    {"prefixes", hot_prefixes, METH_O, "urls.base_prefixes, UTF-8 encoded, for an ASCII str (else NotImplemented)"},
-    {"uri_date", hot_uri_date, METH_O, "(WARC-Target-URI, WARC-Date) of a header block as header_value gives them; "
-     "NotImplemented for a value that is not ASCII"},
     {"flags", hot_flags, METH_O,
      "(bits, first \"Base\" offset or -1); bits 1: IMG@, 2: \"Base\", 4: creativecommons.org, 8: ends in }"},
     {"wat_links", hot_wat_links, METH_VARARGS,

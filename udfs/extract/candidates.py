@@ -330,24 +330,18 @@ class _Builder:
         """`add_page` over `scan_page(payload).images`, in the compiled loop; False (nothing
         added) when the loop declines the page (a link object it cannot prove it parses as
         orjson does): the caller then takes the Python path for the whole page."""
-        od = self.hot.prefixes(base)  # base_prefixes(base), encoded, in C
-        if od is NotImplemented:  # not ASCII
-            prefixes = base_prefixes(base)
-            od = None
-            if prefixes is not None and prefixes[0].isascii() and prefixes[1].isascii():
-                od = prefixes[0].encode(), prefixes[1].encode()
-        o, d = od if od is not None else (None, None)
+        prefixes = base_prefixes(base)
+        o = d = None
+        if prefixes is not None and prefixes[0].isascii() and prefixes[1].isascii():
+            o, d = prefixes[0].encode(), prefixes[1].encode()
         hosts: dict[str, str] = {}
         judged: dict[str, tuple[str, str | None, str]] = {}
         judge = self.judge
-        page: list = []  # base_prefixes(base), computed for the first href the C loop hands back
 
         def judge_href(href: str) -> tuple[str, str | None, str]:
             verdict = judged.get(href)
             if verdict is None:
-                if not page:
-                    page.append(base_prefixes(base))
-                verdict = judged[href] = judge(href, base, page[0], True, hosts)
+                verdict = judged[href] = judge(href, base, prefixes, True, hosts)
             return verdict
 
         n0 = len(self)
@@ -380,19 +374,11 @@ class _Builder:
                 self.width[:0] = [None] * missing
                 self.height[:0] = [None] * missing
             self.p_url.append(page_url)
-            self.p_domain.append(self.host_of(page_url) if page_url else None)
+            self.p_domain.append(host_of(page_url) if page_url else None)
             self.p_license.append(lic[0])
             self.p_license_url.append(lic[1])
             self.p_offset.append(offset)
             self.p_time.append(fetch_time)
-
-    def host_of(self, url: str) -> str:
-        """urls.host_of, in C for an ASCII URL."""
-        if self.hot is not None:
-            host = self.hot.host_of(url)
-            if host is not NotImplemented:
-                return host
-        return host_of(url)
 
     def flush_counts(self) -> None:
         for reason, n in self.drops.items():
@@ -575,15 +561,9 @@ def extract_stream(
                         except ValueError:
                             pre = None  # scan_page would fail the same way: the Python path decides
                         if pre is not None:
-                            page_url, fetch_time = hot.uri_date(rec.header)  # header_value's, in C
-                            if page_url is NotImplemented:
-                                page_url = header_value(rec.header, "WARC-Target-URI")
-                            if fetch_time is NotImplemented:
-                                fetch_time = header_value(rec.header, "WARC-Date")
-                            if flags & 6:
-                                base, lic = _wat_base_license(page_url, pre[0], pre[1])
-                            else:  # what _wat_base_license gives without a Base or a license link
-                                base, lic = page_url or "", (None, None)
+                            page_url = header_value(rec.header, "WARC-Target-URI")
+                            fetch_time = header_value(rec.header, "WARC-Date")
+                            base, lic = _wat_base_license(page_url, pre[0], pre[1])
                             if b.add_wat_page(payload, with_title, page_url, base, lic, rec.offset, fetch_time,
                                               max_links):
                                 n_wat += 1
