@@ -553,37 +553,49 @@ resolved:;
     return J_URL;
 }
 
-/* ---------------------------------------------------------------- dedup set of digests */
+/* ---------------------------------------------------------------- a set of 32-byte keys */
 
+/* Open addressing, grown at half full: a page's uid digests (wat_links' in-page dedup) and a
+ * file's uid strings (UidSet, the job's per-file dedup). */
 typedef struct {
     uint8_t (*slots)[32];
     uint8_t *used;
-    size_t mask;
-} dset;
+    size_t cap, n;
+} kset;
 
-static int dset_init(dset *s, Py_ssize_t n) {
-    size_t cap = 16;
-    while (cap < (size_t)n * 2) cap <<= 1;
-    s->slots = PyMem_Malloc(cap * 32);
-    s->used = PyMem_Calloc(cap, 1);
-    s->mask = cap - 1;
-    if (!s->slots || !s->used) { PyErr_NoMemory(); return -1; }
-    return 0;
+static uint64_t hash_bytes(const uint8_t *s, size_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001B3ull;
+    return h ^ (h >> 29);
 }
 
-/* 1 if the digest was already there, else inserts it and returns 0 */
-static int dset_add(dset *s, const uint8_t d[32]) {
-    size_t i;
-    memcpy(&i, d, sizeof i);
-    for (i &= s->mask;; i = (i + 1) & s->mask) {
-        if (!s->used[i]) { s->used[i] = 1; memcpy(s->slots[i], d, 32); return 0; }
-        if (memcmp(s->slots[i], d, 32) == 0) return 1;
-    }
-}
-
-static void dset_free(dset *s) {
+static void kset_free(kset *s) {
     PyMem_Free(s->slots);
     PyMem_Free(s->used);
+    s->slots = NULL;
+    s->used = NULL;
+    s->cap = s->n = 0;
+}
+
+/* 1: the key is new (now added), 0: it was there, -1: no memory */
+static int kset_add(kset *s, const uint8_t k[32]) {
+    if ((s->n + 1) * 2 > s->cap) {
+        kset g = {NULL, NULL, s->cap ? s->cap * 2 : 64, 0};
+        g.slots = PyMem_Malloc(g.cap * 32);
+        g.used = PyMem_Calloc(g.cap, 1);
+        if (!g.slots || !g.used) { kset_free(&g); PyErr_NoMemory(); return -1; }
+        for (size_t i = 0; i < s->cap; i++)
+            if (s->used[i]) kset_add(&g, s->slots[i]); /* g has room: cannot fail */
+        kset_free(s);
+        *s = g;
+    }
+    size_t i = (size_t)hash_bytes(k, 32) & (s->cap - 1);
+    for (; s->used[i]; i = (i + 1) & (s->cap - 1))
+        if (memcmp(s->slots[i], k, 32) == 0) return 0;
+    s->used[i] = 1;
+    memcpy(s->slots[i], k, 32);
+    s->n++;
+    return 1;
 }
 
 /* ---------------------------------------------------------------- helpers */
@@ -621,23 +633,48 @@ static int usable(buf_t *arena, jstr *j) {
     return r;
 }
 
-static int count_drop(PyObject *drops, PyObject *reason) {
+/* drops[reason] += n */
+static int count_drop_n(PyObject *drops, PyObject *reason, long n) {
     PyObject *v = PyDict_GetItemWithError(drops, reason);
     if (!v && PyErr_Occurred()) return -1;
-    long n = v ? PyLong_AsLong(v) : 0;
-    PyObject *nv = PyLong_FromLong(n + 1);
+    PyObject *nv = PyLong_FromLong((v ? PyLong_AsLong(v) : 0) + n);
     if (!nv) return -1;
     int r = PyDict_SetItem(drops, reason, nv);
     Py_DECREF(nv);
     return r;
 }
 
-static int count_drop_c(PyObject *drops, const char *reason) {
+static int count_drop(PyObject *drops, PyObject *reason) { return count_drop_n(drops, reason, 1); }
+
+static int count_drop_c(PyObject *drops, const char *reason, long n) {
     PyObject *k = PyUnicode_InternFromString(reason);
     if (!k) return -1;
-    int r = count_drop(drops, k);
+    int r = count_drop_n(drops, k, n);
     Py_DECREF(k);
     return r;
+}
+
+/* A page's drops by reason (C string literals, compared by address), added to the caller's
+ * dict once per page instead of a dict update per link */
+typedef struct {
+    const char *why[16];
+    long n[16];
+    int k;
+} tally_t;
+
+static int tally_add(tally_t *t, PyObject *drops, const char *reason) {
+    for (int i = 0; i < t->k; i++)
+        if (t->why[i] == reason) { t->n[i]++; return 0; }
+    if (t->k == 16) return count_drop_c(drops, reason, 1); /* never with today's reasons */
+    t->why[t->k] = reason;
+    t->n[t->k++] = 1;
+    return 0;
+}
+
+static int tally_flush(tally_t *t, PyObject *drops) {
+    for (int i = 0; i < t->k; i++)
+        if (count_drop_c(drops, t->why[i], t->n[i]) < 0) return -1;
+    return 0;
 }
 
 static PyObject *S_ALT, *S_TITLE;
@@ -700,12 +737,24 @@ static int at(const char *s, Py_ssize_t n, Py_ssize_t p, const char *lit, Py_ssi
     return p + k <= n && memcmp(s + p, lit, k) == 0;
 }
 
+static const char IMG[] = "IMG@", BASE[] = "\"Base\"", CC[] = "creativecommons.org";
+
+/* the candidates a vector step of scan_flags found (bit i: position p + i), checked in full */
+static void flag_hits(const char *s, Py_ssize_t n, Py_ssize_t p, unsigned mi, unsigned mb, unsigned mc, long *f,
+                      Py_ssize_t *base) {
+    for (; mi && !(*f & 1); mi &= mi - 1)
+        if (at(s, n, p + __builtin_ctz(mi), IMG, 4)) *f |= 1;
+    for (; mb && !(*f & 2); mb &= mb - 1)
+        if (at(s, n, p + __builtin_ctz(mb), BASE, 6)) { *f |= 2; *base = p + __builtin_ctz(mb); }
+    for (; mc && !(*f & 4); mc &= mc - 1)
+        if (at(s, n, p + __builtin_ctz(mc), CC, 19)) *f |= 4;
+}
+
 #ifdef HAVE_SHANI_CODE
 /* scan_flags' loop 32 positions at a time (AVX2: every x86-64 server CPU since 2013); returns
  * the position where the scalar tail goes on */
 __attribute__((target("avx2")))
 static Py_ssize_t scan_flags_avx2(const char *s, Py_ssize_t n, long *fp, Py_ssize_t *base) {
-    static const char IMG[] = "IMG@", BASE[] = "\"Base\"", CC[] = "creativecommons.org";
     long f = *fp;
     Py_ssize_t p = 0;
     const __m256i g = _mm256_set1_epi8('G'), at_ = _mm256_set1_epi8('@'), B = _mm256_set1_epi8('B'),
@@ -719,12 +768,7 @@ static Py_ssize_t scan_flags_avx2(const char *s, Py_ssize_t n, long *fp, Py_ssiz
         if (_mm256_testz_si256(_mm256_or_si256(_mm256_or_si256(mi_, mb_), mc_), _mm256_set1_epi8(-1))) continue;
         unsigned mi = (unsigned)_mm256_movemask_epi8(mi_), mb = (unsigned)_mm256_movemask_epi8(mb_),
                  mc = (unsigned)_mm256_movemask_epi8(mc_);
-        for (; mi && !(f & 1); mi &= mi - 1)
-            if (at(s, n, p + __builtin_ctz(mi), IMG, 4)) f |= 1;
-        for (; mb && !(f & 2); mb &= mb - 1)
-            if (at(s, n, p + __builtin_ctz(mb), BASE, 6)) { f |= 2; *base = p + __builtin_ctz(mb); }
-        for (; mc && !(f & 4); mc &= mc - 1)
-            if (at(s, n, p + __builtin_ctz(mc), CC, 19)) f |= 4;
+        flag_hits(s, n, p, mi, mb, mc, &f, base);
     }
     *fp = f;
     return p;
@@ -746,7 +790,6 @@ static int cpu_has_avx2(void) {
  * "\"Base\"", any "creativecommons.org". Candidates by byte pairs, 16 positions at a time
  * (IMG@: "G@"; "Base": 'B' and the closing quote; creativecommons.org: 'v' and 's'). */
 static long scan_flags(const char *s, Py_ssize_t n, Py_ssize_t *base) {
-    static const char IMG[] = "IMG@", BASE[] = "\"Base\"", CC[] = "creativecommons.org";
     long f = 0;
     *base = -1;
     Py_ssize_t p = 0;
@@ -766,12 +809,7 @@ static long scan_flags(const char *s, Py_ssize_t n, Py_ssize_t *base) {
         if (!_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(mi_, mb_), mc_))) continue;
         unsigned mi = (unsigned)_mm_movemask_epi8(mi_), mb = (unsigned)_mm_movemask_epi8(mb_),
                  mc = (unsigned)_mm_movemask_epi8(mc_);
-        for (; mi && !(f & 1); mi &= mi - 1)
-            if (at(s, n, p + __builtin_ctz(mi), IMG, 4)) f |= 1;
-        for (; mb && !(f & 2); mb &= mb - 1)
-            if (at(s, n, p + __builtin_ctz(mb), BASE, 6)) { f |= 2; *base = p + __builtin_ctz(mb); }
-        for (; mc && !(f & 4); mc &= mc - 1)
-            if (at(s, n, p + __builtin_ctz(mc), CC, 19)) f |= 4;
+        flag_hits(s, n, p, mi, mb, mc, &f, base);
     }
 #endif
     for (; p < n && f != 7; p++) {
@@ -782,19 +820,24 @@ static long scan_flags(const char *s, Py_ssize_t n, Py_ssize_t *base) {
     return f;
 }
 
-/* (bits, offset of the first "Base" or -1): bit 1: IMG@, 2: "Base", 4: creativecommons.org,
- * 8: the payload ends in "}"; the other bits only where IMG@ is there */
+/* `flags`' bits for a payload: 1: IMG@, 2: "Base" (its offset in *base, else -1), 4:
+ * creativecommons.org, 8: payload[-8:].rstrip() ends with "}" (a whole JSON object, as far as
+ * the tail tells); the other bits only where IMG@ is there */
+static long page_flags(const char *s, Py_ssize_t n, Py_ssize_t *base) {
+    long f = scan_flags(s, n, base);
+    if (!(f & 1)) { *base = -1; return 0; }
+    const unsigned char *e = (const unsigned char *)s + n, *lo = n > 8 ? e - 8 : (const unsigned char *)s;
+    while (e > lo && (e[-1] == ' ' || (e[-1] >= 9 && e[-1] <= 13))) e--;
+    if (e > lo && e[-1] == '}') f |= 8;
+    return f;
+}
+
+/* (page_flags' bits, offset of the first "Base" or -1) */
 static PyObject *hot_flags(PyObject *self, PyObject *arg) {
     Py_buffer b;
     if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0) return NULL;
     Py_ssize_t base;
-    long f = scan_flags(b.buf, b.len, &base);
-    if (!(f & 1)) { f = 0; base = -1; }
-    else { /* bit 8: payload[-8:].rstrip() ends with "}" (a whole JSON object, as far as the tail tells) */
-        const unsigned char *e = (const unsigned char *)b.buf + b.len, *lo = b.len > 8 ? e - 8 : b.buf;
-        while (e > lo && (e[-1] == ' ' || (e[-1] >= 9 && e[-1] <= 13))) e--;
-        if (e > lo && e[-1] == '}') f |= 8;
-    }
+    long f = page_flags(b.buf, b.len, &base);
     PyBuffer_Release(&b);
     return Py_BuildValue("ln", f, base);
 }
@@ -956,7 +999,11 @@ static PyObject *hot_members(PyObject *self, PyObject *args) {
         PyObject *unused = eof ? PyObject_GetAttr(d, S_UNUSED) : NULL;
         Py_DECREF(d);
         if (!eof) { Py_DECREF(data); break; }
-        if (!unused || !PyBytes_Check(unused)) { Py_XDECREF(unused); Py_DECREF(data); goto done; }
+        if (unused && !PyBytes_Check(unused)) {
+            Py_CLEAR(unused);
+            PyErr_SetString(PyExc_TypeError, "members: unused_data is not bytes");
+        }
+        if (!unused) { Py_DECREF(data); goto done; }
         Py_ssize_t next = pos + used - PyBytes_GET_SIZE(unused);
         Py_DECREF(unused);
         const char *s = PyBytes_AS_STRING(data);
@@ -970,14 +1017,7 @@ static PyObject *hot_members(PyObject *self, PyObject *args) {
         Py_ssize_t base = -1;
         int meta = lower && tlen == 8 && memcmp(s + tv, "metadata", 8) == 0;
         if (meta) {
-            f = scan_flags(s + hlen + 4, clen, &base);
-            if (!(f & 1)) { f = 0; base = -1; }
-            else {
-                const unsigned char *e = (const unsigned char *)s + hlen + 4 + clen,
-                                    *lo = clen > 8 ? e - 8 : (const unsigned char *)s + hlen + 4;
-                while (e > lo && (e[-1] == ' ' || (e[-1] >= 9 && e[-1] <= 13))) e--;
-                if (e > lo && e[-1] == '}') f |= 8;
-            }
+            f = page_flags(s + hlen + 4, clen, &base);
             if (skip_plain && !(f & 1)) {
                 skipped++;
                 Py_DECREF(data);
@@ -1647,51 +1687,12 @@ static PyTypeObject ColsType = {
  * is then added), 0 where it was seen before; a uid must be 32 bytes (ValueError if not). */
 typedef struct {
     PyObject_HEAD
-    uint8_t (*keys)[32];
-    uint8_t *used;
-    size_t cap, n;
+    kset keys;
 } UidSet;
 
 static void uidset_dealloc(UidSet *u) {
-    PyMem_Free(u->keys);
-    PyMem_Free(u->used);
+    kset_free(&u->keys);
     Py_TYPE(u)->tp_free((PyObject *)u);
-}
-
-static size_t uid_slot(const uint8_t *k, size_t mask) {
-    uint64_t h = 0;
-    for (int i = 0; i < 32; i++) h = (h ^ k[i]) * 0x100000001B3ull;
-    return (size_t)(h ^ (h >> 31)) & mask;
-}
-
-static int uidset_add(UidSet *u, const uint8_t *k) { /* 1: new (added), 0: seen, -1: no memory */
-    if ((u->n + 1) * 2 > u->cap) {
-        size_t cap = u->cap ? u->cap * 2 : 1024;
-        uint8_t (*keys)[32] = PyMem_Malloc(cap * 32);
-        uint8_t *used = PyMem_Calloc(cap, 1);
-        if (!keys || !used) { PyMem_Free(keys); PyMem_Free(used); PyErr_NoMemory(); return -1; }
-        for (size_t i = 0; i < u->cap; i++) {
-            if (!u->used[i]) continue;
-            size_t j = uid_slot(u->keys[i], cap - 1);
-            while (used[j]) j = (j + 1) & (cap - 1);
-            memcpy(keys[j], u->keys[i], 32);
-            used[j] = 1;
-        }
-        PyMem_Free(u->keys);
-        PyMem_Free(u->used);
-        u->keys = keys;
-        u->used = used;
-        u->cap = cap;
-    }
-    size_t j = uid_slot(k, u->cap - 1);
-    while (u->used[j]) {
-        if (memcmp(u->keys[j], k, 32) == 0) return 0;
-        j = (j + 1) & (u->cap - 1);
-    }
-    memcpy(u->keys[j], k, 32);
-    u->used[j] = 1;
-    u->n++;
-    return 1;
 }
 
 static PyObject *uidset_keep(UidSet *u, PyObject *args) {
@@ -1712,7 +1713,7 @@ static PyObject *uidset_keep(UidSet *u, PyObject *args) {
             Py_CLEAR(mask);
             goto done;
         }
-        int r = uidset_add(u, (const uint8_t *)db.buf + off[i]);
+        int r = kset_add(&u->keys, (const uint8_t *)db.buf + off[i]);
         if (r < 0) { Py_CLEAR(mask); goto done; }
         m[i] = (char)r;
     }
@@ -1722,7 +1723,7 @@ done:
     return mask;
 }
 
-static Py_ssize_t uidset_len(UidSet *u) { return (Py_ssize_t)u->n; }
+static Py_ssize_t uidset_len(UidSet *u) { return (Py_ssize_t)u->keys.n; }
 
 static PyMethodDef uidset_methods[] = {
     {"keep", (PyCFunction)uidset_keep, METH_VARARGS,
@@ -1746,19 +1747,13 @@ static PyTypeObject UidSetType = {
  * for the compiled predictor over a text column: each distinct text predicted once (a hash
  * table on its bytes), the first max_chars characters, newlines as spaces, plus "\n";
  * label -1 (None) and score 0 for empty text or no prediction; scores capped at 1. */
-static uint64_t hash_bytes(const uint8_t *s, size_t n) {
-    uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001B3ull;
-    return h ^ (h >> 29);
-}
-
 static PyObject *hot_lid_column(PyObject *self, PyObject *args) {
     Py_buffer ob, db, sb, lb;
     Py_ssize_t n, max_chars;
     PyObject *model;
     if (!PyArg_ParseTuple(args, "y*y*nOnw*w*", &ob, &db, &n, &model, &max_chars, &sb, &lb)) return NULL;
     PyObject *res = NULL;
-    int32_t *slot_row = NULL, *ids = NULL;
+    int32_t *slot_row = NULL;
     uint64_t *slot_h = NULL;
     char *line = NULL;
     const lid_model *md = PyCapsule_GetPointer(model, "crawlpairs.lid_model");
@@ -1828,7 +1823,6 @@ static PyObject *hot_lid_column(PyObject *self, PyObject *args) {
     }
     res = Py_NewRef(Py_None);
 done:
-    (void)ids;
     PyMem_Free(slot_row);
     PyMem_Free(slot_h);
     PyMem_Free(line);
@@ -1864,16 +1858,8 @@ static PyObject *hot_wat_links(PyObject *self, PyObject *args) {
     buf_t arena = {0}, ubuf = {0}, tbuf = {0};
     link_t *links = NULL;
     Py_ssize_t nlinks = 0, caplinks = 0;
-    dset seen = {0};
-    /* drops by reason (C literals), added to `drops` at the end: one dict update per reason */
-    const char *why[16];
-    long why_n[16];
-    int nwhy = 0;
-#define DROP(r) do { const char *r_ = (r); int w_ = 0; \
-        while (w_ < nwhy && why[w_] != r_) w_++; \
-        if (w_ == nwhy) { if (nwhy == 16) { if (count_drop_c(drops, r_) < 0) goto done; break; } \
-                          why[nwhy] = r_; why_n[nwhy++] = 0; } \
-        why_n[w_]++; } while (0)
+    kset seen = {0};
+    tally_t tally = {.k = 0};
 
     if (!PyArg_ParseTuple(cfgt, "O!O!nnnnnnp", &PyTuple_Type, &cfg.schemes, &PyTuple_Type, &cfg.exts, &cfg.max_url,
                           &cfg.max_dom, &cfg.min_len, &cfg.max_len, &cfg.max_raw, &cfg.max_links, &cfg.dedup))
@@ -1891,8 +1877,8 @@ static PyObject *hot_wat_links(PyObject *self, PyObject *args) {
     /* phase 1: every IMG@/src link object, validated before any row is written */
     const char *P = pl.buf;
     Py_ssize_t N = pl.len;
-    static const char IMG[] = "\"IMG@/src\"";
-    const char *hit = find2(P, N, IMG, 10, 3, 4);
+    static const char IMG_SRC[] = "\"IMG@/src\"";
+    const char *hit = find2(P, N, IMG_SRC, 10, 3, 4);
     while (hit) {
         Py_ssize_t i = hit - P;
         const char *start = NULL, *end = memchr(hit, '}', N - i);
@@ -1909,19 +1895,21 @@ static PyObject *hot_wat_links(PyObject *self, PyObject *args) {
         if (r == FAIL) goto done;
         if (r == UNSUPPORTED) { result = Py_NewRef(Py_None); goto done; }
         if (links[nlinks].url.present) nlinks++;
-        hit = find2(end, N - (end - P), IMG, 10, 3, 4);
+        hit = find2(end, N - (end - P), IMG_SRC, 10, 3, 4);
     }
 
     /* phase 2: the per-link loop of _Builder.add_page; a row's five values are (pointer,
      * length) views of our buffers or of the str the Python callables return (held in own[]) */
     Py_ssize_t todo = nlinks < cfg.max_links ? nlinks : cfg.max_links, kept = 0;
-    if (cfg.dedup && dset_init(&seen, todo) < 0) goto done;
     for (Py_ssize_t li = 0; li < todo; li++) {
         link_t *L = &links[li];
         int alt_ok = usable(&arena, &L->alt);
         int title_ok = with_title ? usable(&arena, &L->title) : 0;
         if (alt_ok < 0 || title_ok < 0) goto done;
-        if (!alt_ok && !title_ok) { DROP("empty_text"); continue; }
+        if (!alt_ok && !title_ok) {
+            if (tally_add(&tally, drops, "empty_text") < 0) goto done;
+            continue;
+        }
         PyObject *own[2] = {NULL, NULL}; /* judge's and pick's answers, while their strs are in use */
         const char *url, *dom, *text, *src;
         Py_ssize_t url_n, dom_n, text_n, src_n;
@@ -1931,7 +1919,10 @@ static PyObject *hot_wat_links(PyObject *self, PyObject *args) {
         int j = judge_fast(&cfg, arena.p + L->url.off, L->url.len, origin, olen, dir, dlen, &ubuf, &host, &hostlen,
                            &reason);
         if (j < 0) goto done;
-        if (j == J_DROP) { DROP(reason); continue; }
+        if (j == J_DROP) {
+            if (tally_add(&tally, drops, reason) < 0) goto done;
+            continue;
+        }
         if (j == J_URL) {
             url = ubuf.p; url_n = ubuf.n; dom = ubuf.p + host; dom_n = hostlen;
         } else {
@@ -2019,7 +2010,7 @@ static PyObject *hot_wat_links(PyObject *self, PyObject *args) {
         }
         if (reason) {
             Py_XDECREF(own[0]); Py_XDECREF(own[1]);
-            DROP(reason);
+            if (tally_add(&tally, drops, reason) < 0) goto done;
             continue;
         }
         /* dedup and uid: sha256(url "\t" text); a URL never holds a raw tab */
@@ -2030,9 +2021,11 @@ static PyObject *hot_wat_links(PyObject *self, PyObject *args) {
         sha256_update(&h, (const uint8_t *)"\t", 1);
         sha256_update(&h, (const uint8_t *)text, text_n);
         sha256_final(&h, d);
-        if (cfg.dedup && dset_add(&seen, d)) {
+        int fresh = cfg.dedup ? kset_add(&seen, d) : 1;
+        if (fresh < 0) { Py_XDECREF(own[0]); Py_XDECREF(own[1]); goto done; }
+        if (!fresh) {
             Py_XDECREF(own[0]); Py_XDECREF(own[1]);
-            DROP("duplicate_in_page");
+            if (tally_add(&tally, drops, "duplicate_in_page") < 0) goto done;
             continue;
         }
         static const char HEX[] = "0123456789abcdef";
@@ -2046,20 +2039,10 @@ static PyObject *hot_wat_links(PyObject *self, PyObject *args) {
         cols->n++;
         kept++;
     }
-    for (int w = 0; w < nwhy; w++) { /* the drops, counted */
-        PyObject *k = PyUnicode_InternFromString(why[w]);
-        PyObject *v = k ? PyDict_GetItemWithError(drops, k) : NULL;
-        if (!k || (!v && PyErr_Occurred())) { Py_XDECREF(k); goto done; }
-        PyObject *nv = PyLong_FromLong((v ? PyLong_AsLong(v) : 0) + why_n[w]);
-        int r = nv ? PyDict_SetItem(drops, k, nv) : -1;
-        Py_XDECREF(nv);
-        Py_DECREF(k);
-        if (r < 0) goto done;
-    }
+    if (tally_flush(&tally, drops) < 0) goto done;
     result = Py_BuildValue("nn", nlinks, kept);
 done:
-#undef DROP
-    if (cfg.dedup && seen.used) dset_free(&seen);
+    kset_free(&seen);
     PyMem_Free(arena.p);
     PyMem_Free(ubuf.p);
     PyMem_Free(tbuf.p);

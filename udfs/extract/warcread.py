@@ -126,6 +126,11 @@ class _Source:
                 return False
         return True
 
+    def fast_ready(self) -> bool:
+        """The fast paths may start a member here: `_FAST_INPUT` bytes are buffered, or the file
+        has no more (then whatever is left)."""
+        return len(self.buf) - self.p >= _FAST_INPUT or self._have(_FAST_INPUT) or self.p < len(self.buf)
+
     @property
     def pos(self) -> int:
         """File offset of the next raw byte."""
@@ -369,8 +374,7 @@ def iter_records(fileobj: typing.BinaryIO, source: str, caps: Caps, stats: Stats
     members = _hot.members if _hot is not None else None
     skip = skip_plain_metadata is not None
     while True:
-        if members is not None and src.gz and (len(src.buf) - src.p >= _FAST_INPUT or src._have(_FAST_INPUT)
-                                               or src.p < len(src.buf)):
+        if members is not None and src.gz and src.fast_ready():
             # the fast path below for many members in one C call (the common case: every member
             # of a Common Crawl file); it stops at the first member the Python code must read
             p0 = src.p
@@ -384,7 +388,7 @@ def iter_records(fileobj: typing.BinaryIO, source: str, caps: Caps, stats: Stats
                                 flags, base_at)
             if src.p != p0:
                 continue
-        if src.gz and (len(src.buf) - src.p >= _FAST_INPUT or src._have(_FAST_INPUT) or src.p < len(src.buf)):
+        if src.gz and src.fast_ready():
             # fastest path, no method calls: a member whose first 64 KB inflate to its end and
             # hold one well-formed record (nearly every member of a Common Crawl file); anything
             # else falls through to the general path below, which starts this member again
