@@ -52,7 +52,8 @@ DATA_NAME = re.compile(r"^[0-9a-f]{16}\.parquet$")
 NOT_IN_FINGERPRINT = ("prefix", "crawl_index_url", "force", "lid_model")
 # Columns whose values repeat (a page's, a file's, a few sources and languages): Parquet
 # dictionary-encodes these; uid, url and text are near-unique, where trying a dictionary first
-# costs ~25 % of the write for nothing (measured on the bench corpus).
+# costs time for nothing: writing the bench corpus' 60,210 rows took 21.1 ms with every column
+# tried as a dictionary, 17.2 ms with these only (min of 5, in process).
 DICTIONARY_COLUMNS = ["text_source", "page_url", "page_domain", "image_domain", "language", "license",
                       "license_url", "source_file"]
 # Test hook (tests/extract/test_job_faults.py): seconds a task sleeps after publishing a

@@ -94,6 +94,17 @@ def test_stats_account_for_every_pair_and_error(real_run):
     assert doc["seconds"] > 0 and doc["stage"] == "extract"
 
 
+def test_manifests_record_the_tasks_wall_and_cpu_seconds(real_run):
+    """Each file's manifest says how long its task took and how much CPU its Python worker
+    spent on it (bench/extract reads the marginal cost of a file from `cpu_seconds`)."""
+    _, out, _ = real_run
+    docs = [json.loads(p.read_text()) for p in (out / "candidates_meta" / "files").glob("*.json")]
+    assert len(docs) >= 8
+    assert all(d["seconds"] >= 0 and d["cpu_seconds"] >= 0 for d in docs)
+    biggest = max(docs, key=lambda d: d["rows"])
+    assert biggest["rows"] > 100 and biggest["cpu_seconds"] > 0
+
+
 def test_rerun_skips_committed_files_and_changes_nothing(real_run, spark):
     cfg, out, stats = real_run
     before = read_table(out / "candidates").sort_values("uid").reset_index(drop=True)
